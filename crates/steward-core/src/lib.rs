@@ -1,0 +1,10 @@
+//! Steward's shared vocabulary: validated names and paths, the configuration model, and the
+//! injectable clock. This crate does no IO (the config loader takes text, not a path it opens).
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod config;
+pub mod names;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use names::{EnvName, NameError, SecretPath};

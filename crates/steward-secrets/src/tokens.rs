@@ -1,0 +1,392 @@
+//! Administration of access: tokens (create, look up, renew, revoke, list) and policies
+//! (put, get, list, delete). Tokens are shown once, at creation; afterwards only accessors.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use steward_store::{PolicyRecord, TokenRecord, Tx};
+
+use crate::{
+    error::{Kind, SecretsError},
+    policy::{check_policy_name, Capability, CompiledPolicy, PolicyDoc},
+    Caller, Engine, RequestCtx, Result,
+};
+
+/// A token request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreate {
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// Lifetime such as "1h" or "30m"; none means no expiry (admins only).
+    pub ttl: Option<String>,
+    /// Renewals never extend past created + explicit_max_ttl.
+    #[serde(alias = "explicit_max_ttl")]
+    pub max_ttl: Option<String>,
+    #[serde(default)]
+    pub display_name: String,
+    pub renewable: Option<bool>,
+    /// Accepted for Vault compatibility; Steward tokens have no default policy.
+    #[serde(default)]
+    pub no_default_policy: bool,
+    /// Accepted for Vault compatibility (hvac sends it); must be empty.
+    #[serde(default)]
+    pub meta: Option<serde_json::Value>,
+}
+
+/// A freshly created token: the only time the token itself is returned.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenCreated {
+    pub token: String,
+    pub info: TokenInfo,
+}
+
+/// What may be shown about a token (never the token).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub accessor: String,
+    pub display_name: String,
+    pub policies: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub ttl_secs: Option<u64>,
+    pub renewable: bool,
+    pub revoked: bool,
+}
+
+impl From<&TokenRecord> for TokenInfo {
+    fn from(r: &TokenRecord) -> Self {
+        Self {
+            accessor: r.accessor.clone(),
+            display_name: r.display_name.clone(),
+            policies: r.policies.clone(),
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            ttl_secs: r.ttl_secs,
+            renewable: r.renewable,
+            revoked: r.revoked_at.is_some(),
+        }
+    }
+}
+
+/// A stored policy as shown to users.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyView {
+    pub name: String,
+    pub policy: PolicyDoc,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn parse_ttl(what: &str, s: &Option<String>) -> Result<Option<Duration>> {
+    s.as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            // Vault clients send plain seconds too.
+            s.parse::<u64>()
+                .map(Duration::from_secs)
+                .or_else(|_| humantime_like(s))
+                .map_err(|_| {
+                    SecretsError::invalid(
+                        "invalid_ttl",
+                        format!("{what} {s:?} is not a duration; write it like \"30m\", \"12h\" or \"7d\""),
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// Parses `90s`, `30m`, `12h`, `7d` (and sums like `1h30m`).
+fn humantime_like(s: &str) -> std::result::Result<Duration, ()> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| ())?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(()),
+        };
+        total = total.checked_add(n.checked_mul(unit).ok_or(())?).ok_or(())?;
+    }
+    if !num.is_empty() || total == 0 {
+        return Err(());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+impl Engine {
+    /// Creates a token. Admins (on sys/tokens) may grant any policies; other callers only a
+    /// subset of their own, and only with a TTL.
+    pub async fn create_token(&self, ctx: &RequestCtx, req: TokenCreate) -> Result<TokenCreated> {
+        let (caller, draft) = self.begin(ctx, "token.create", None, None).await?;
+        let prepared = (|| {
+            let admin = caller.allows("sys", "tokens", Capability::Admin);
+            for p in &req.policies {
+                if p != "root" {
+                    check_policy_name(p)?;
+                }
+                if !admin && !caller.policies.contains(p) {
+                    return Err(SecretsError::new(
+                        Kind::Forbidden,
+                        "permission_denied",
+                        format!("you may only grant policies you hold yourself; you do not hold {p:?}"),
+                    ));
+                }
+            }
+            if req.policies.iter().any(|p| p == "root") && !caller.is_root() {
+                return Err(SecretsError::forbidden());
+            }
+            let ttl = parse_ttl("ttl", &req.ttl)?;
+            let max_ttl = parse_ttl("max_ttl", &req.max_ttl)?;
+            if ttl.is_none() && !admin {
+                return Err(SecretsError::invalid(
+                    "ttl_required",
+                    "only admins may create tokens without a ttl; add ttl, e.g. \"24h\"",
+                ));
+            }
+            if req.meta.as_ref().is_some_and(|m| !m.is_null() && m != &serde_json::json!({})) {
+                return Err(SecretsError::invalid("unsupported", "token meta is not supported"));
+            }
+            if req.display_name.len() > 128 {
+                return Err(SecretsError::invalid("invalid_display_name", "display_name is longer than 128 bytes"));
+            }
+            Ok((ttl, max_ttl))
+        })();
+        let (ttl, max_ttl) = match prepared {
+            Ok(p) => p,
+            Err(e) => return self.finish(ctx, draft, Err(e)).await,
+        };
+        let (token, rec) = self.new_token_record(
+            req.display_name.clone(),
+            req.policies.clone(),
+            ttl,
+            max_ttl,
+            req.renewable.unwrap_or(true),
+        );
+        ctx.mark_audited();
+        let info = TokenInfo::from(&rec);
+        self.store
+            .write(Some(draft), move |tx: &mut dyn Tx| tx.token_put(&rec).map_err(SecretsError::from))
+            .await?;
+        Ok(TokenCreated {
+            token: token.to_string(),
+            info,
+        })
+    }
+
+    /// The calling token's own record.
+    pub async fn lookup_self(&self, ctx: &RequestCtx) -> Result<TokenInfo> {
+        let (caller, draft) = self.begin(ctx, "token.lookup_self", None, None).await?;
+        self.finish(ctx, draft, Ok(TokenInfo::from(&caller.token))).await
+    }
+
+    /// Another token's record, by accessor (admin).
+    pub async fn lookup_accessor(&self, ctx: &RequestCtx, accessor: &str) -> Result<TokenInfo> {
+        let (caller, draft) = self.begin(ctx, "token.lookup", None, None).await?;
+        let r = async {
+            caller.require(Capability::Admin, "sys", "tokens")?;
+            let a = accessor.to_string();
+            let rec = self
+                .store
+                .read(move |tx| tx.token_by_accessor(&a).map_err(SecretsError::from))
+                .await?
+                .ok_or_else(|| SecretsError::not_found(format!("no token with accessor {accessor}")))?;
+            Ok(TokenInfo::from(&rec))
+        }
+        .await;
+        self.finish(ctx, draft, r).await
+    }
+
+    /// Every token's record (admin).
+    pub async fn list_tokens(&self, ctx: &RequestCtx) -> Result<Vec<TokenInfo>> {
+        let (caller, draft) = self.begin(ctx, "token.list", None, None).await?;
+        let r = async {
+            caller.require(Capability::Admin, "sys", "tokens")?;
+            let recs = self
+                .store
+                .read(|tx| tx.token_list().map_err(SecretsError::from))
+                .await?;
+            Ok(recs.iter().map(TokenInfo::from).collect())
+        }
+        .await;
+        self.finish(ctx, draft, r).await
+    }
+
+    /// Extends the calling token's life by `increment` (default: its ttl), capped by max_ttl.
+    pub async fn renew_self(&self, ctx: &RequestCtx, increment: Option<String>) -> Result<TokenInfo> {
+        let (caller, draft) = self.begin(ctx, "token.renew_self", None, None).await?;
+        let prepared = (|| {
+            let rec = caller.token.clone();
+            if !rec.renewable {
+                return Err(SecretsError::invalid("not_renewable", "this token is not renewable"));
+            }
+            let inc = parse_ttl("increment", &increment)?
+                .or(rec.ttl_secs.map(Duration::from_secs))
+                .ok_or_else(|| {
+                    SecretsError::invalid("not_renewable", "this token has no ttl, so there is nothing to renew")
+                })?;
+            Ok((rec, inc))
+        })();
+        let (mut rec, inc) = match prepared {
+            Ok(p) => p,
+            Err(e) => return self.finish(ctx, draft, Err(e)).await,
+        };
+        let now = self.clock.now();
+        let mut until = now + chrono::Duration::from_std(inc).unwrap_or(chrono::Duration::MAX);
+        if let Some(max) = rec.max_expires_at {
+            until = until.min(max);
+        }
+        rec.expires_at = Some(until);
+        ctx.mark_audited();
+        let info = TokenInfo::from(&rec);
+        self.store
+            .write(Some(draft), move |tx: &mut dyn Tx| tx.token_put(&rec).map_err(SecretsError::from))
+            .await?;
+        Ok(info)
+    }
+
+    /// Revokes the calling token (`accessor` None) or another token by accessor (admin).
+    pub async fn revoke(&self, ctx: &RequestCtx, accessor: Option<&str>) -> Result<()> {
+        let (caller, draft) = self.begin(ctx, "token.revoke", None, None).await?;
+        let target = accessor.unwrap_or(&caller.accessor).to_string();
+        let prepared: Result<()> = if target != caller.accessor {
+            caller.require(Capability::Admin, "sys", "tokens")
+        } else {
+            Ok(())
+        };
+        if let Err(e) = prepared {
+            return self.finish(ctx, draft, Err(e)).await;
+        }
+        ctx.mark_audited();
+        let now = self.clock.now();
+        self.store
+            .write(Some(draft), move |tx: &mut dyn Tx| {
+                let mut rec = tx
+                    .token_by_accessor(&target)?
+                    .ok_or_else(|| SecretsError::not_found(format!("no token with accessor {target}")))?;
+                if rec.revoked_at.is_none() {
+                    rec.revoked_at = Some(now);
+                    tx.token_put(&rec)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    fn require_policy_admin(caller: &Caller) -> Result<()> {
+        caller.require(Capability::Admin, "sys", "policies")
+    }
+
+    /// Creates or replaces a policy (admin on sys/policies).
+    pub async fn put_policy(&self, ctx: &RequestCtx, name: &str, document: &str) -> Result<()> {
+        let (caller, draft) = self.begin(ctx, "policy.write", None, Some(name)).await?;
+        let prepared = (|| {
+            Self::require_policy_admin(&caller)?;
+            check_policy_name(name)?;
+            let (doc, _) = CompiledPolicy::parse(document)?;
+            Ok(serde_json::to_string(&doc).expect("policy serializes"))
+        })();
+        let doc = match prepared {
+            Ok(d) => d,
+            Err(e) => return self.finish(ctx, draft, Err(e)).await,
+        };
+        ctx.mark_audited();
+        let rec = PolicyRecord {
+            name: name.to_string(),
+            document: doc,
+            updated_at: self.clock.now(),
+        };
+        self.store
+            .write(Some(draft), move |tx: &mut dyn Tx| tx.policy_put(&rec).map_err(SecretsError::from))
+            .await?;
+        self.forget_policy(name);
+        Ok(())
+    }
+
+    /// Reads a policy (admin on sys/policies).
+    pub async fn get_policy(&self, ctx: &RequestCtx, name: &str) -> Result<PolicyView> {
+        let (caller, draft) = self.begin(ctx, "policy.read", None, Some(name)).await?;
+        let r = async {
+            Self::require_policy_admin(&caller)?;
+            let n = name.to_string();
+            let rec = self
+                .store
+                .read(move |tx| tx.policy_get(&n).map_err(SecretsError::from))
+                .await?
+                .ok_or_else(|| SecretsError::not_found(format!("no policy named {name:?}")))?;
+            policy_view(rec)
+        }
+        .await;
+        self.finish(ctx, draft, r).await
+    }
+
+    /// Lists policies (admin on sys/policies).
+    pub async fn list_policies(&self, ctx: &RequestCtx) -> Result<Vec<PolicyView>> {
+        let (caller, draft) = self.begin(ctx, "policy.list", None, None).await?;
+        let r = async {
+            Self::require_policy_admin(&caller)?;
+            let recs = self
+                .store
+                .read(|tx| tx.policy_list().map_err(SecretsError::from))
+                .await?;
+            recs.into_iter().map(policy_view).collect()
+        }
+        .await;
+        self.finish(ctx, draft, r).await
+    }
+
+    /// Deletes a policy (admin on sys/policies).
+    pub async fn delete_policy(&self, ctx: &RequestCtx, name: &str) -> Result<()> {
+        let (caller, draft) = self.begin(ctx, "policy.delete", None, Some(name)).await?;
+        if let Err(e) = Self::require_policy_admin(&caller) {
+            return self.finish(ctx, draft, Err(e)).await;
+        }
+        ctx.mark_audited();
+        let n = name.to_string();
+        let existed = self
+            .store
+            .write(Some(draft), move |tx: &mut dyn Tx| tx.policy_delete(&n).map_err(SecretsError::from))
+            .await?;
+        self.forget_policy(name);
+        if existed {
+            Ok(())
+        } else {
+            Err(SecretsError::not_found(format!("no policy named {name:?}")))
+        }
+    }
+}
+
+fn policy_view(rec: PolicyRecord) -> Result<PolicyView> {
+    let (policy, _) = CompiledPolicy::parse(&rec.document)?;
+    Ok(PolicyView {
+        name: rec.name,
+        policy,
+        updated_at: rec.updated_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_parsing() {
+        assert_eq!(humantime_like("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(humantime_like("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(humantime_like("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(humantime_like("7").is_err());
+        assert!(humantime_like("h").is_err());
+        assert!(humantime_like("1y").is_err());
+        assert_eq!(parse_ttl("ttl", &Some("3600".into())).unwrap(), Some(Duration::from_secs(3600)));
+        assert!(parse_ttl("ttl", &Some("soon".into())).is_err());
+        assert_eq!(parse_ttl("ttl", &None).unwrap(), None);
+    }
+}

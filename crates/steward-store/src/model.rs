@@ -1,0 +1,105 @@
+//! Row types exchanged between engines and the store. Nothing here holds plaintext secret values:
+//! versions carry sealed envelopes, tokens carry only their hash.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Secret metadata: everything about a secret except its values. Stored unencrypted, so it must
+/// never hold a secret (the docs say so).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretMeta {
+    pub description: String,
+    pub owner: String,
+    pub tags: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub custom: BTreeMap<String, String>,
+    /// Versions to keep; `None` uses the server default, `Some(0)` keeps all.
+    pub max_versions: Option<u32>,
+    /// Require `cas` on every write.
+    pub cas_required: bool,
+}
+
+/// One secret's head row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretHead {
+    pub env: String,
+    pub path: String,
+    pub meta: SecretMeta,
+    /// Highest version ever written (0 if none yet).
+    pub current_version: u64,
+    /// Lowest version still kept.
+    pub oldest_version: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A version's bookkeeping, without its ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub destroyed: bool,
+    pub key_id: u32,
+}
+
+/// A version with its sealed envelope (absent once destroyed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRow {
+    pub info: VersionInfo,
+    pub envelope: Option<Vec<u8>>,
+}
+
+/// A stored token. The token itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    #[serde(skip)]
+    pub hash: [u8; 32],
+    pub accessor: String,
+    pub display_name: String,
+    pub policies: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Lifetime granted on create and on each renew, in seconds; `None` for no expiry.
+    pub ttl_secs: Option<u64>,
+    /// Renewals never extend past this.
+    pub max_expires_at: Option<DateTime<Utc>>,
+    pub renewable: bool,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A named access policy; `document` is the policy JSON the secrets engine understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRecord {
+    pub name: String,
+    pub document: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What one request contributes to the audit log; the writer adds seq, outcome and chain hash.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditDraft {
+    pub time: DateTime<Utc>,
+    pub request_id: String,
+    /// Token accessor, `root`'s accessor, or `anonymous`; never the token.
+    pub actor: String,
+    pub action: String,
+    pub env: Option<String>,
+    pub path: Option<String>,
+    pub remote_addr: Option<String>,
+    /// Keyed HMACs of request fields that could carry a secret, e.g. `value`.
+    pub hmacs: BTreeMap<String, String>,
+}
+
+/// Microseconds since the epoch, the on-disk time format of both backends.
+pub(crate) fn to_micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn from_micros(v: i64) -> Result<DateTime<Utc>, crate::StoreError> {
+    DateTime::from_timestamp_micros(v)
+        .ok_or_else(|| crate::StoreError::Corrupt(format!("timestamp {v} out of range")))
+}

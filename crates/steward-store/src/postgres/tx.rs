@@ -1,0 +1,443 @@
+//! [`Tx`] for PostgreSQL, with the same semantics as the SQLite one. Statements are prepared
+//! once per connection and cached with it (the sync client has no statement cache of its own).
+
+use std::collections::HashMap;
+
+use postgres::{types::ToSql, Row, Statement, Transaction};
+
+use crate::{
+    audit::AuditRecord,
+    model::{from_micros, to_micros},
+    PolicyRecord, SecretHead, StoreError, TokenRecord, Tx, VersionInfo, VersionRow,
+};
+
+pub(super) struct PgTx<'c> {
+    pub txn: Transaction<'c>,
+    pub stmts: &'c mut HashMap<&'static str, Statement>,
+    /// Read transactions are `READ ONLY`, where PostgreSQL refuses row locks.
+    pub read_only: bool,
+}
+
+type R<T> = Result<T, StoreError>;
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+fn e(err: postgres::Error) -> StoreError {
+    StoreError::pg(err)
+}
+
+fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {err}"))
+}
+
+/// Reads column `i`; a type mismatch means the schema or data was tampered with.
+fn col<'a, T: postgres::types::FromSql<'a>>(row: &'a Row, i: usize) -> R<T> {
+    row.try_get(i).map_err(|x| corrupt("postgres column", x))
+}
+
+/// A stored BIGINT that must be a non-negative counter.
+fn unsigned(v: i64) -> R<u64> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative counter {v}")))
+}
+
+/// A stored BIGINT that must fit a key id.
+fn key_id(v: i64) -> R<u32> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("key id {v} out of range")))
+}
+
+/// A counter as a BIGINT parameter. (SQLite refuses out-of-range values the same way.)
+fn int(v: u64) -> R<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Unavailable(format!("value {v} out of range")))
+}
+
+fn hash32(v: Vec<u8>) -> R<[u8; 32]> {
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt("stored hash is not 32 bytes".into()))
+}
+
+/// Columns `version, created_at, deleted_at, destroyed, key_id` starting at 0.
+fn to_info(r: &Row) -> R<VersionInfo> {
+    Ok(VersionInfo {
+        version: unsigned(col(r, 0)?)?,
+        created_at: from_micros(col(r, 1)?)?,
+        deleted_at: col::<Option<i64>>(r, 2)?.map(from_micros).transpose()?,
+        destroyed: col(r, 3)?,
+        key_id: key_id(col(r, 4)?)?,
+    })
+}
+
+/// Columns `hash, record`.
+fn token_from(r: &Row) -> R<TokenRecord> {
+    let mut rec: TokenRecord =
+        serde_json::from_str(col(r, 1)?).map_err(|x| corrupt("token", x))?;
+    rec.hash = hash32(col(r, 0)?)?;
+    Ok(rec)
+}
+
+fn audit_from(r: &Row) -> R<AuditRecord> {
+    Ok(AuditRecord {
+        seq: unsigned(col(r, 0)?)?,
+        entry: col(r, 1)?,
+        hash: hash32(col(r, 2)?)?,
+    })
+}
+
+impl PgTx<'_> {
+    /// The statement for `sql`, prepared on this connection the first time it is used.
+    fn stmt(&mut self, sql: &'static str) -> R<Statement> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.txn.prepare(sql).map_err(e)?;
+        self.stmts.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    fn exec(&mut self, sql: &'static str, params: Params<'_>) -> R<u64> {
+        let s = self.stmt(sql)?;
+        self.txn.execute(&s, params).map_err(e)
+    }
+
+    fn query(&mut self, sql: &'static str, params: Params<'_>) -> R<Vec<Row>> {
+        let s = self.stmt(sql)?;
+        self.txn.query(&s, params).map_err(e)
+    }
+
+    fn query_opt(&mut self, sql: &'static str, params: Params<'_>) -> R<Option<Row>> {
+        let s = self.stmt(sql)?;
+        self.txn.query_opt(&s, params).map_err(e)
+    }
+
+    fn query_one(&mut self, sql: &'static str, params: Params<'_>) -> R<Row> {
+        let s = self.stmt(sql)?;
+        self.txn.query_one(&s, params).map_err(e)
+    }
+}
+
+impl Tx for PgTx<'_> {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn sys_get(&mut self, key: &str) -> R<Option<Vec<u8>>> {
+        self.query_opt("SELECT value FROM sys WHERE key = $1", &[&key])?
+            .map(|r| col(&r, 0))
+            .transpose()
+    }
+
+    fn sys_put(&mut self, key: &str, value: &[u8]) -> R<()> {
+        self.exec(
+            "INSERT INTO sys (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )
+        .map(drop)
+    }
+
+    fn sys_insert_new(&mut self, key: &str, value: &[u8]) -> R<bool> {
+        self.exec(
+            "INSERT INTO sys (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&key, &value],
+        )
+        .map(|n| n == 1)
+    }
+
+    fn head(&mut self, env: &str, path: &str) -> R<Option<SecretHead>> {
+        let Some(r) = self.query_opt(
+            "SELECT meta, current_version, oldest_version, created_at, updated_at FROM secrets WHERE env = $1 AND path = $2",
+            &[&env, &path],
+        )?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(SecretHead {
+            env: env.into(),
+            path: path.into(),
+            meta: serde_json::from_str(col(&r, 0)?).map_err(|x| corrupt("secret metadata", x))?,
+            current_version: unsigned(col(&r, 1)?)?,
+            oldest_version: unsigned(col(&r, 2)?)?,
+            created_at: from_micros(col(&r, 3)?)?,
+            updated_at: from_micros(col(&r, 4)?)?,
+        }))
+    }
+
+    fn put_head(&mut self, h: &SecretHead) -> R<()> {
+        let meta = serde_json::to_string(&h.meta).map_err(|x| corrupt("secret metadata", x))?;
+        self.exec(
+            "INSERT INTO secrets (env, path, meta, current_version, oldest_version, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (env, path) DO UPDATE SET meta = excluded.meta,
+               current_version = excluded.current_version, oldest_version = excluded.oldest_version,
+               updated_at = excluded.updated_at",
+            &[
+                &h.env,
+                &h.path,
+                &meta,
+                &int(h.current_version)?,
+                &int(h.oldest_version)?,
+                &to_micros(h.created_at),
+                &to_micros(h.updated_at),
+            ],
+        )
+        .map(drop)
+    }
+
+    fn delete_secret(&mut self, env: &str, path: &str) -> R<bool> {
+        self.exec(
+            "DELETE FROM secret_versions WHERE env = $1 AND path = $2",
+            &[&env, &path],
+        )?;
+        self.exec(
+            "DELETE FROM secrets WHERE env = $1 AND path = $2",
+            &[&env, &path],
+        )
+        .map(|n| n == 1)
+    }
+
+    fn versions(&mut self, env: &str, path: &str) -> R<Vec<VersionInfo>> {
+        self.query(
+            "SELECT version, created_at, deleted_at, destroyed, key_id FROM secret_versions
+             WHERE env = $1 AND path = $2 ORDER BY version",
+            &[&env, &path],
+        )?
+        .iter()
+        .map(to_info)
+        .collect()
+    }
+
+    fn version(&mut self, env: &str, path: &str, version: u64) -> R<Option<VersionRow>> {
+        let Some(r) = self.query_opt(
+            "SELECT version, created_at, deleted_at, destroyed, key_id, envelope FROM secret_versions
+             WHERE env = $1 AND path = $2 AND version = $3",
+            &[&env, &path, &int(version)?],
+        )?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(VersionRow {
+            info: to_info(&r)?,
+            envelope: col(&r, 5)?,
+        }))
+    }
+
+    fn insert_version(&mut self, env: &str, path: &str, i: &VersionInfo, envelope: &[u8]) -> R<()> {
+        self.exec(
+            "INSERT INTO secret_versions (env, path, version, created_at, deleted_at, destroyed, key_id, envelope)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &env,
+                &path,
+                &int(i.version)?,
+                &to_micros(i.created_at),
+                &i.deleted_at.map(to_micros),
+                &i.destroyed,
+                &i64::from(i.key_id),
+                &envelope,
+            ],
+        )
+        .map(drop)
+    }
+
+    fn update_version(&mut self, env: &str, path: &str, i: &VersionInfo) -> R<()> {
+        self.exec(
+            "UPDATE secret_versions SET deleted_at = $4, destroyed = $5,
+               envelope = CASE WHEN $5 THEN NULL ELSE envelope END
+             WHERE env = $1 AND path = $2 AND version = $3",
+            &[
+                &env,
+                &path,
+                &int(i.version)?,
+                &i.deleted_at.map(to_micros),
+                &i.destroyed,
+            ],
+        )
+        .map(drop)
+    }
+
+    fn prune_versions(&mut self, env: &str, path: &str, keep_from: u64) -> R<u64> {
+        self.exec(
+            "DELETE FROM secret_versions WHERE env = $1 AND path = $2 AND version < $3",
+            &[&env, &path, &int(keep_from)?],
+        )
+    }
+
+    fn list_paths(&mut self, env: &str, prefix: &str, limit: u32) -> R<Vec<String>> {
+        // Paths use only [A-Za-z0-9._/-], so prefix + U+FFFF bounds the range; the columns are
+        // `COLLATE "C"`, so the comparison (and the order) is bytewise, as in SQLite.
+        let upper = format!("{prefix}\u{ffff}");
+        self.query(
+            "SELECT path FROM secrets WHERE env = $1 AND path >= $2 AND path < $3 ORDER BY path LIMIT $4",
+            &[&env, &prefix, &upper, &i64::from(limit)],
+        )?
+        .iter()
+        .map(|r| col(r, 0))
+        .collect()
+    }
+
+    fn envelopes_not_under(
+        &mut self,
+        key_id: u32,
+        limit: u32,
+    ) -> R<Vec<(String, String, u64, Vec<u8>)>> {
+        self.query(
+            "SELECT env, path, version, envelope FROM secret_versions
+             WHERE key_id <> $1 AND envelope IS NOT NULL LIMIT $2",
+            &[&i64::from(key_id), &i64::from(limit)],
+        )?
+        .iter()
+        .map(|r| Ok((col(r, 0)?, col(r, 1)?, unsigned(col(r, 2)?)?, col(r, 3)?)))
+        .collect()
+    }
+
+    fn set_envelope(
+        &mut self,
+        env: &str,
+        path: &str,
+        version: u64,
+        key_id: u32,
+        envelope: &[u8],
+    ) -> R<()> {
+        self.exec(
+            "UPDATE secret_versions SET key_id = $4, envelope = $5
+             WHERE env = $1 AND path = $2 AND version = $3 AND envelope IS NOT NULL",
+            &[
+                &env,
+                &path,
+                &int(version)?,
+                &i64::from(key_id),
+                &envelope,
+            ],
+        )
+        .map(drop)
+    }
+
+    fn token_get(&mut self, hash: &[u8; 32]) -> R<Option<TokenRecord>> {
+        self.query_opt(
+            "SELECT hash, record FROM tokens WHERE hash = $1",
+            &[&&hash[..]],
+        )?
+        .map(|r| token_from(&r))
+        .transpose()
+    }
+
+    fn token_by_accessor(&mut self, accessor: &str) -> R<Option<TokenRecord>> {
+        self.query_opt(
+            "SELECT hash, record FROM tokens WHERE accessor = $1",
+            &[&accessor],
+        )?
+        .map(|r| token_from(&r))
+        .transpose()
+    }
+
+    fn token_put(&mut self, rec: &TokenRecord) -> R<()> {
+        let json = serde_json::to_string(rec).map_err(|x| corrupt("token", x))?;
+        self.exec(
+            "INSERT INTO tokens (hash, accessor, record) VALUES ($1, $2, $3)
+             ON CONFLICT (hash) DO UPDATE SET record = excluded.record",
+            &[&&rec.hash[..], &rec.accessor, &json],
+        )
+        .map(drop)
+    }
+
+    fn token_list(&mut self) -> R<Vec<TokenRecord>> {
+        self.query("SELECT hash, record FROM tokens ORDER BY accessor", &[])?
+            .iter()
+            .map(token_from)
+            .collect()
+    }
+
+    fn policy_get(&mut self, name: &str) -> R<Option<PolicyRecord>> {
+        let Some(r) = self.query_opt(
+            "SELECT document, updated_at FROM policies WHERE name = $1",
+            &[&name],
+        )?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(PolicyRecord {
+            name: name.into(),
+            document: col(&r, 0)?,
+            updated_at: from_micros(col(&r, 1)?)?,
+        }))
+    }
+
+    fn policy_put(&mut self, rec: &PolicyRecord) -> R<()> {
+        self.exec(
+            "INSERT INTO policies (name, document, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
+            &[&rec.name, &rec.document, &to_micros(rec.updated_at)],
+        )
+        .map(drop)
+    }
+
+    fn policy_delete(&mut self, name: &str) -> R<bool> {
+        self.exec("DELETE FROM policies WHERE name = $1", &[&name])
+            .map(|n| n == 1)
+    }
+
+    fn policy_list(&mut self) -> R<Vec<PolicyRecord>> {
+        self.query(
+            "SELECT name, document, updated_at FROM policies ORDER BY name",
+            &[],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(PolicyRecord {
+                name: col(r, 0)?,
+                document: col(r, 1)?,
+                updated_at: from_micros(col(r, 2)?)?,
+            })
+        })
+        .collect()
+    }
+
+    fn audit_head(&mut self) -> R<(u64, [u8; 32])> {
+        // Several replicas may append: the row lock makes the next writer wait for this
+        // transaction and then read the head it committed. A read-only snapshot needs no lock
+        // (and PostgreSQL refuses one there).
+        let r = if self.read_only {
+            self.query_one("SELECT seq, hash FROM audit_head WHERE id = 1", &[])?
+        } else {
+            self.query_one(
+                "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+                &[],
+            )?
+        };
+        Ok((unsigned(col(&r, 0)?)?, hash32(col(&r, 1)?)?))
+    }
+
+    fn audit_append(&mut self, rec: &AuditRecord, new_head: [u8; 32]) -> R<()> {
+        let seq = int(rec.seq)?;
+        self.exec(
+            "INSERT INTO audit_log (seq, entry, hash) VALUES ($1, $2, $3)",
+            &[&seq, &rec.entry, &&rec.hash[..]],
+        )?;
+        self.exec(
+            "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+            &[&seq, &&new_head[..]],
+        )
+        .map(drop)
+    }
+
+    fn audit_range(&mut self, after: u64, limit: u32) -> R<Vec<AuditRecord>> {
+        self.query(
+            "SELECT seq, entry, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&int(after)?, &i64::from(limit)],
+        )?
+        .iter()
+        .map(audit_from)
+        .collect()
+    }
+
+    fn savepoint(&mut self) -> R<()> {
+        self.txn.batch_execute("SAVEPOINT job").map_err(e)
+    }
+
+    fn rollback_savepoint(&mut self) -> R<()> {
+        self.txn
+            .batch_execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
+            .map_err(e)
+    }
+
+    fn release_savepoint(&mut self) -> R<()> {
+        self.txn.batch_execute("RELEASE SAVEPOINT job").map_err(e)
+    }
+}

@@ -1,0 +1,187 @@
+//! The embedded SQLite backend: one writer connection (used only by the group-commit writer)
+//! and a pool of read connections, in WAL mode so reads never wait for the writer.
+
+mod tx;
+
+use std::{
+    fs,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use rusqlite::Connection;
+use steward_core::config::SqliteSync;
+
+use crate::{
+    store::{Backend, TxFn},
+    StoreError,
+};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "steward.db";
+
+const MIGRATIONS: &[(u32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE sys (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE secrets (
+    env TEXT NOT NULL, path TEXT NOT NULL, meta TEXT NOT NULL,
+    current_version INTEGER NOT NULL, oldest_version INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    PRIMARY KEY (env, path)
+);
+CREATE TABLE secret_versions (
+    env TEXT NOT NULL, path TEXT NOT NULL, version INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, deleted_at INTEGER, destroyed INTEGER NOT NULL,
+    key_id INTEGER NOT NULL, envelope BLOB,
+    PRIMARY KEY (env, path, version)
+);
+CREATE INDEX secret_versions_key ON secret_versions (key_id);
+CREATE TABLE tokens (
+    hash BLOB PRIMARY KEY, accessor TEXT NOT NULL UNIQUE, record TEXT NOT NULL
+);
+CREATE TABLE policies (name TEXT PRIMARY KEY, document TEXT NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE audit_log (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL, hash BLOB NOT NULL);
+CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash BLOB NOT NULL);
+INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, zeroblob(32));
+"#,
+)];
+
+/// The SQLite backend.
+pub struct SqliteBackend {
+    path: PathBuf,
+    sync: SqliteSync,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    max_idle: usize,
+}
+
+impl SqliteBackend {
+    /// Opens `dir/steward.db`, creating the directory (0700) and file (0600) if needed.
+    pub fn open(dir: &Path, sync: SqliteSync, pool: u32) -> Result<Self, StoreError> {
+        let io = |what: &str, e: std::io::Error| {
+            StoreError::Unavailable(format!("{what} {}: {e}", dir.display()))
+        };
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| io("cannot create data directory", e))?;
+        }
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| io("cannot create database in", e))?;
+        } else {
+            // Tighten a database file someone loosened; it holds ciphertext and token hashes.
+            let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
+        }
+        let writer = Self::connect(&path, sync)?;
+        migrate(&writer)?;
+        Ok(Self {
+            path,
+            sync,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            max_idle: pool as usize,
+        })
+    }
+
+    fn connect(path: &Path, sync: SqliteSync) -> Result<Connection, StoreError> {
+        let conn = Connection::open(path).map_err(StoreError::sqlite)?;
+        let sync = match sync {
+            SqliteSync::Full => "FULL",
+            SqliteSync::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
+             PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON;"
+        ))
+        .map_err(StoreError::sqlite)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    /// Runs `f` between `begin` and COMMIT, rolling back on error.
+    fn in_txn(conn: &Connection, begin: &str, f: &mut TxFn<'_>) -> Result<(), StoreError> {
+        conn.execute_batch(begin).map_err(StoreError::sqlite)?;
+        let mut tx = tx::SqliteTx { conn };
+        match f(&mut tx) {
+            Ok(()) => conn.execute_batch("COMMIT").map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                StoreError::sqlite(e)
+            }),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Backend for SqliteBackend {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn read(&self, f: &mut TxFn<'_>) -> Result<(), StoreError> {
+        let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => Self::connect(&self.path, self.sync)?,
+        };
+        let result = Self::in_txn(&conn, "BEGIN", f);
+        let mut idle = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+        result
+    }
+
+    fn write(&self, f: &mut TxFn<'_>) -> Result<(), StoreError> {
+        let conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        Self::in_txn(&conn, "BEGIN IMMEDIATE", f)
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(StoreError::sqlite)?;
+    let current: u32 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(StoreError::sqlite)?;
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > known {
+        return Err(StoreError::TooNew {
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let fail = |e: rusqlite::Error| StoreError::Migration {
+            version: *version,
+            message: e.to_string(),
+        };
+        let script = format!(
+            "BEGIN IMMEDIATE; {sql}; INSERT INTO schema_migrations (version, applied_at) VALUES ({version}, {}); COMMIT;",
+            chrono::Utc::now().timestamp()
+        );
+        if let Err(e) = conn.execute_batch(&script) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(fail(e));
+        }
+    }
+    Ok(())
+}

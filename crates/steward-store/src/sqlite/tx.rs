@@ -1,0 +1,437 @@
+//! [`Tx`] for SQLite. Statements are prepared once per connection (`prepare_cached`).
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::{
+    audit::AuditRecord,
+    model::{from_micros, to_micros},
+    PolicyRecord, SecretHead, StoreError, TokenRecord, Tx, VersionInfo, VersionRow,
+};
+
+pub(super) struct SqliteTx<'c> {
+    pub conn: &'c Connection,
+}
+
+type R<T> = Result<T, StoreError>;
+
+fn e(err: rusqlite::Error) -> StoreError {
+    StoreError::sqlite(err)
+}
+
+fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {err}"))
+}
+
+fn hash32(v: Vec<u8>) -> R<[u8; 32]> {
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt("stored hash is not 32 bytes".into()))
+}
+
+fn version_info(r: &Row<'_>) -> rusqlite::Result<(u64, i64, Option<i64>, bool, u32)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn to_info(t: (u64, i64, Option<i64>, bool, u32)) -> R<VersionInfo> {
+    Ok(VersionInfo {
+        version: t.0,
+        created_at: from_micros(t.1)?,
+        deleted_at: t.2.map(from_micros).transpose()?,
+        destroyed: t.3,
+        key_id: t.4,
+    })
+}
+
+fn token_from(hash: Vec<u8>, record: String) -> R<TokenRecord> {
+    let mut rec: TokenRecord = serde_json::from_str(&record).map_err(|x| corrupt("token", x))?;
+    rec.hash = hash32(hash)?;
+    Ok(rec)
+}
+
+impl Tx for SqliteTx<'_> {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn sys_get(&mut self, key: &str) -> R<Option<Vec<u8>>> {
+        self.conn
+            .prepare_cached("SELECT value FROM sys WHERE key = ?1")
+            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+            .map_err(e)
+    }
+
+    fn sys_put(&mut self, key: &str, value: &[u8]) -> R<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sys (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut s| s.execute(params![key, value]))
+            .map(drop)
+            .map_err(e)
+    }
+
+    fn sys_insert_new(&mut self, key: &str, value: &[u8]) -> R<bool> {
+        self.conn
+            .prepare_cached("INSERT INTO sys (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING")
+            .and_then(|mut s| s.execute(params![key, value]))
+            .map(|n| n == 1)
+            .map_err(e)
+    }
+
+    fn head(&mut self, env: &str, path: &str) -> R<Option<SecretHead>> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT meta, current_version, oldest_version, created_at, updated_at FROM secrets WHERE env = ?1 AND path = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row([env, path], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, u64>(1)?,
+                        r.get::<_, u64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(e)?;
+        row.map(|(meta, cur, old, c, u)| {
+            Ok(SecretHead {
+                env: env.into(),
+                path: path.into(),
+                meta: serde_json::from_str(&meta).map_err(|x| corrupt("secret metadata", x))?,
+                current_version: cur,
+                oldest_version: old,
+                created_at: from_micros(c)?,
+                updated_at: from_micros(u)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn put_head(&mut self, h: &SecretHead) -> R<()> {
+        let meta = serde_json::to_string(&h.meta).map_err(|x| corrupt("secret metadata", x))?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO secrets (env, path, meta, current_version, oldest_version, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (env, path) DO UPDATE SET meta = excluded.meta,
+                   current_version = excluded.current_version, oldest_version = excluded.oldest_version,
+                   updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    h.env,
+                    h.path,
+                    meta,
+                    h.current_version,
+                    h.oldest_version,
+                    to_micros(h.created_at),
+                    to_micros(h.updated_at)
+                ])
+            })
+            .map(drop)
+            .map_err(e)
+    }
+
+    fn delete_secret(&mut self, env: &str, path: &str) -> R<bool> {
+        self.conn
+            .prepare_cached("DELETE FROM secret_versions WHERE env = ?1 AND path = ?2")
+            .and_then(|mut s| s.execute([env, path]))
+            .map_err(e)?;
+        self.conn
+            .prepare_cached("DELETE FROM secrets WHERE env = ?1 AND path = ?2")
+            .and_then(|mut s| s.execute([env, path]))
+            .map(|n| n == 1)
+            .map_err(e)
+    }
+
+    fn versions(&mut self, env: &str, path: &str) -> R<Vec<VersionInfo>> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT version, created_at, deleted_at, destroyed, key_id FROM secret_versions
+                 WHERE env = ?1 AND path = ?2 ORDER BY version",
+            )
+            .and_then(|mut s| {
+                s.query_map([env, path], version_info)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(e)?;
+        rows.into_iter().map(to_info).collect()
+    }
+
+    fn version(&mut self, env: &str, path: &str, version: u64) -> R<Option<VersionRow>> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT version, created_at, deleted_at, destroyed, key_id, envelope FROM secret_versions
+                 WHERE env = ?1 AND path = ?2 AND version = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![env, path, version], |r| {
+                    Ok((version_info(r)?, r.get::<_, Option<Vec<u8>>>(5)?))
+                })
+                .optional()
+            })
+            .map_err(e)?;
+        row.map(|(info, envelope)| {
+            Ok(VersionRow {
+                info: to_info(info)?,
+                envelope,
+            })
+        })
+        .transpose()
+    }
+
+    fn insert_version(&mut self, env: &str, path: &str, i: &VersionInfo, envelope: &[u8]) -> R<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO secret_versions (env, path, version, created_at, deleted_at, destroyed, key_id, envelope)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    env,
+                    path,
+                    i.version,
+                    to_micros(i.created_at),
+                    i.deleted_at.map(to_micros),
+                    i.destroyed,
+                    i.key_id,
+                    envelope
+                ])
+            })
+            .map(drop)
+            .map_err(e)
+    }
+
+    fn update_version(&mut self, env: &str, path: &str, i: &VersionInfo) -> R<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE secret_versions SET deleted_at = ?4, destroyed = ?5,
+                   envelope = CASE WHEN ?5 THEN NULL ELSE envelope END
+                 WHERE env = ?1 AND path = ?2 AND version = ?3",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    env,
+                    path,
+                    i.version,
+                    i.deleted_at.map(to_micros),
+                    i.destroyed
+                ])
+            })
+            .map(drop)
+            .map_err(e)
+    }
+
+    fn prune_versions(&mut self, env: &str, path: &str, keep_from: u64) -> R<u64> {
+        self.conn
+            .prepare_cached(
+                "DELETE FROM secret_versions WHERE env = ?1 AND path = ?2 AND version < ?3",
+            )
+            .and_then(|mut s| s.execute(params![env, path, keep_from]))
+            .map(|n| n as u64)
+            .map_err(e)
+    }
+
+    fn list_paths(&mut self, env: &str, prefix: &str, limit: u32) -> R<Vec<String>> {
+        // Paths use only [A-Za-z0-9._/-], so prefix + U+FFFF bounds the range.
+        let upper = format!("{prefix}\u{ffff}");
+        self.conn
+            .prepare_cached(
+                "SELECT path FROM secrets WHERE env = ?1 AND path >= ?2 AND path < ?3 ORDER BY path LIMIT ?4",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![env, prefix, upper, limit], |r| r.get(0))?
+                    .collect()
+            })
+            .map_err(e)
+    }
+
+    fn envelopes_not_under(&mut self, key_id: u32, limit: u32) -> R<Vec<(String, String, u64, Vec<u8>)>> {
+        self.conn
+            .prepare_cached(
+                "SELECT env, path, version, envelope FROM secret_versions
+                 WHERE key_id <> ?1 AND envelope IS NOT NULL LIMIT ?2",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![key_id, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect()
+            })
+            .map_err(e)
+    }
+
+    fn set_envelope(&mut self, env: &str, path: &str, version: u64, key_id: u32, envelope: &[u8]) -> R<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE secret_versions SET key_id = ?4, envelope = ?5
+                 WHERE env = ?1 AND path = ?2 AND version = ?3 AND envelope IS NOT NULL",
+            )
+            .and_then(|mut s| s.execute(params![env, path, version, key_id, envelope]))
+            .map(drop)
+            .map_err(e)
+    }
+
+    fn token_get(&mut self, hash: &[u8; 32]) -> R<Option<TokenRecord>> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT hash, record FROM tokens WHERE hash = ?1")
+            .and_then(|mut s| {
+                s.query_row([&hash[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(e)?;
+        row.map(|(h, rec)| token_from(h, rec)).transpose()
+    }
+
+    fn token_by_accessor(&mut self, accessor: &str) -> R<Option<TokenRecord>> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT hash, record FROM tokens WHERE accessor = ?1")
+            .and_then(|mut s| {
+                s.query_row([accessor], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(e)?;
+        row.map(|(h, rec)| token_from(h, rec)).transpose()
+    }
+
+    fn token_put(&mut self, rec: &TokenRecord) -> R<()> {
+        let json = serde_json::to_string(rec).map_err(|x| corrupt("token", x))?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO tokens (hash, accessor, record) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (hash) DO UPDATE SET record = excluded.record",
+            )
+            .and_then(|mut s| s.execute(params![&rec.hash[..], rec.accessor, json]))
+            .map(drop)
+            .map_err(e)
+    }
+
+    fn token_list(&mut self) -> R<Vec<TokenRecord>> {
+        let rows: Vec<(Vec<u8>, String)> = self
+            .conn
+            .prepare_cached("SELECT hash, record FROM tokens ORDER BY accessor")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(e)?;
+        rows.into_iter().map(|(h, r)| token_from(h, r)).collect()
+    }
+
+    fn policy_get(&mut self, name: &str) -> R<Option<PolicyRecord>> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT document, updated_at FROM policies WHERE name = ?1")
+            .and_then(|mut s| {
+                s.query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                    .optional()
+            })
+            .map_err(e)?;
+        row.map(|(document, t)| {
+            Ok(PolicyRecord {
+                name: name.into(),
+                document,
+                updated_at: from_micros(t)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn policy_put(&mut self, rec: &PolicyRecord) -> R<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO policies (name, document, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| s.execute(params![rec.name, rec.document, to_micros(rec.updated_at)]))
+            .map(drop)
+            .map_err(e)
+    }
+
+    fn policy_delete(&mut self, name: &str) -> R<bool> {
+        self.conn
+            .prepare_cached("DELETE FROM policies WHERE name = ?1")
+            .and_then(|mut s| s.execute([name]))
+            .map(|n| n == 1)
+            .map_err(e)
+    }
+
+    fn policy_list(&mut self) -> R<Vec<PolicyRecord>> {
+        let rows: Vec<(String, String, i64)> = self
+            .conn
+            .prepare_cached("SELECT name, document, updated_at FROM policies ORDER BY name")
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(e)?;
+        rows.into_iter()
+            .map(|(name, document, t)| {
+                Ok(PolicyRecord {
+                    name,
+                    document,
+                    updated_at: from_micros(t)?,
+                })
+            })
+            .collect()
+    }
+
+    fn audit_head(&mut self) -> R<(u64, [u8; 32])> {
+        let (seq, hash): (u64, Vec<u8>) = self
+            .conn
+            .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
+            .map_err(e)?;
+        Ok((seq, hash32(hash)?))
+    }
+
+    fn audit_append(&mut self, rec: &AuditRecord, new_head: [u8; 32]) -> R<()> {
+        self.conn
+            .prepare_cached("INSERT INTO audit_log (seq, entry, hash) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![rec.seq, rec.entry, &rec.hash[..]]))
+            .map_err(e)?;
+        self.conn
+            .prepare_cached("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")
+            .and_then(|mut s| s.execute(params![rec.seq, &new_head[..]]))
+            .map(drop)
+            .map_err(e)
+    }
+
+    fn audit_range(&mut self, after: u64, limit: u32) -> R<Vec<AuditRecord>> {
+        let rows: Vec<(u64, String, Vec<u8>)> = self
+            .conn
+            .prepare_cached("SELECT seq, entry, hash FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+            .and_then(|mut s| {
+                s.query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(e)?;
+        rows.into_iter()
+            .map(|(seq, entry, hash)| {
+                Ok(AuditRecord {
+                    seq,
+                    entry,
+                    hash: hash32(hash)?,
+                })
+            })
+            .collect()
+    }
+
+    fn savepoint(&mut self) -> R<()> {
+        self.conn.execute_batch("SAVEPOINT job").map_err(e)
+    }
+
+    fn rollback_savepoint(&mut self) -> R<()> {
+        self.conn
+            .execute_batch("ROLLBACK TO job; RELEASE job")
+            .map_err(e)
+    }
+
+    fn release_savepoint(&mut self) -> R<()> {
+        self.conn.execute_batch("RELEASE job").map_err(e)
+    }
+}

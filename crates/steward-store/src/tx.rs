@@ -1,0 +1,90 @@
+//! [`Tx`]: the transactional primitives both backends implement. Engines compose them inside
+//! [`crate::Store::read`] and [`crate::Store::write`] closures; each closure runs in one
+//! transaction (writes: one savepoint inside a group-commit transaction).
+
+use crate::{
+    audit::AuditRecord, PolicyRecord, SecretHead, StoreError, TokenRecord, VersionInfo,
+    VersionRow,
+};
+
+/// One open transaction.
+pub trait Tx {
+    /// Backend name, for logs and metrics: `sqlite` or `postgres`.
+    fn kind(&self) -> &'static str;
+
+    fn sys_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn sys_put(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Inserts only if absent; returns whether it inserted. Guards one-time initialization.
+    fn sys_insert_new(&mut self, key: &str, value: &[u8]) -> Result<bool, StoreError>;
+
+    fn head(&mut self, env: &str, path: &str) -> Result<Option<SecretHead>, StoreError>;
+    fn put_head(&mut self, head: &SecretHead) -> Result<(), StoreError>;
+    /// Removes a secret and all its versions; returns whether it existed.
+    fn delete_secret(&mut self, env: &str, path: &str) -> Result<bool, StoreError>;
+    /// Every kept version, oldest first.
+    fn versions(&mut self, env: &str, path: &str) -> Result<Vec<VersionInfo>, StoreError>;
+    fn version(
+        &mut self,
+        env: &str,
+        path: &str,
+        version: u64,
+    ) -> Result<Option<VersionRow>, StoreError>;
+    fn insert_version(
+        &mut self,
+        env: &str,
+        path: &str,
+        info: &VersionInfo,
+        envelope: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Sets deletion time and, when `destroy`, erases the envelope for good.
+    fn update_version(
+        &mut self,
+        env: &str,
+        path: &str,
+        info: &VersionInfo,
+    ) -> Result<(), StoreError>;
+    /// Deletes versions below `keep_from`; returns how many.
+    fn prune_versions(&mut self, env: &str, path: &str, keep_from: u64)
+        -> Result<u64, StoreError>;
+    /// Full paths in `env` that start with `prefix`, sorted, at most `limit`.
+    fn list_paths(
+        &mut self,
+        env: &str,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Envelopes whose data key is wrapped under a key other than `key_id`.
+    fn envelopes_not_under(
+        &mut self,
+        key_id: u32,
+        limit: u32,
+    ) -> Result<Vec<(String, String, u64, Vec<u8>)>, StoreError>;
+    fn set_envelope(
+        &mut self,
+        env: &str,
+        path: &str,
+        version: u64,
+        key_id: u32,
+        envelope: &[u8],
+    ) -> Result<(), StoreError>;
+
+    fn token_get(&mut self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError>;
+    fn token_by_accessor(&mut self, accessor: &str) -> Result<Option<TokenRecord>, StoreError>;
+    fn token_put(&mut self, rec: &TokenRecord) -> Result<(), StoreError>;
+    fn token_list(&mut self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    fn policy_get(&mut self, name: &str) -> Result<Option<PolicyRecord>, StoreError>;
+    fn policy_put(&mut self, rec: &PolicyRecord) -> Result<(), StoreError>;
+    fn policy_delete(&mut self, name: &str) -> Result<bool, StoreError>;
+    fn policy_list(&mut self) -> Result<Vec<PolicyRecord>, StoreError>;
+
+    /// The chain head (seq, hash); locks it against other writers until commit.
+    fn audit_head(&mut self) -> Result<(u64, [u8; 32]), StoreError>;
+    fn audit_append(&mut self, rec: &AuditRecord, new_head: [u8; 32]) -> Result<(), StoreError>;
+    /// Entries with seq > `after`, ascending, at most `limit`.
+    fn audit_range(&mut self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+
+    fn savepoint(&mut self) -> Result<(), StoreError>;
+    fn rollback_savepoint(&mut self) -> Result<(), StoreError>;
+    fn release_savepoint(&mut self) -> Result<(), StoreError>;
+}

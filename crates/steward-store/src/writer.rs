@@ -1,0 +1,99 @@
+//! The group-commit writer: one thread owns the write connection, drains queued jobs into one
+//! transaction (each job in its own savepoint, followed by its audit entry), commits once, and
+//! only then acknowledges every job in the batch. This is what lets audited requests run at
+//! thousands per second while staying fail closed: no response goes out before its audit entry
+//! is durable, and if the commit fails every request in the batch fails.
+
+use std::sync::{Arc, RwLock};
+
+use steward_crypto::SecretKey;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{audit::AuditRecord, store::Backend, AuditDraft, StoreError, Tx};
+
+/// Jobs that may wait for the writer before senders are slowed down.
+pub(crate) const QUEUE_DEPTH: usize = 8192;
+/// Largest number of jobs in one transaction.
+const MAX_BATCH: usize = 512;
+
+type RunFn = Box<dyn FnOnce(&mut dyn Tx) -> Result<(), String> + Send>;
+
+/// One queued write.
+pub(crate) struct Job {
+    pub run: Option<RunFn>,
+    pub audit: Option<AuditDraft>,
+    pub done: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+pub(crate) fn spawn(
+    backend: Arc<dyn Backend>,
+    mut rx: mpsc::Receiver<Job>,
+    audit_key: Arc<RwLock<Option<SecretKey>>>,
+) {
+    std::thread::Builder::new()
+        .name("steward-store-writer".into())
+        .spawn(move || {
+            while let Some(first) = rx.blocking_recv() {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let key = audit_key.read().unwrap_or_else(|e| e.into_inner()).clone();
+                run_batch(&*backend, &mut batch, key.as_ref());
+            }
+        })
+        .expect("spawning the store writer thread");
+}
+
+fn run_batch(backend: &dyn Backend, batch: &mut [Job], key: Option<&SecretKey>) {
+    let size = batch.len();
+    // Jobs refused before the transaction (sealed) are answered on their own.
+    let mut refused = vec![false; size];
+    let result = backend.write(&mut |tx| {
+        let needs_audit = batch.iter().any(|j| j.audit.is_some());
+        let mut head = match (needs_audit, key) {
+            (true, Some(_)) => Some(tx.audit_head()?),
+            _ => None,
+        };
+        for (i, job) in batch.iter_mut().enumerate() {
+            let Some(run) = job.run.take() else { continue };
+            if job.audit.is_some() && key.is_none() {
+                refused[i] = true;
+                continue;
+            }
+            tx.savepoint()?;
+            // A panicking job must not take the writer (and every later write) down with it.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(tx)))
+                .unwrap_or_else(|_| Err("internal_error".to_string()));
+            match outcome {
+                Ok(()) => tx.release_savepoint()?,
+                Err(_) => tx.rollback_savepoint()?,
+            }
+            if let (Some(draft), Some(key), Some((seq, prev))) = (&job.audit, key, head.as_mut())
+            {
+                let code = outcome.err().unwrap_or_else(|| "ok".to_string());
+                let rec = AuditRecord::seal(key, draft, &code, *seq + 1, prev);
+                tx.audit_append(&rec, rec.hash)?;
+                *seq += 1;
+                *prev = rec.hash;
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = &result {
+        tracing::error!(error = %e, jobs = size, "store write batch failed; every request in it is answered 503");
+    }
+    for (i, job) in batch.iter_mut().enumerate() {
+        let answer = if refused[i] {
+            Err(StoreError::Sealed)
+        } else {
+            result.clone()
+        };
+        if let Some(done) = job.done.take() {
+            let _ = done.send(answer);
+        }
+    }
+}
