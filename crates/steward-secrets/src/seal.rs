@@ -247,6 +247,15 @@ impl Engine {
         self.seal_status().await
     }
 
+    /// Forgets the shares given so far.
+    pub fn reset_unseal_progress(&self) {
+        if let SealState::Sealed { shares } =
+            &mut *self.state.write().unwrap_or_else(|e| e.into_inner())
+        {
+            shares.clear();
+        }
+    }
+
     /// Current seal state, Vault-style.
     pub async fn seal_status(&self) -> Result<SealStatus> {
         let cfg = self.seal_config().await?;

@@ -1,0 +1,276 @@
+//! The secrets routes, shaped like Vault's KV v2 so Vault clients work unchanged:
+//! `/v1/<mount>/data|metadata|delete|undelete|destroy/<path>`, plus Steward's `rollback`.
+//! The mount `secret` is the configured default environment; every environment is also a mount
+//! under its own name (`/v1/prod/data/billing/db_password`).
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    extract::{Path, Query, State},
+    http::{Method, StatusCode},
+    response::Response,
+    Extension,
+};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use steward_secrets::{
+    MetadataUpdate, ReadOptions, RequestCtx, SecretMetadata, VersionMeta, VersionOp,
+    WriteRequest,
+};
+
+use crate::{decode, no_content, vault_data, ApiError, AppState, RawBody};
+
+/// A write body: Vault's `{"data": {...}, "options": {"cas": N}}`, or Steward's
+/// `{"value": "a string" | {...}}`; optional `metadata` changes go with it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteBody {
+    pub data: Option<Map<String, Value>>,
+    pub value: Option<Value>,
+    #[serde(default)]
+    pub options: WriteOptions,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<MetadataUpdate>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteOptions {
+    pub cas: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VersionsBody {
+    pub versions: Vec<u64>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    pub version: u64,
+}
+
+type Q = Query<HashMap<String, String>>;
+
+fn mount_env(st: &AppState, mount: &str) -> Result<String, ApiError> {
+    let cfg = st.engine.config();
+    if mount == "secret" {
+        return Ok(cfg.default_environment.to_string());
+    }
+    if cfg.environments.iter().any(|e| e.as_str() == mount) {
+        return Ok(mount.to_string());
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_mount",
+        format!(
+            "no mount {mount:?}; mounts are `secret` and the environments: {}",
+            cfg.environments
+                .iter()
+                .map(|e| e.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ))
+}
+
+fn query_u64(q: &HashMap<String, String>, key: &str) -> Result<Option<u64>, ApiError> {
+    q.get(key)
+        .map(|v| {
+            v.parse().map_err(|_| {
+                ApiError::bad_request("invalid_query", format!("{key}={v:?} is not a whole number"))
+            })
+        })
+        .transpose()
+}
+
+fn query_bool(q: &HashMap<String, String>, key: &str) -> bool {
+    q.get(key).is_some_and(|v| v == "true" || v == "1")
+}
+
+fn version_json(v: &VersionMeta, custom: &impl serde::Serialize) -> Value {
+    json!({
+        "created_time": v.created_time,
+        "custom_metadata": custom,
+        "deletion_time": v.deletion_time.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        "destroyed": v.destroyed,
+        "version": v.version,
+    })
+}
+
+fn metadata_json(m: &SecretMetadata) -> Value {
+    let versions: Map<String, Value> = m
+        .versions
+        .iter()
+        .map(|v| {
+            (
+                v.version.to_string(),
+                json!({
+                    "created_time": v.created_time,
+                    "deletion_time": v.deletion_time.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    "destroyed": v.destroyed,
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "cas_required": m.meta.cas_required,
+        "created_time": m.created_time,
+        "current_version": m.current_version,
+        "custom_metadata": if m.meta.custom.is_empty() { Value::Null } else { json!(m.meta.custom) },
+        "delete_version_after": "0s",
+        "max_versions": m.max_versions,
+        "oldest_version": m.oldest_version,
+        "updated_time": m.updated_time,
+        "versions": versions,
+        "description": m.meta.description,
+        "owner": m.meta.owner,
+        "tags": m.meta.tags,
+        "expires_at": m.meta.expires_at,
+        "env": m.env,
+        "path": m.path,
+    })
+}
+
+/// `/v1/{mount}/{op}` with no path: only listing the root makes sense there.
+pub async fn dispatch_root(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+    method: Method,
+    Path((mount, op)): Path<(String, String)>,
+    query: Q,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    run(st, ctx, method, mount, op, String::new(), query, body).await
+}
+
+/// `/v1/{mount}/{op}/{*path}`.
+pub async fn dispatch(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+    method: Method,
+    Path((mount, op, path)): Path<(String, String, String)>,
+    query: Q,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    run(st, ctx, method, mount, op, path, query, body).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    st: AppState,
+    ctx: Arc<RequestCtx>,
+    method: Method,
+    mount: String,
+    op: String,
+    path: String,
+    Query(q): Q,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let env = mount_env(&st, &mount)?;
+    let e = &st.engine;
+    let m = method.as_str();
+    let is_list = m == "LIST" || (m == "GET" && query_bool(&q, "list"));
+    let path = path.trim_end_matches('/').to_string();
+    match (op.as_str(), m) {
+        ("metadata", _) if is_list => {
+            let r = e.list(&ctx, &env, &path).await?;
+            if r.keys.is_empty() {
+                // Vault answers an empty listing with 404; its clients expect that.
+                return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("nothing under {env}/{path}")));
+            }
+            Ok(vault_data(&ctx, json!({ "keys": r.keys, "truncated": r.truncated })))
+        }
+        (_, _) if path.is_empty() => Err(ApiError::bad_request(
+            "invalid_path",
+            "a secret path is required after the operation, e.g. /v1/secret/data/billing/db_password",
+        )),
+        ("data", "GET") => {
+            let version = query_u64(&q, "version")?.filter(|v| *v > 0);
+            let resolve = q.get("resolve").is_none_or(|v| v != "false" && v != "0");
+            let d = e
+                .read_secret(&ctx, &env, &path, ReadOptions { version, resolve })
+                .await?;
+            let (data, kind) = match d.value {
+                Value::String(s) => (json!({ "value": s }), "string"),
+                other => (other, "object"),
+            };
+            let custom = if d.meta.custom.is_empty() { Value::Null } else { json!(d.meta.custom) };
+            Ok(vault_data(
+                &ctx,
+                json!({ "data": data, "metadata": version_json(&d.version, &custom), "value_type": kind }),
+            ))
+        }
+        ("data", "PUT" | "POST") => {
+            let b: WriteBody = decode(&body)?;
+            let value = match (b.data, b.value) {
+                (Some(d), None) => Value::Object(d),
+                (None, Some(v)) => v,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid_body",
+                        "send exactly one of \"data\" (a JSON object, as Vault clients do) or \"value\" (a string or object)",
+                    ))
+                }
+            };
+            let r = e
+                .write_secret(
+                    &ctx,
+                    &env,
+                    &path,
+                    WriteRequest { value, cas: b.options.cas, metadata: b.metadata },
+                )
+                .await?;
+            Ok(vault_data(
+                &ctx,
+                json!({ "created_time": r.created_time, "custom_metadata": null, "deletion_time": "", "destroyed": false, "version": r.version }),
+            ))
+        }
+        ("data", "DELETE") => {
+            e.change_versions(&ctx, &env, &path, VersionOp::Delete, vec![]).await?;
+            Ok(no_content())
+        }
+        ("metadata", "GET") => {
+            let md = e.read_metadata(&ctx, &env, &path).await?;
+            Ok(vault_data(&ctx, metadata_json(&md)))
+        }
+        ("metadata", "PUT" | "POST") => {
+            let u: MetadataUpdate = decode(&body)?;
+            e.update_metadata(&ctx, &env, &path, u).await?;
+            Ok(no_content())
+        }
+        ("metadata", "DELETE") => {
+            e.delete_metadata(&ctx, &env, &path).await?;
+            Ok(no_content())
+        }
+        (op @ ("delete" | "undelete" | "destroy"), "PUT" | "POST") => {
+            let b: VersionsBody = decode(&body)?;
+            let which = match op {
+                "delete" => VersionOp::Delete,
+                "undelete" => VersionOp::Undelete,
+                _ => VersionOp::Destroy,
+            };
+            if b.versions.is_empty() {
+                return Err(ApiError::bad_request("missing_versions", "\"versions\" must list at least one version"));
+            }
+            e.change_versions(&ctx, &env, &path, which, b.versions).await?;
+            Ok(no_content())
+        }
+        ("rollback", "PUT" | "POST") => {
+            let b: RollbackBody = decode(&body)?;
+            let r = e.rollback(&ctx, &env, &path, b.version).await?;
+            Ok(vault_data(&ctx, json!({ "created_time": r.created_time, "version": r.version })))
+        }
+        ("data" | "metadata" | "delete" | "undelete" | "destroy" | "rollback", _) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{m} is not supported on /{op}/; see /v1/openapi.json"),
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_route",
+            format!("unknown operation {op:?}; use data, metadata, delete, undelete, destroy or rollback"),
+        )),
+    }
+}

@@ -1,0 +1,275 @@
+//! Steward's HTTP API: the only crate that speaks HTTP and JSON.
+//!
+//! [`app`] builds the whole router from an [`AppState`], so tests drive it without a socket.
+//! Every request passes through one middleware ([`frame`]) that assigns the request id, builds
+//! the engine's [`RequestCtx`], records metrics and a log line, makes sure the request left an
+//! audit entry (fail closed: a request whose entry cannot be written is answered 503), and
+//! renders every error into the one error body.
+#![forbid(unsafe_code)]
+
+pub mod error;
+mod kv;
+pub mod metrics;
+mod openapi;
+mod sys;
+mod token;
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use axum::{
+    extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State},
+    http::{header, HeaderValue, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{any, get, post},
+    Json, Router,
+};
+use serde::Serialize;
+use steward_secrets::{Engine, RequestCtx};
+use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+/// Shared state of every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<Settings>,
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub request_timeout: std::time::Duration,
+    pub max_body_bytes: usize,
+    pub version: &'static str,
+}
+
+/// Routes that leave no audit entry: probes, metrics, the API description, and the seal
+/// endpoints (which run while sealed, when nothing can be audited).
+const UNAUDITED: &[&str] = &[
+    "/v1/sys/health",
+    "/v1/sys/seal-status",
+    "/v1/sys/unseal",
+    "/v1/openapi.json",
+];
+
+/// Builds the router.
+pub fn app(state: AppState) -> Router {
+    let limit = state.settings.max_body_bytes;
+    let timeout = state.settings.request_timeout;
+    Router::new()
+        .route("/livez", get(sys::livez))
+        .route("/readyz", get(sys::readyz))
+        .route("/metrics", get(sys::metrics))
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/v1/sys/health", get(sys::health).head(sys::health))
+        .route("/v1/sys/seal-status", get(sys::seal_status))
+        .route("/v1/sys/unseal", post(sys::unseal).put(sys::unseal))
+        .route("/v1/sys/seal", post(sys::seal).put(sys::seal))
+        .route("/v1/sys/environments", get(sys::environments))
+        .route("/v1/sys/keys/rotate", post(sys::keys_rotate).put(sys::keys_rotate))
+        .route("/v1/sys/keys/status", get(sys::keys_status))
+        .route("/v1/sys/audit/export", get(sys::audit_export))
+        .route("/v1/sys/audit/verify", post(sys::audit_verify).put(sys::audit_verify))
+        .route("/v1/sys/audit-hash", post(sys::audit_hash).put(sys::audit_hash))
+        .route("/v1/sys/policies", any(sys::policies_list))
+        .route("/v1/sys/policies/{name}", any(sys::policy))
+        .route("/v1/sys/template/render", post(sys::template_render))
+        .route("/v1/sys/export/{env}", get(sys::export))
+        .route("/v1/auth/token/create", post(token::create).put(token::create))
+        .route("/v1/auth/token/lookup-self", get(token::lookup_self))
+        .route("/v1/auth/token/lookup-accessor", post(token::lookup_accessor))
+        .route("/v1/auth/token/renew-self", post(token::renew_self).put(token::renew_self))
+        .route("/v1/auth/token/revoke-self", post(token::revoke_self).put(token::revoke_self))
+        .route("/v1/auth/token/revoke-accessor", post(token::revoke_accessor).put(token::revoke_accessor))
+        .route("/v1/auth/token/accessors", any(token::accessors))
+        .route("/v1/{mount}/{op}", any(kv::dispatch_root))
+        .route("/v1/{mount}/{op}/", any(kv::dispatch_root))
+        .route("/v1/{mount}/{op}/{*path}", any(kv::dispatch))
+        .fallback(unknown_route)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), frame))
+        .with_state(state)
+}
+
+async fn unknown_route() -> ApiError {
+    let (code, msg) = error::code_for_status(StatusCode::NOT_FOUND);
+    ApiError::new(StatusCode::NOT_FOUND, code, msg)
+}
+
+/// Accepts a caller's X-Request-Id if it is short and plain; otherwise makes one.
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// The token from `Authorization: Bearer` or `X-Vault-Token`.
+fn token(req: &Request) -> Option<String> {
+    let h = req.headers();
+    h.get("x-vault-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            h.get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(|t| t.trim().to_string())
+        })
+}
+
+/// The per-request middleware; see the module docs.
+async fn frame(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let rid = request_id(&req);
+    let remote = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let ctx = Arc::new(RequestCtx::new(rid.clone(), token(&req), remote));
+    req.extensions_mut().insert(ctx.clone());
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let span = tracing::info_span!("request", request_id = %rid, method = %method, route = %route);
+    let mut resp = next.run(req).instrument(span.clone()).await;
+
+    let info = resp.extensions().get::<error::ErrorInfo>().cloned();
+    let status = resp.status();
+    if path.starts_with("/v1/") && !UNAUDITED.contains(&path.as_str()) && !ctx.is_audited() {
+        let outcome = match (&info, status.is_success()) {
+            (Some(i), _) => i.code.clone(),
+            (None, true) => "ok".to_string(),
+            (None, false) => error::code_for_status(status).0.to_string(),
+        };
+        let action = format!("http.{} {}", method.to_lowercase(), route);
+        if let Err(e) = st
+            .engine
+            .audit_refused(&ctx, &action, &outcome)
+            .instrument(span.clone())
+            .await
+        {
+            resp = ApiError::from(e).into_response();
+        }
+    }
+
+    // Render every error into the one body shape.
+    let status = resp.status();
+    if let Some(info) = resp.extensions().get::<error::ErrorInfo>().cloned() {
+        resp = error_body(status, &info.code, &info.message, &rid);
+    } else if (status.is_client_error() || status.is_server_error())
+        && !resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    {
+        let (code, msg) = error::code_for_status(status);
+        resp = error_body(status, code, msg, &rid);
+    }
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    st.metrics
+        .requests
+        .get_or_create(&metrics::RequestLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    st.metrics
+        .latency
+        .get_or_create(&metrics::RouteLabels {
+            route: route.clone(),
+        })
+        .observe(elapsed.as_secs_f64());
+    if status == 503 {
+        st.metrics.store_errors.inc();
+    }
+    st.metrics.sealed.set(i64::from(st.engine.is_sealed()));
+    span.in_scope(|| {
+        tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request")
+    });
+    resp
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorFields<'a>,
+    errors: [&'a str; 1],
+}
+
+#[derive(Serialize)]
+struct ErrorFields<'a> {
+    code: &'a str,
+    message: &'a str,
+    request_id: &'a str,
+}
+
+fn error_body(status: StatusCode, code: &str, message: &str, rid: &str) -> Response {
+    let body = ErrorBody {
+        error: ErrorFields {
+            code,
+            message,
+            request_id: rid,
+        },
+        errors: [message],
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Decodes a JSON body with our error shape on failure; an empty body is `{}`.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the request body is not valid JSON for this route: {e}"),
+        )
+    })
+}
+
+/// The Vault response envelope around `data`.
+pub(crate) fn vault_data(ctx: &RequestCtx, data: impl Serialize) -> Response {
+    Json(serde_json::json!({
+        "request_id": ctx.request_id,
+        "lease_id": "",
+        "renewable": false,
+        "lease_duration": 0,
+        "data": data,
+        "wrap_info": null,
+        "warnings": null,
+        "auth": null,
+    }))
+    .into_response()
+}
+
+pub(crate) fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Unused-body helper type for handlers that take raw bytes.
+pub(crate) type RawBody = axum::body::Bytes;
