@@ -14,8 +14,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use steward_secrets::{
-    MetadataUpdate, ReadOptions, RequestCtx, SecretMetadata, VersionMeta, VersionOp,
-    WriteRequest,
+    MetadataUpdate, ReadOptions, RequestCtx, SecretMetadata, VersionMeta, VersionOp, WriteRequest,
 };
 
 use crate::{decode, no_content, vault_data, ApiError, AppState, RawBody};
@@ -79,7 +78,10 @@ fn query_u64(q: &HashMap<String, String>, key: &str) -> Result<Option<u64>, ApiE
     q.get(key)
         .map(|v| {
             v.parse().map_err(|_| {
-                ApiError::bad_request("invalid_query", format!("{key}={v:?} is not a whole number"))
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("{key}={v:?} is not a whole number"),
+                )
             })
         })
         .transpose()

@@ -71,28 +71,55 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sys/unseal", post(sys::unseal).put(sys::unseal))
         .route("/v1/sys/seal", post(sys::seal).put(sys::seal))
         .route("/v1/sys/environments", get(sys::environments))
-        .route("/v1/sys/keys/rotate", post(sys::keys_rotate).put(sys::keys_rotate))
+        .route(
+            "/v1/sys/keys/rotate",
+            post(sys::keys_rotate).put(sys::keys_rotate),
+        )
         .route("/v1/sys/keys/status", get(sys::keys_status))
         .route("/v1/sys/audit/export", get(sys::audit_export))
-        .route("/v1/sys/audit/verify", post(sys::audit_verify).put(sys::audit_verify))
-        .route("/v1/sys/audit-hash", post(sys::audit_hash).put(sys::audit_hash))
+        .route(
+            "/v1/sys/audit/verify",
+            post(sys::audit_verify).put(sys::audit_verify),
+        )
+        .route(
+            "/v1/sys/audit-hash",
+            post(sys::audit_hash).put(sys::audit_hash),
+        )
         .route("/v1/sys/policies", any(sys::policies_list))
         .route("/v1/sys/policies/{name}", any(sys::policy))
         .route("/v1/sys/template/render", post(sys::template_render))
         .route("/v1/sys/export/{env}", get(sys::export))
-        .route("/v1/auth/token/create", post(token::create).put(token::create))
+        .route(
+            "/v1/auth/token/create",
+            post(token::create).put(token::create),
+        )
         .route("/v1/auth/token/lookup-self", get(token::lookup_self))
-        .route("/v1/auth/token/lookup-accessor", post(token::lookup_accessor))
-        .route("/v1/auth/token/renew-self", post(token::renew_self).put(token::renew_self))
-        .route("/v1/auth/token/revoke-self", post(token::revoke_self).put(token::revoke_self))
-        .route("/v1/auth/token/revoke-accessor", post(token::revoke_accessor).put(token::revoke_accessor))
+        .route(
+            "/v1/auth/token/lookup-accessor",
+            post(token::lookup_accessor),
+        )
+        .route(
+            "/v1/auth/token/renew-self",
+            post(token::renew_self).put(token::renew_self),
+        )
+        .route(
+            "/v1/auth/token/revoke-self",
+            post(token::revoke_self).put(token::revoke_self),
+        )
+        .route(
+            "/v1/auth/token/revoke-accessor",
+            post(token::revoke_accessor).put(token::revoke_accessor),
+        )
         .route("/v1/auth/token/accessors", any(token::accessors))
         .route("/v1/{mount}/{op}", any(kv::dispatch_root))
         .route("/v1/{mount}/{op}/", any(kv::dispatch_root))
         .route("/v1/{mount}/{op}/{*path}", any(kv::dispatch))
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), frame))
         .with_state(state)
 }
@@ -207,7 +234,11 @@ async fn frame(State(st): State<AppState>, mut req: Request, next: Next) -> Resp
     }
     st.metrics.sealed.set(i64::from(st.engine.is_sealed()));
     span.in_scope(|| {
-        tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request")
+        tracing::info!(
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        )
     });
     resp
 }

@@ -38,7 +38,10 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(st): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         st.metrics.render(),
     )
         .into_response()
@@ -47,7 +50,10 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
 /// Vault-compatible health: 200 unsealed, 503 sealed, 501 not initialized (overridable with
 /// `sealedcode=` / `uninitcode=` as in Vault).
 #[utoipa::path(get, path = "/v1/sys/health", responses((status = 200, description = "initialized and unsealed"), (status = 503, description = "sealed"), (status = 501, description = "not initialized")))]
-pub async fn health(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+pub async fn health(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let initialized = st.engine.is_initialized().await;
     let sealed = st.engine.is_sealed();
     let code = |key: &str, default: u16| {
@@ -107,35 +113,56 @@ pub async fn unseal(State(st): State<AppState>, body: RawBody) -> Result<Respons
 
 /// Seals the server (admin on sys/keys).
 #[utoipa::path(put, path = "/v1/sys/seal", responses((status = 204, description = "sealed")))]
-pub async fn seal(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>) -> Result<Response, ApiError> {
+pub async fn seal(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+) -> Result<Response, ApiError> {
     st.engine.seal(&ctx).await?;
     Ok(no_content())
 }
 
 /// Configured environments.
 #[utoipa::path(get, path = "/v1/sys/environments", responses((status = 200, description = "environment names and the default mount")))]
-pub async fn environments(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>) -> Result<Response, ApiError> {
+pub async fn environments(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+) -> Result<Response, ApiError> {
     // Any valid token may see the environment names.
     st.engine.lookup_self(&ctx).await?;
     let cfg = st.engine.config();
-    Ok(vault_data(&ctx, json!({
-        "environments": cfg.environments,
-        "default_environment": cfg.default_environment,
-    })))
+    Ok(vault_data(
+        &ctx,
+        json!({
+            "environments": cfg.environments,
+            "default_environment": cfg.default_environment,
+        }),
+    ))
 }
 
 /// Rotates the root key: new keyring key, every data key re-wrapped in the background.
 #[utoipa::path(post, path = "/v1/sys/keys/rotate", responses((status = 200, description = "new active key id")))]
-pub async fn keys_rotate(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>) -> Result<Response, ApiError> {
+pub async fn keys_rotate(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+) -> Result<Response, ApiError> {
     let id = st.engine.rotate_keys(&ctx).await?;
-    Ok(vault_data(&ctx, json!({ "active_key_id": id, "rewrap": "started" })))
+    Ok(vault_data(
+        &ctx,
+        json!({ "active_key_id": id, "rewrap": "started" }),
+    ))
 }
 
 /// Key status: active id, ids in the ring, envelopes still to re-wrap.
 #[utoipa::path(get, path = "/v1/sys/keys/status", responses((status = 200, description = "key status")))]
-pub async fn keys_status(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>) -> Result<Response, ApiError> {
+pub async fn keys_status(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+) -> Result<Response, ApiError> {
     let (active, ids, pending) = st.engine.key_status(&ctx).await?;
-    Ok(vault_data(&ctx, json!({ "active_key_id": active, "key_ids": ids, "pending_rewrap": pending })))
+    Ok(vault_data(
+        &ctx,
+        json!({ "active_key_id": active, "key_ids": ids, "pending_rewrap": pending }),
+    ))
 }
 
 /// Exports audit entries as JSON lines (`after` = last seq seen, `limit` per page).
@@ -147,8 +174,9 @@ pub async fn audit_export(
 ) -> Result<Response, ApiError> {
     let num = |k: &str, d: u64| -> Result<u64, ApiError> {
         q.get(k).map_or(Ok(d), |v| {
-            v.parse()
-                .map_err(|_| ApiError::bad_request("invalid_query", format!("{k}={v:?} is not a whole number")))
+            v.parse().map_err(|_| {
+                ApiError::bad_request("invalid_query", format!("{k}={v:?} is not a whole number"))
+            })
         })
     };
     let after = num("after", 0)?;
@@ -160,15 +188,20 @@ pub async fn audit_export(
     }
     let mut resp = ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response();
     if let Some(next) = page.next {
-        resp.headers_mut()
-            .insert("x-steward-next-after", next.to_string().parse().expect("digits are a valid header"));
+        resp.headers_mut().insert(
+            "x-steward-next-after",
+            next.to_string().parse().expect("digits are a valid header"),
+        );
     }
     Ok(resp)
 }
 
 /// Verifies the audit hash chain.
 #[utoipa::path(post, path = "/v1/sys/audit/verify", responses((status = 200, description = "ok, entries, first_bad")))]
-pub async fn audit_verify(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>) -> Result<Response, ApiError> {
+pub async fn audit_verify(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+) -> Result<Response, ApiError> {
     let r = st.engine.audit_verify(&ctx).await?;
     Ok(vault_data(&ctx, r))
 }
@@ -181,7 +214,11 @@ pub struct HashBody {
 
 /// HMAC of a known value under the audit key, to search the log for it.
 #[utoipa::path(post, path = "/v1/sys/audit-hash", request_body = HashBody, responses((status = 200, description = "{data: {hash}}")))]
-pub async fn audit_hash(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: RawBody) -> Result<Response, ApiError> {
+pub async fn audit_hash(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+    body: RawBody,
+) -> Result<Response, ApiError> {
     let b: HashBody = decode(&body)?;
     let hash = st.engine.audit_hash(&ctx, &b.input).await?;
     Ok(vault_data(&ctx, json!({ "hash": hash })))
@@ -189,9 +226,17 @@ pub async fn audit_hash(State(st): State<AppState>, Extension(ctx): Extension<Ar
 
 /// Lists policies (GET or LIST).
 #[utoipa::path(get, path = "/v1/sys/policies", responses((status = 200, description = "policy names and documents")))]
-pub async fn policies_list(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, method: Method) -> Result<Response, ApiError> {
+pub async fn policies_list(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+    method: Method,
+) -> Result<Response, ApiError> {
     if method != Method::GET && method.as_str() != "LIST" {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET or LIST"));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET or LIST",
+        ));
     }
     let list = st.engine.list_policies(&ctx).await?;
     let keys: Vec<&str> = list.iter().map(|p| p.name.as_str()).collect();
@@ -211,8 +256,9 @@ pub async fn policy(
     match method.as_str() {
         "GET" => Ok(vault_data(&ctx, e.get_policy(&ctx, &name).await?)),
         "PUT" | "POST" => {
-            let doc = std::str::from_utf8(&body)
-                .map_err(|_| ApiError::bad_request("invalid_json", "the policy must be UTF-8 JSON"))?;
+            let doc = std::str::from_utf8(&body).map_err(|_| {
+                ApiError::bad_request("invalid_json", "the policy must be UTF-8 JSON")
+            })?;
             e.put_policy(&ctx, &name, doc).await?;
             Ok(no_content())
         }
@@ -220,7 +266,11 @@ pub async fn policy(
             e.delete_policy(&ctx, &name).await?;
             Ok(no_content())
         }
-        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET, PUT, POST or DELETE")),
+        _ => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET, PUT, POST or DELETE",
+        )),
     }
 }
 
@@ -232,7 +282,11 @@ pub struct TemplateBody {
 
 /// Renders `${secret:ENV/PATH}` references in a template.
 #[utoipa::path(post, path = "/v1/sys/template/render", request_body = TemplateBody, responses((status = 200, description = "{data: {rendered}}")))]
-pub async fn template_render(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: RawBody) -> Result<Response, ApiError> {
+pub async fn template_render(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+    body: RawBody,
+) -> Result<Response, ApiError> {
     let b: TemplateBody = decode(&body)?;
     let rendered = st.engine.render_template(&ctx, &b.template).await?;
     Ok(vault_data(&ctx, json!({ "rendered": rendered })))
@@ -248,5 +302,8 @@ pub async fn export(
 ) -> Result<Response, ApiError> {
     let prefix = q.get("prefix").map(String::as_str).unwrap_or("");
     let (secrets, skipped) = st.engine.export(&ctx, &env, prefix).await?;
-    Ok(vault_data(&ctx, json!({ "secrets": secrets, "skipped": skipped })))
+    Ok(vault_data(
+        &ctx,
+        json!({ "secrets": secrets, "skipped": skipped }),
+    ))
 }

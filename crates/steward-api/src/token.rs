@@ -30,7 +30,11 @@ fn info_json(i: &TokenInfo, now: chrono::DateTime<chrono::Utc>) -> serde_json::V
 
 /// Creates a token; the token is in `auth.client_token`, shown this once.
 #[utoipa::path(post, path = "/v1/auth/token/create", request_body = Object, responses((status = 200, description = "auth.client_token, auth.accessor")))]
-pub async fn create(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: RawBody) -> Result<Response, ApiError> {
+pub async fn create(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+    body: RawBody,
+) -> Result<Response, ApiError> {
     let req: TokenCreate = decode(&body)?;
     let t = st.engine.create_token(&ctx, req).await?;
     let lease = t.info.ttl_secs.unwrap_or(0);
@@ -55,7 +59,10 @@ pub async fn create(State(st): State<AppState>, Extension(ctx): Extension<Arc<Re
 
 /// The calling token's record.
 #[utoipa::path(get, path = "/v1/auth/token/lookup-self", responses((status = 200, description = "token info (never the token)"), (status = 403, description = "missing, invalid, expired or revoked token")))]
-pub async fn lookup_self(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>) -> Result<Response, ApiError> {
+pub async fn lookup_self(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+) -> Result<Response, ApiError> {
     let i = st.engine.lookup_self(&ctx).await?;
     Ok(vault_data(&ctx, info_json(&i, chrono::Utc::now())))
 }
@@ -68,7 +75,11 @@ pub struct AccessorBody {
 
 /// Another token's record by accessor (admin).
 #[utoipa::path(post, path = "/v1/auth/token/lookup-accessor", request_body = AccessorBody, responses((status = 200, description = "token info")))]
-pub async fn lookup_accessor(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: RawBody) -> Result<Response, ApiError> {
+pub async fn lookup_accessor(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+    body: RawBody,
+) -> Result<Response, ApiError> {
     let b: AccessorBody = decode(&body)?;
     let i = st.engine.lookup_accessor(&ctx, &b.accessor).await?;
     Ok(vault_data(&ctx, info_json(&i, chrono::Utc::now())))
@@ -82,7 +93,11 @@ pub struct RenewBody {
 
 /// Renews the calling token.
 #[utoipa::path(post, path = "/v1/auth/token/renew-self", request_body = RenewBody, responses((status = 200, description = "new expiry")))]
-pub async fn renew_self(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: RawBody) -> Result<Response, ApiError> {
+pub async fn renew_self(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+    body: RawBody,
+) -> Result<Response, ApiError> {
     let b: RenewBody = decode(&body)?;
     let inc = b.increment.map(|v| match v {
         serde_json::Value::String(s) => s,
@@ -98,14 +113,21 @@ pub async fn renew_self(State(st): State<AppState>, Extension(ctx): Extension<Ar
 
 /// Revokes the calling token.
 #[utoipa::path(post, path = "/v1/auth/token/revoke-self", responses((status = 204, description = "revoked")))]
-pub async fn revoke_self(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>) -> Result<Response, ApiError> {
+pub async fn revoke_self(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+) -> Result<Response, ApiError> {
     st.engine.revoke(&ctx, None).await?;
     Ok(no_content())
 }
 
 /// Revokes a token by accessor (admin).
 #[utoipa::path(post, path = "/v1/auth/token/revoke-accessor", request_body = AccessorBody, responses((status = 204, description = "revoked")))]
-pub async fn revoke_accessor(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, body: RawBody) -> Result<Response, ApiError> {
+pub async fn revoke_accessor(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+    body: RawBody,
+) -> Result<Response, ApiError> {
     let b: AccessorBody = decode(&body)?;
     st.engine.revoke(&ctx, Some(&b.accessor)).await?;
     Ok(no_content())
@@ -113,9 +135,17 @@ pub async fn revoke_accessor(State(st): State<AppState>, Extension(ctx): Extensi
 
 /// Lists tokens by accessor (admin; GET or LIST).
 #[utoipa::path(get, path = "/v1/auth/token/accessors", responses((status = 200, description = "keys = accessors, tokens = details")))]
-pub async fn accessors(State(st): State<AppState>, Extension(ctx): Extension<Arc<RequestCtx>>, method: Method) -> Result<Response, ApiError> {
+pub async fn accessors(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+    method: Method,
+) -> Result<Response, ApiError> {
     if method != Method::GET && method.as_str() != "LIST" {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET or LIST"));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET or LIST",
+        ));
     }
     let list = st.engine.list_tokens(&ctx).await?;
     let now = chrono::Utc::now();

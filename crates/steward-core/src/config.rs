@@ -147,10 +147,7 @@ impl Config {
     /// Parses and validates `text`, which was read from `file` (used only in messages).
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((1, 1));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             ConfigError {
                 file: file.to_string(),
                 line,
@@ -209,10 +206,7 @@ impl Config {
             && !self.store.url.starts_with("postgres://")
             && !self.store.url.starts_with("postgresql://")
         {
-            return Err((
-                "url",
-                "must be \"sqlite\" or a postgres:// URL".into(),
-            ));
+            return Err(("url", "must be \"sqlite\" or a postgres:// URL".into()));
         }
         Ok(())
     }
@@ -221,7 +215,10 @@ impl Config {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
     (line, column)
 }
 
@@ -254,7 +251,10 @@ mod tests {
     fn check_err(text: &str, line: usize, fragment: &str) {
         let err = Config::parse(text, "steward.toml").unwrap_err();
         assert_eq!(err.line, line, "{err}");
-        assert!(err.to_string().contains(fragment), "{err} lacks {fragment:?}");
+        assert!(
+            err.to_string().contains(fragment),
+            "{err} lacks {fragment:?}"
+        );
         assert!(err.to_string().starts_with("steward.toml:"), "{err}");
     }
 
@@ -297,7 +297,11 @@ level = "debug"
 
     #[test]
     fn errors_name_file_line_and_key() {
-        check_err("[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"x\"\n", 3, "lisen");
+        check_err(
+            "[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"x\"\n",
+            3,
+            "lisen",
+        );
         check_err("[server]\nlisten = \"nope\"\n", 2, "invalid socket address");
         check_err("[serer]\n", 1, "serer");
         check_err("[server]\nrequest_timeout = \"ten\"\n", 2, "write it like");

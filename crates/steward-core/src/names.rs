@@ -15,7 +15,14 @@ pub const MAX_SEGMENT_LEN: usize = 128;
 pub const MAX_ENV_LEN: usize = 32;
 /// Names that would collide with API routes, so no environment may take them.
 pub const RESERVED_ENV_NAMES: &[&str] = &[
-    "sys", "auth", "secret", "audit", "identity", "cubbyhole", "metrics", "v1",
+    "sys",
+    "auth",
+    "secret",
+    "audit",
+    "identity",
+    "cubbyhole",
+    "metrics",
+    "v1",
 ];
 
 /// Why a name or path was refused. Messages say what is wrong and what is accepted.
@@ -225,7 +232,10 @@ mod tests {
         assert_eq!(SecretPath::parse_prefix("billing/").unwrap(), "billing/");
         assert!(SecretPath::parse_prefix("../").is_err());
         let (env, path) = parse_reference("prod/shared/smtp_password").unwrap();
-        assert_eq!((env.as_str(), path.as_str()), ("prod", "shared/smtp_password"));
+        assert_eq!(
+            (env.as_str(), path.as_str()),
+            ("prod", "shared/smtp_password")
+        );
         assert!(parse_reference("prod").is_err());
     }
 

@@ -27,7 +27,12 @@ pub struct VerifyReport {
 
 impl Engine {
     /// Exports entries with seq > `after`, at most `limit` (admin on sys/audit).
-    pub async fn audit_export(&self, ctx: &RequestCtx, after: u64, limit: u32) -> Result<AuditExport> {
+    pub async fn audit_export(
+        &self,
+        ctx: &RequestCtx,
+        after: u64,
+        limit: u32,
+    ) -> Result<AuditExport> {
         let (caller, draft) = self.begin(ctx, "audit.export", None, None).await?;
         let r = async {
             caller.require(Capability::Admin, "sys", "audit")?;

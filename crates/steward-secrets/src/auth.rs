@@ -54,12 +54,16 @@ fn unauthenticated(code: &'static str, message: &str) -> SecretsError {
 impl Engine {
     /// Checks the request's token and loads its policies.
     pub async fn authenticate(&self, ctx: &RequestCtx) -> Result<Caller> {
-        let token = ctx.token.as_ref().filter(|t| !t.is_empty()).ok_or_else(|| {
-            unauthenticated(
+        let token = ctx
+            .token
+            .as_ref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                unauthenticated(
                 "missing_token",
                 "no token: send it as `Authorization: Bearer <token>` or `X-Vault-Token: <token>`",
             )
-        })?;
+            })?;
         let hash = steward_crypto::sha256(token.as_bytes());
         let rec = self
             .store

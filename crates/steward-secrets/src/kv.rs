@@ -127,11 +127,15 @@ impl MetadataUpdate {
             )
         };
         if let Some(d) = &self.description {
-            (d.len() <= MAX_FIELD).then_some(()).ok_or_else(|| long("description"))?;
+            (d.len() <= MAX_FIELD)
+                .then_some(())
+                .ok_or_else(|| long("description"))?;
             m.description = d.clone();
         }
         if let Some(o) = &self.owner {
-            (o.len() <= 256).then_some(()).ok_or_else(|| long("owner"))?;
+            (o.len() <= 256)
+                .then_some(())
+                .ok_or_else(|| long("owner"))?;
             m.owner = o.clone();
         }
         if let Some(t) = &self.tags {
@@ -300,13 +304,16 @@ impl Engine {
         path: &str,
         opts: ReadOptions,
     ) -> Result<SecretData> {
-        let (caller, draft) = self.begin(ctx, "secret.read", Some(env), Some(path)).await?;
+        let (caller, draft) = self
+            .begin(ctx, "secret.read", Some(env), Some(path))
+            .await?;
         let r = async {
             let env = self.env(env)?;
             let path = SecretPath::parse(path)?;
             caller.require(Capability::Read, env.as_str(), path.as_str())?;
-            let (head, info, value) =
-                self.read_plain(env.as_str(), path.as_str(), opts.version).await?;
+            let (head, info, value) = self
+                .read_plain(env.as_str(), path.as_str(), opts.version)
+                .await?;
             let value = if opts.resolve {
                 let origin = format!("{env}/{path}");
                 self.resolve_value(&caller, value, vec![origin]).await?
@@ -331,7 +338,9 @@ impl Engine {
         path: &str,
         req: WriteRequest,
     ) -> Result<WriteResult> {
-        let (caller, mut draft) = self.begin(ctx, "secret.write", Some(env), Some(path)).await?;
+        let (caller, mut draft) = self
+            .begin(ctx, "secret.write", Some(env), Some(path))
+            .await?;
         let prepared = (|| {
             let env = self.env(env)?;
             let path = SecretPath::parse(path)?;
@@ -353,7 +362,16 @@ impl Engine {
         let default_max = self.cfg.max_versions;
         self.store
             .write(Some(draft), move |tx: &mut dyn Tx| {
-                put_version(tx, &ring, env.as_str(), path.as_str(), &plain, &req, now, default_max)
+                put_version(
+                    tx,
+                    &ring,
+                    env.as_str(),
+                    path.as_str(),
+                    &plain,
+                    &req,
+                    now,
+                    default_max,
+                )
             })
             .await
     }
@@ -366,8 +384,12 @@ impl Engine {
         path: &str,
         to_version: u64,
     ) -> Result<WriteResult> {
-        let (caller, mut draft) = self.begin(ctx, "secret.rollback", Some(env), Some(path)).await?;
-        draft.hmacs.insert("to_version".into(), to_version.to_string());
+        let (caller, mut draft) = self
+            .begin(ctx, "secret.rollback", Some(env), Some(path))
+            .await?;
+        draft
+            .hmacs
+            .insert("to_version".into(), to_version.to_string());
         let prepared = async {
             let env = self.env(env)?;
             let path = SecretPath::parse(path)?;
@@ -394,7 +416,16 @@ impl Engine {
         };
         self.store
             .write(Some(draft), move |tx: &mut dyn Tx| {
-                put_version(tx, &ring, env.as_str(), path.as_str(), &plain, &req, now, default_max)
+                put_version(
+                    tx,
+                    &ring,
+                    env.as_str(),
+                    path.as_str(),
+                    &plain,
+                    &req,
+                    now,
+                    default_max,
+                )
             })
             .await
     }
@@ -417,7 +448,11 @@ impl Engine {
         if !versions.is_empty() {
             draft.hmacs.insert(
                 "versions".into(),
-                versions.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+                versions
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
             );
         }
         let prepared = (|| {
@@ -448,7 +483,9 @@ impl Engine {
                     versions
                 };
                 for v in targets {
-                    let Some(row) = tx.version(env, path, v)? else { continue };
+                    let Some(row) = tx.version(env, path, v)? else {
+                        continue;
+                    };
                     let mut info = row.info;
                     match op {
                         VersionOp::Delete if info.deleted_at.is_none() => {
@@ -472,7 +509,9 @@ impl Engine {
         env: &str,
         path: &str,
     ) -> Result<SecretMetadata> {
-        let (caller, draft) = self.begin(ctx, "secret.metadata.read", Some(env), Some(path)).await?;
+        let (caller, draft) = self
+            .begin(ctx, "secret.metadata.read", Some(env), Some(path))
+            .await?;
         let r = async {
             let env = self.env(env)?;
             let path = SecretPath::parse(path)?;
@@ -509,7 +548,9 @@ impl Engine {
         path: &str,
         update: MetadataUpdate,
     ) -> Result<()> {
-        let (caller, draft) = self.begin(ctx, "secret.metadata.write", Some(env), Some(path)).await?;
+        let (caller, draft) = self
+            .begin(ctx, "secret.metadata.write", Some(env), Some(path))
+            .await?;
         let prepared = (|| {
             let env = self.env(env)?;
             let path = SecretPath::parse(path)?;
@@ -527,7 +568,9 @@ impl Engine {
         self.store
             .write(Some(draft), move |tx: &mut dyn Tx| {
                 let (env, path) = (env.as_str(), path.as_str());
-                let mut head = tx.head(env, path)?.unwrap_or_else(|| new_head(env, path, now));
+                let mut head = tx
+                    .head(env, path)?
+                    .unwrap_or_else(|| new_head(env, path, now));
                 update.apply(&mut head.meta)?;
                 head.updated_at = now;
                 prune(tx, &mut head, default_max)?;
@@ -539,7 +582,9 @@ impl Engine {
 
     /// Deletes a secret with every version and its metadata.
     pub async fn delete_metadata(&self, ctx: &RequestCtx, env: &str, path: &str) -> Result<()> {
-        let (caller, draft) = self.begin(ctx, "secret.metadata.delete", Some(env), Some(path)).await?;
+        let (caller, draft) = self
+            .begin(ctx, "secret.metadata.delete", Some(env), Some(path))
+            .await?;
         let prepared = (|| {
             let env = self.env(env)?;
             let path = SecretPath::parse(path)?;
@@ -561,7 +606,9 @@ impl Engine {
 
     /// Lists the keys directly under `prefix` (folders end in '/').
     pub async fn list(&self, ctx: &RequestCtx, env: &str, prefix: &str) -> Result<ListResult> {
-        let (caller, draft) = self.begin(ctx, "secret.list", Some(env), Some(prefix)).await?;
+        let (caller, draft) = self
+            .begin(ctx, "secret.list", Some(env), Some(prefix))
+            .await?;
         let r = async {
             let env = self.env(env)?;
             let prefix = SecretPath::parse_prefix(prefix)?;
@@ -569,7 +616,10 @@ impl Engine {
             let (e, p) = (env.to_string(), prefix.clone());
             let paths = self
                 .store
-                .read(move |tx| tx.list_paths(&e, &p, LIST_LIMIT).map_err(SecretsError::from))
+                .read(move |tx| {
+                    tx.list_paths(&e, &p, LIST_LIMIT)
+                        .map_err(SecretsError::from)
+                })
                 .await?;
             let truncated = paths.len() as u32 >= LIST_LIMIT;
             let mut keys = BTreeSet::new();
@@ -598,7 +648,9 @@ impl Engine {
         env: &str,
         prefix: &str,
     ) -> Result<(BTreeMap<String, Value>, Vec<String>)> {
-        let (caller, draft) = self.begin(ctx, "secret.export", Some(env), Some(prefix)).await?;
+        let (caller, draft) = self
+            .begin(ctx, "secret.export", Some(env), Some(prefix))
+            .await?;
         let r = async {
             let env = self.env(env)?;
             let prefix = SecretPath::parse_prefix(prefix)?;
@@ -606,7 +658,10 @@ impl Engine {
             let (e, p) = (env.to_string(), prefix.clone());
             let paths = self
                 .store
-                .read(move |tx| tx.list_paths(&e, &p, LIST_LIMIT).map_err(SecretsError::from))
+                .read(move |tx| {
+                    tx.list_paths(&e, &p, LIST_LIMIT)
+                        .map_err(SecretsError::from)
+                })
                 .await?;
             let mut out = BTreeMap::new();
             let mut skipped = vec![];
@@ -695,7 +750,9 @@ fn put_version(
     now: DateTime<Utc>,
     default_max: u32,
 ) -> Result<WriteResult> {
-    let mut head = tx.head(env, path)?.unwrap_or_else(|| new_head(env, path, now));
+    let mut head = tx
+        .head(env, path)?
+        .unwrap_or_else(|| new_head(env, path, now));
     if let Some(update) = &req.metadata {
         update.apply(&mut head.meta)?;
     }

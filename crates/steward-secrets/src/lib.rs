@@ -92,8 +92,13 @@ impl RequestCtx {
 }
 
 enum SealState {
-    Sealed { shares: Vec<Zeroizing<String>> },
-    Unsealed { ring: Arc<Keyring>, unseal: Arc<UnsealKey> },
+    Sealed {
+        shares: Vec<Zeroizing<String>>,
+    },
+    Unsealed {
+        ring: Arc<Keyring>,
+        unseal: Arc<UnsealKey>,
+    },
 }
 
 /// The secrets engine. Cheap to share behind an `Arc`.
@@ -102,7 +107,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     cfg: EngineConfig,
     state: RwLock<SealState>,
-    policy_cache: Mutex<HashMap<String, (Arc<policy::CompiledPolicy>, chrono::DateTime<chrono::Utc>)>>,
+    policy_cache:
+        Mutex<HashMap<String, (Arc<policy::CompiledPolicy>, chrono::DateTime<chrono::Utc>)>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -228,12 +234,7 @@ impl Engine {
 
     /// Audits a request the API refused before it reached an engine operation (bad JSON, an
     /// unknown route). Skipped while sealed.
-    pub async fn audit_refused(
-        &self,
-        ctx: &RequestCtx,
-        action: &str,
-        outcome: &str,
-    ) -> Result<()> {
+    pub async fn audit_refused(&self, ctx: &RequestCtx, action: &str, outcome: &str) -> Result<()> {
         if ctx.is_audited() || self.is_sealed() {
             return Ok(());
         }

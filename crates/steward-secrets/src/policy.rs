@@ -61,7 +61,9 @@ pub fn check_policy_name(name: &str) -> Result<(), SecretsError> {
     if !ok {
         return Err(SecretsError::invalid(
             "invalid_policy_name",
-            format!("policy name {name:?} is invalid: use 1-64 lowercase letters, digits, '-' or '_'"),
+            format!(
+                "policy name {name:?} is invalid: use 1-64 lowercase letters, digits, '-' or '_'"
+            ),
         ));
     }
     if RESERVED_POLICY_NAMES.contains(&name) {
@@ -186,7 +188,10 @@ mod tests {
         );
         check(
             r#"{"rules":[{"env":"*","path":"**","capabilities":["admin"]}]}"#,
-            &[("sys", "tokens", Admin, true), ("prod", "a/b", Delete, true)],
+            &[
+                ("sys", "tokens", Admin, true),
+                ("prod", "a/b", Delete, true),
+            ],
         );
         assert!(!PolicySet::default().allows("prod", "x", Capability::Read));
     }
@@ -195,9 +200,18 @@ mod tests {
     fn bad_documents_are_explained() {
         for (doc, frag) in [
             ("{", "not valid"),
-            (r#"{"rules":[{"env":"a","path":"b","capabilities":["fly"]}]}"#, "fly"),
-            (r#"{"rules":[{"env":"a","path":"b","capabilities":[]}]}"#, "no capabilities"),
-            (r#"{"rules":[{"env":"a","path":"[","capabilities":["read"]}]}"#, "not a valid glob"),
+            (
+                r#"{"rules":[{"env":"a","path":"b","capabilities":["fly"]}]}"#,
+                "fly",
+            ),
+            (
+                r#"{"rules":[{"env":"a","path":"b","capabilities":[]}]}"#,
+                "no capabilities",
+            ),
+            (
+                r#"{"rules":[{"env":"a","path":"[","capabilities":["read"]}]}"#,
+                "not a valid glob",
+            ),
             (r#"{"rules":[],"extra":1}"#, "extra"),
         ] {
             let err = CompiledPolicy::parse(doc).unwrap_err();

@@ -112,7 +112,12 @@ impl Engine {
         Ok(out)
     }
 
-    async fn resolve_one(&self, caller: &Caller, r: &Reference, chain: &[String]) -> Result<String> {
+    async fn resolve_one(
+        &self,
+        caller: &Caller,
+        r: &Reference,
+        chain: &[String],
+    ) -> Result<String> {
         let target = r.target();
         if chain.contains(&target) {
             let mut cycle = chain.to_vec();
@@ -175,9 +180,19 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!((r[0].env.as_str(), r[0].path.as_str()), ("prod", "x/y"));
         assert_eq!(r[1].field.as_deref(), Some("user"));
-        assert_eq!(&"a=${secret:prod/x/y} b"[r[0].start..r[0].end], "${secret:prod/x/y}");
-        assert!(find_references("no refs here $HOME ${other}").unwrap().is_empty());
-        for bad in ["${secret:prod/x", "${secret:prod}", "${secret:prod/../x}", "${secret:prod/x#}"] {
+        assert_eq!(
+            &"a=${secret:prod/x/y} b"[r[0].start..r[0].end],
+            "${secret:prod/x/y}"
+        );
+        assert!(find_references("no refs here $HOME ${other}")
+            .unwrap()
+            .is_empty());
+        for bad in [
+            "${secret:prod/x",
+            "${secret:prod}",
+            "${secret:prod/../x}",
+            "${secret:prod/x#}",
+        ] {
             assert!(find_references(bad).is_err(), "{bad}");
         }
     }

@@ -132,16 +132,10 @@ impl Engine {
             fingerprint: unseal.fingerprint(),
             initialized_at: self.clock.now(),
         };
-        let (token, root) = self.new_token_record(
-            "root".into(),
-            vec!["root".into()],
-            None,
-            None,
-            false,
-        );
-        persist_token(&token).map_err(|e| {
-            SecretsError::internal(format!("cannot save the root token file: {e}"))
-        })?;
+        let (token, root) =
+            self.new_token_record("root".into(), vec!["root".into()], None, None, false);
+        persist_token(&token)
+            .map_err(|e| SecretsError::internal(format!("cannot save the root token file: {e}")))?;
         let cfg_json = serde_json::to_vec(&cfg).expect("seal config serializes");
         self.store
             .write(None, move |tx: &mut dyn Tx| {
@@ -204,7 +198,11 @@ impl Engine {
     /// reconstruct the key resets progress.
     pub async fn submit_share(&self, share: &str) -> Result<SealStatus> {
         let cfg = self.seal_config().await?.ok_or_else(|| {
-            SecretsError::new(Kind::Invalid, "not_initialized", "this store is not initialized")
+            SecretsError::new(
+                Kind::Invalid,
+                "not_initialized",
+                "this store is not initialized",
+            )
         })?;
         if cfg.mode != SealMode::Shamir {
             return Err(SecretsError::invalid(
@@ -321,7 +319,9 @@ impl Engine {
         tokio::spawn(async move {
             match engine.rewrap_all().await {
                 Ok(n) => tracing::info!(rewrapped = n, key_id = active, "key rotation finished"),
-                Err(e) => tracing::error!(error = %e, "key rotation re-wrap stopped; run `steward keys rotate` again to resume"),
+                Err(e) => {
+                    tracing::error!(error = %e, "key rotation re-wrap stopped; run `steward keys rotate` again to resume")
+                }
             }
         });
         Ok(active)
@@ -448,7 +448,10 @@ impl Engine {
             "stw.{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
         ));
-        let accessor = format!("acc.{}", hex::encode(&steward_crypto::random_token_bytes()[..12]));
+        let accessor = format!(
+            "acc.{}",
+            hex::encode(&steward_crypto::random_token_bytes()[..12])
+        );
         let now = self.clock.now();
         let add = |d: std::time::Duration| {
             chrono::Duration::from_std(d)

@@ -114,7 +114,9 @@ fn humantime_like(s: &str) -> std::result::Result<Duration, ()> {
             'd' => 86_400,
             _ => return Err(()),
         };
-        total = total.checked_add(n.checked_mul(unit).ok_or(())?).ok_or(())?;
+        total = total
+            .checked_add(n.checked_mul(unit).ok_or(())?)
+            .ok_or(())?;
     }
     if !num.is_empty() || total == 0 {
         return Err(());
@@ -137,7 +139,9 @@ impl Engine {
                     return Err(SecretsError::new(
                         Kind::Forbidden,
                         "permission_denied",
-                        format!("you may only grant policies you hold yourself; you do not hold {p:?}"),
+                        format!(
+                            "you may only grant policies you hold yourself; you do not hold {p:?}"
+                        ),
                     ));
                 }
             }
@@ -152,11 +156,21 @@ impl Engine {
                     "only admins may create tokens without a ttl; add ttl, e.g. \"24h\"",
                 ));
             }
-            if req.meta.as_ref().is_some_and(|m| !m.is_null() && m != &serde_json::json!({})) {
-                return Err(SecretsError::invalid("unsupported", "token meta is not supported"));
+            if req
+                .meta
+                .as_ref()
+                .is_some_and(|m| !m.is_null() && m != &serde_json::json!({}))
+            {
+                return Err(SecretsError::invalid(
+                    "unsupported",
+                    "token meta is not supported",
+                ));
             }
             if req.display_name.len() > 128 {
-                return Err(SecretsError::invalid("invalid_display_name", "display_name is longer than 128 bytes"));
+                return Err(SecretsError::invalid(
+                    "invalid_display_name",
+                    "display_name is longer than 128 bytes",
+                ));
             }
             Ok((ttl, max_ttl))
         })();
@@ -174,7 +188,9 @@ impl Engine {
         ctx.mark_audited();
         let info = TokenInfo::from(&rec);
         self.store
-            .write(Some(draft), move |tx: &mut dyn Tx| tx.token_put(&rec).map_err(SecretsError::from))
+            .write(Some(draft), move |tx: &mut dyn Tx| {
+                tx.token_put(&rec).map_err(SecretsError::from)
+            })
             .await?;
         Ok(TokenCreated {
             token: token.to_string(),
@@ -185,7 +201,8 @@ impl Engine {
     /// The calling token's own record.
     pub async fn lookup_self(&self, ctx: &RequestCtx) -> Result<TokenInfo> {
         let (caller, draft) = self.begin(ctx, "token.lookup_self", None, None).await?;
-        self.finish(ctx, draft, Ok(TokenInfo::from(&caller.token))).await
+        self.finish(ctx, draft, Ok(TokenInfo::from(&caller.token)))
+            .await
     }
 
     /// Another token's record, by accessor (admin).
@@ -198,7 +215,9 @@ impl Engine {
                 .store
                 .read(move |tx| tx.token_by_accessor(&a).map_err(SecretsError::from))
                 .await?
-                .ok_or_else(|| SecretsError::not_found(format!("no token with accessor {accessor}")))?;
+                .ok_or_else(|| {
+                    SecretsError::not_found(format!("no token with accessor {accessor}"))
+                })?;
             Ok(TokenInfo::from(&rec))
         }
         .await;
@@ -221,17 +240,27 @@ impl Engine {
     }
 
     /// Extends the calling token's life by `increment` (default: its ttl), capped by max_ttl.
-    pub async fn renew_self(&self, ctx: &RequestCtx, increment: Option<String>) -> Result<TokenInfo> {
+    pub async fn renew_self(
+        &self,
+        ctx: &RequestCtx,
+        increment: Option<String>,
+    ) -> Result<TokenInfo> {
         let (caller, draft) = self.begin(ctx, "token.renew_self", None, None).await?;
         let prepared = (|| {
             let rec = caller.token.clone();
             if !rec.renewable {
-                return Err(SecretsError::invalid("not_renewable", "this token is not renewable"));
+                return Err(SecretsError::invalid(
+                    "not_renewable",
+                    "this token is not renewable",
+                ));
             }
             let inc = parse_ttl("increment", &increment)?
                 .or(rec.ttl_secs.map(Duration::from_secs))
                 .ok_or_else(|| {
-                    SecretsError::invalid("not_renewable", "this token has no ttl, so there is nothing to renew")
+                    SecretsError::invalid(
+                        "not_renewable",
+                        "this token has no ttl, so there is nothing to renew",
+                    )
                 })?;
             Ok((rec, inc))
         })();
@@ -248,7 +277,9 @@ impl Engine {
         ctx.mark_audited();
         let info = TokenInfo::from(&rec);
         self.store
-            .write(Some(draft), move |tx: &mut dyn Tx| tx.token_put(&rec).map_err(SecretsError::from))
+            .write(Some(draft), move |tx: &mut dyn Tx| {
+                tx.token_put(&rec).map_err(SecretsError::from)
+            })
             .await?;
         Ok(info)
     }
@@ -269,9 +300,9 @@ impl Engine {
         let now = self.clock.now();
         self.store
             .write(Some(draft), move |tx: &mut dyn Tx| {
-                let mut rec = tx
-                    .token_by_accessor(&target)?
-                    .ok_or_else(|| SecretsError::not_found(format!("no token with accessor {target}")))?;
+                let mut rec = tx.token_by_accessor(&target)?.ok_or_else(|| {
+                    SecretsError::not_found(format!("no token with accessor {target}"))
+                })?;
                 if rec.revoked_at.is_none() {
                     rec.revoked_at = Some(now);
                     tx.token_put(&rec)?;
@@ -305,7 +336,9 @@ impl Engine {
             updated_at: self.clock.now(),
         };
         self.store
-            .write(Some(draft), move |tx: &mut dyn Tx| tx.policy_put(&rec).map_err(SecretsError::from))
+            .write(Some(draft), move |tx: &mut dyn Tx| {
+                tx.policy_put(&rec).map_err(SecretsError::from)
+            })
             .await?;
         self.forget_policy(name);
         Ok(())
@@ -353,7 +386,9 @@ impl Engine {
         let n = name.to_string();
         let existed = self
             .store
-            .write(Some(draft), move |tx: &mut dyn Tx| tx.policy_delete(&n).map_err(SecretsError::from))
+            .write(Some(draft), move |tx: &mut dyn Tx| {
+                tx.policy_delete(&n).map_err(SecretsError::from)
+            })
             .await?;
         self.forget_policy(name);
         if existed {
@@ -385,7 +420,10 @@ mod tests {
         assert!(humantime_like("7").is_err());
         assert!(humantime_like("h").is_err());
         assert!(humantime_like("1y").is_err());
-        assert_eq!(parse_ttl("ttl", &Some("3600".into())).unwrap(), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_ttl("ttl", &Some("3600".into())).unwrap(),
+            Some(Duration::from_secs(3600))
+        );
         assert!(parse_ttl("ttl", &Some("soon".into())).is_err());
         assert_eq!(parse_ttl("ttl", &None).unwrap(), None);
     }

@@ -38,14 +38,10 @@ impl StoreError {
     pub(crate) fn pg(e: postgres::Error) -> Self {
         // DbError details can echo row values; keep only the code and the short message.
         match e.as_db_error() {
-            Some(db) => StoreError::Unavailable(format!(
-                "postgres {}: {}",
-                db.code().code(),
-                db.message()
-            )),
-            None if e.is_closed() => {
-                StoreError::Unavailable("postgres connection closed".into())
+            Some(db) => {
+                StoreError::Unavailable(format!("postgres {}: {}", db.code().code(), db.message()))
             }
+            None if e.is_closed() => StoreError::Unavailable("postgres connection closed".into()),
             None => StoreError::Unavailable(format!("postgres: {e}")),
         }
     }

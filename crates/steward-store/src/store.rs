@@ -76,11 +76,10 @@ impl Store {
     /// Connects to PostgreSQL at `url` and migrates the schema.
     pub async fn open_postgres(url: &str, pool: u32) -> Result<Self, StoreError> {
         let url = url.to_string();
-        let backend = tokio::task::spawn_blocking(move || {
-            crate::postgres::PgBackend::open(&url, pool)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("open task failed: {e}")))??;
+        let backend =
+            tokio::task::spawn_blocking(move || crate::postgres::PgBackend::open(&url, pool))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("open task failed: {e}")))??;
         Ok(Self::start(Arc::new(backend)))
     }
 

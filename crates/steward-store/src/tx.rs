@@ -3,9 +3,11 @@
 //! transaction (writes: one savepoint inside a group-commit transaction).
 
 use crate::{
-    audit::AuditRecord, PolicyRecord, SecretHead, StoreError, TokenRecord, VersionInfo,
-    VersionRow,
+    audit::AuditRecord, PolicyRecord, SecretHead, StoreError, TokenRecord, VersionInfo, VersionRow,
 };
+
+/// One envelope to re-wrap: env, path, version, sealed envelope.
+pub type RewrapItem = (String, String, u64, Vec<u8>);
 
 /// One open transaction.
 pub trait Tx {
@@ -44,8 +46,7 @@ pub trait Tx {
         info: &VersionInfo,
     ) -> Result<(), StoreError>;
     /// Deletes versions below `keep_from`; returns how many.
-    fn prune_versions(&mut self, env: &str, path: &str, keep_from: u64)
-        -> Result<u64, StoreError>;
+    fn prune_versions(&mut self, env: &str, path: &str, keep_from: u64) -> Result<u64, StoreError>;
     /// Full paths in `env` that start with `prefix`, sorted, at most `limit`.
     fn list_paths(
         &mut self,
@@ -58,7 +59,7 @@ pub trait Tx {
         &mut self,
         key_id: u32,
         limit: u32,
-    ) -> Result<Vec<(String, String, u64, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<RewrapItem>, StoreError>;
     fn set_envelope(
         &mut self,
         env: &str,

@@ -72,8 +72,7 @@ fn run_batch(backend: &dyn Backend, batch: &mut [Job], key: Option<&SecretKey>) 
                 Ok(()) => tx.release_savepoint()?,
                 Err(_) => tx.rollback_savepoint()?,
             }
-            if let (Some(draft), Some(key), Some((seq, prev))) = (&job.audit, key, head.as_mut())
-            {
+            if let (Some(draft), Some(key), Some((seq, prev))) = (&job.audit, key, head.as_mut()) {
                 let code = outcome.err().unwrap_or_else(|| "ok".to_string());
                 let rec = AuditRecord::seal(key, draft, &code, *seq + 1, prev);
                 tx.audit_append(&rec, rec.hash)?;

@@ -18,8 +18,8 @@ use steward_core::config::SqliteSync;
 use steward_crypto::SecretKey;
 use steward_store::{
     audit::{AuditEntry, AuditRecord, ChainVerifier},
-    AuditDraft, JobError, PolicyRecord, SecretHead, SecretMeta, Store, StoreError, TokenRecord,
-    Tx, VersionInfo, VersionRow,
+    AuditDraft, JobError, PolicyRecord, SecretHead, SecretMeta, Store, StoreError, TokenRecord, Tx,
+    VersionInfo, VersionRow,
 };
 
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -148,10 +148,12 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     eprintln!("--- running against {label}");
-    tokio::spawn(fut).await.map_err(|e| match e.try_into_panic() {
-        Ok(p) => p,
-        Err(e) => Box::new(format!("test task failed: {e}")),
-    })
+    tokio::spawn(fut)
+        .await
+        .map_err(|e| match e.try_into_panic() {
+            Ok(p) => p,
+            Err(e) => Box::new(format!("test task failed: {e}")),
+        })
 }
 
 /// Runs `test` once with an SQLite target and once with a fresh PostgreSQL database.
@@ -282,7 +284,10 @@ fn draft(request_id: &str) -> AuditDraft {
 
 /// The whole audit log and its head, from one snapshot.
 async fn audit_log(store: &Store) -> (Vec<AuditRecord>, (u64, [u8; 32])) {
-    read(store, |tx| Ok((tx.audit_range(0, 100_000)?, tx.audit_head()?))).await
+    read(store, |tx| {
+        Ok((tx.audit_range(0, 100_000)?, tx.audit_head()?))
+    })
+    .await
 }
 
 /// Checks the chain end to end against the head and returns the entries by request id.
@@ -336,7 +341,7 @@ impl JobError for TestError {
 /// are committed together in the next batch.
 fn block_writer(store: &Store) -> tokio::task::JoinHandle<()> {
     let store = store.clone();
-    let handle = tokio::spawn(async move {
+    tokio::spawn(async move {
         store
             .write(None, |_tx| {
                 std::thread::sleep(Duration::from_millis(400));
@@ -344,8 +349,7 @@ fn block_writer(store: &Store) -> tokio::task::JoinHandle<()> {
             })
             .await
             .expect("blocking write");
-    });
-    handle
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -448,7 +452,10 @@ async fn update_version_soft_deletes_and_destroy_erases_the_envelope() {
         assert_eq!(row.envelope, None);
 
         // ... for good: clearing the flags does not bring it back.
-        write(&store, |tx| tx.update_version("dev", "svc/key", &info(1, 1))).await;
+        write(&store, |tx| {
+            tx.update_version("dev", "svc/key", &info(1, 1))
+        })
+        .await;
         let row = read(&store, |tx| tx.version("dev", "svc/key", 1))
             .await
             .unwrap();
@@ -488,8 +495,8 @@ async fn prune_versions_drops_only_older_versions() {
 async fn list_paths_is_prefix_bounded_and_bytewise_sorted() {
     check_both(|store| async move {
         const PATHS: &[&str] = &[
-            "a", "a-b", "a.b", "a/b", "a/B", "a/_x", "a/b/c", "a/b-c", "a0", "ab", "B", "b/1",
-            "Z", "z/9", "A/a",
+            "a", "a-b", "a.b", "a/b", "a/B", "a/_x", "a/b/c", "a/b-c", "a0", "ab", "B", "b/1", "Z",
+            "z/9", "A/a",
         ];
         write(&store, |tx| {
             for p in PATHS {
@@ -523,7 +530,11 @@ async fn list_paths_is_prefix_bounded_and_bytewise_sorted() {
         ] {
             let p = prefix.to_string();
             let got = read(&store, move |tx| tx.list_paths("dev", &p, limit as u32)).await;
-            assert_eq!(got, expect(prefix, limit), "prefix {prefix:?} limit {limit}");
+            assert_eq!(
+                got,
+                expect(prefix, limit),
+                "prefix {prefix:?} limit {limit}"
+            );
         }
         // Spelled out once, so the expectation is not just "whatever sort() does".
         let got = read(&store, |tx| tx.list_paths("dev", "a/", 100)).await;
@@ -585,8 +596,18 @@ async fn envelopes_not_under_finds_rewrap_work() {
         assert_eq!(
             todo,
             [
-                ("dev".to_string(), "s".to_string(), 1, envelope("dev", "s", 1)),
-                ("dev".to_string(), "s".to_string(), 2, envelope("dev", "s", 2)),
+                (
+                    "dev".to_string(),
+                    "s".to_string(),
+                    1,
+                    envelope("dev", "s", 1)
+                ),
+                (
+                    "dev".to_string(),
+                    "s".to_string(),
+                    2,
+                    envelope("dev", "s", 2)
+                ),
             ]
         );
         let limited = read(&store, |tx| tx.envelopes_not_under(2, 1)).await;
@@ -748,7 +769,8 @@ async fn sys_insert_new_is_insert_once() {
 
         write(&store, |tx| tx.sys_put("init", b"replaced")).await;
         write(&store, |tx| tx.sys_put("other", b"")).await;
-        let (init, other) = read(&store, |tx| Ok((tx.sys_get("init")?, tx.sys_get("other")?))).await;
+        let (init, other) =
+            read(&store, |tx| Ok((tx.sys_get("init")?, tx.sys_get("other")?))).await;
         assert_eq!(init.as_deref(), Some(&b"replaced"[..]));
         assert_eq!(other, Some(vec![]));
 
@@ -802,7 +824,9 @@ async fn audited_writes_are_refused_while_sealed_and_write_nothing() {
         let key = SecretKey::generate();
         store.set_audit_key(Some(key.clone()));
         store
-            .write(Some(draft("w2")), |tx| tx.put_head(&head("dev", "sealed/2", 1)))
+            .write(Some(draft("w2")), |tx| {
+                tx.put_head(&head("dev", "sealed/2", 1))
+            })
             .await
             .unwrap();
         // Sealing again refuses again.
@@ -819,7 +843,9 @@ async fn audited_writes_are_refused_while_sealed_and_write_nothing() {
         assert_eq!(e.path.as_deref(), Some("app/db"));
         assert_eq!(e.hmacs["value"], "hmac-sha256:abcd");
         assert_eq!(e.time, ts(42));
-        assert!(read(&store, |tx| tx.head("dev", "sealed/2")).await.is_some());
+        assert!(read(&store, |tx| tx.head("dev", "sealed/2"))
+            .await
+            .is_some());
     })
     .await;
 }
@@ -920,7 +946,9 @@ async fn failed_job_rolls_back_alone_but_is_still_audited() {
         for (i, present) in heads.into_iter().enumerate() {
             assert_eq!(present, i != 7 && i != 11, "batch/{i}");
         }
-        let dup = read(&store, |tx| tx.version("dev", "dup", 1)).await.unwrap();
+        let dup = read(&store, |tx| tx.version("dev", "dup", 1))
+            .await
+            .unwrap();
         assert_eq!(dup.envelope, Some(envelope("dev", "dup", 1)));
 
         let (recs, head) = audit_log(&store).await;
@@ -1052,7 +1080,9 @@ async fn opening_an_unusable_location_fails_cleanly() {
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
-        let err = Store::open_postgres("postgres://[::1", 1).await.unwrap_err();
+        let err = Store::open_postgres("postgres://[::1", 1)
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     }
 }

@@ -55,7 +55,9 @@ fn pg_base() -> Option<String> {
 
 /// Runs `f` off the async workers: the sync `postgres` client panics on a tokio worker.
 fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(f).join().expect("helper thread panicked")
+    std::thread::spawn(f)
+        .join()
+        .expect("helper thread panicked")
 }
 
 /// Where the store lives; removes it on drop.
@@ -232,11 +234,19 @@ impl H {
             })
             .await
             .unwrap();
-        assert_eq!(saw, init.root_token.as_str(), "persist_token sees the root token");
+        assert_eq!(
+            saw,
+            init.root_token.as_str(),
+            "persist_token sees the root token"
+        );
         assert!(!h.engine.is_sealed());
         h.root = init.root_token.to_string();
         h.unseal = Some(key);
         h
+    }
+
+    pub fn clock_now(&self) -> DateTime<Utc> {
+        steward_core::Clock::now(&self.clock)
     }
 
     pub fn store(&self) -> &Store {

@@ -28,6 +28,12 @@ const MIGRATION_LOCK: i64 = 0x5374_6577_6172_6400; // "Steward\0"
 /// How long to wait for a connection when the URL does not say (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Unacknowledged sends and idle connections give up on the server after this long.
+const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The client's default `keepalives_idle`, i.e. the URL did not set one.
+const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
 const MIGRATIONS: &[(u32, &str)] = &[(
     1,
     r#"
@@ -99,6 +105,20 @@ impl PgBackend {
             .map_err(|e| StoreError::Unavailable(format!("invalid postgres url: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        // Notice a vanished server (or a network partition) within a minute or so instead of
+        // the OS defaults of hours, so requests fail with 503 rather than hang.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(DEAD_PEER_TIMEOUT);
+        }
+        if config.get_keepalives() && config.get_keepalives_idle() == DEFAULT_KEEPALIVES_IDLE {
+            config.keepalives_idle(DEAD_PEER_TIMEOUT);
+            if config.get_keepalives_interval().is_none() {
+                config.keepalives_interval(Duration::from_secs(10));
+            }
+            if config.get_keepalives_retries().is_none() {
+                config.keepalives_retries(3);
+            }
         }
         if config.get_application_name().is_none() {
             config.application_name("steward");
@@ -288,10 +308,56 @@ fn locked_version(txn: &mut postgres::Transaction<'_>) -> Result<u32, StoreError
     )
     .map_err(StoreError::pg)?;
     let row = txn
-        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
         .map_err(StoreError::pg)?;
     let v: i32 = row
         .try_get(0)
         .map_err(|e| StoreError::Corrupt(format!("schema version: {e}")))?;
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("schema version {v} is negative")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dropping the backend on an async worker (where the last `Store` handle may go) must not
+    /// panic, although closing a sync client blocks. Needs the test PostgreSQL (see
+    /// `tests/store.rs`); skipped with `STEWARD_TEST_PG=off`.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dropping_on_an_async_worker_is_safe() {
+        let admin = match std::env::var("STEWARD_TEST_PG") {
+            Ok(v) if v == "off" => return,
+            Ok(v) if !v.is_empty() => v,
+            _ => "postgres://postgres@127.0.0.1:5432/test".to_string(),
+        };
+        let name = format!("steward_t_{}", hex::encode(rand::random::<[u8; 8]>()));
+        let (server, _) = admin.rsplit_once('/').expect("admin url names a database");
+        let url = format!("{server}/{name}");
+        let sql = |sql: String| {
+            let admin = admin.clone();
+            tokio::task::spawn_blocking(move || {
+                Client::connect(&admin, NoTls)
+                    .and_then(|mut c| c.batch_execute(&sql))
+                    .expect("admin sql")
+            })
+        };
+        sql(format!("CREATE DATABASE {name}")).await.unwrap();
+        let opened = tokio::task::spawn_blocking(move || {
+            let backend = PgBackend::open(&url, 2)?;
+            // Fill the read pool too.
+            backend.read(&mut |tx| tx.sys_get("k").map(drop))?;
+            Ok::<_, StoreError>(backend)
+        })
+        .await
+        .unwrap();
+        let backend = opened.expect("open");
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(backend)));
+        sql(format!("DROP DATABASE {name} WITH (FORCE)"))
+            .await
+            .unwrap();
+        dropped.expect("drop on an async worker does not panic");
+    }
 }

@@ -67,8 +67,7 @@ fn to_info(r: &Row) -> R<VersionInfo> {
 
 /// Columns `hash, record`.
 fn token_from(r: &Row) -> R<TokenRecord> {
-    let mut rec: TokenRecord =
-        serde_json::from_str(col(r, 1)?).map_err(|x| corrupt("token", x))?;
+    let mut rec: TokenRecord = serde_json::from_str(col(r, 1)?).map_err(|x| corrupt("token", x))?;
     rec.hash = hash32(col(r, 0)?)?;
     Ok(rec)
 }
@@ -272,11 +271,7 @@ impl Tx for PgTx<'_> {
         .collect()
     }
 
-    fn envelopes_not_under(
-        &mut self,
-        key_id: u32,
-        limit: u32,
-    ) -> R<Vec<(String, String, u64, Vec<u8>)>> {
+    fn envelopes_not_under(&mut self, key_id: u32, limit: u32) -> R<Vec<crate::tx::RewrapItem>> {
         self.query(
             "SELECT env, path, version, envelope FROM secret_versions
              WHERE key_id <> $1 AND envelope IS NOT NULL LIMIT $2",
@@ -298,13 +293,7 @@ impl Tx for PgTx<'_> {
         self.exec(
             "UPDATE secret_versions SET key_id = $4, envelope = $5
              WHERE env = $1 AND path = $2 AND version = $3 AND envelope IS NOT NULL",
-            &[
-                &env,
-                &path,
-                &int(version)?,
-                &i64::from(key_id),
-                &envelope,
-            ],
+            &[&env, &path, &int(version)?, &i64::from(key_id), &envelope],
         )
         .map(drop)
     }

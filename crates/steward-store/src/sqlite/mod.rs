@@ -134,7 +134,13 @@ impl Backend for SqliteBackend {
         let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match conn {
             Some(c) => c,
-            None => Self::connect(&self.path, self.sync)?,
+            None => {
+                let c = Self::connect(&self.path, self.sync)?;
+                // Reads must never write behind the group-commit writer's back.
+                c.execute_batch("PRAGMA query_only = ON")
+                    .map_err(StoreError::sqlite)?;
+                c
+            }
         };
         let result = Self::in_txn(&conn, "BEGIN", f);
         let mut idle = self.readers.lock().unwrap_or_else(|e| e.into_inner());

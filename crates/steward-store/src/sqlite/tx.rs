@@ -71,7 +71,9 @@ impl Tx for SqliteTx<'_> {
 
     fn sys_insert_new(&mut self, key: &str, value: &[u8]) -> R<bool> {
         self.conn
-            .prepare_cached("INSERT INTO sys (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING")
+            .prepare_cached(
+                "INSERT INTO sys (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            )
             .and_then(|mut s| s.execute(params![key, value]))
             .map(|n| n == 1)
             .map_err(e)
@@ -251,7 +253,7 @@ impl Tx for SqliteTx<'_> {
             .map_err(e)
     }
 
-    fn envelopes_not_under(&mut self, key_id: u32, limit: u32) -> R<Vec<(String, String, u64, Vec<u8>)>> {
+    fn envelopes_not_under(&mut self, key_id: u32, limit: u32) -> R<Vec<crate::tx::RewrapItem>> {
         self.conn
             .prepare_cached(
                 "SELECT env, path, version, envelope FROM secret_versions
@@ -266,7 +268,14 @@ impl Tx for SqliteTx<'_> {
             .map_err(e)
     }
 
-    fn set_envelope(&mut self, env: &str, path: &str, version: u64, key_id: u32, envelope: &[u8]) -> R<()> {
+    fn set_envelope(
+        &mut self,
+        env: &str,
+        path: &str,
+        version: u64,
+        key_id: u32,
+        envelope: &[u8],
+    ) -> R<()> {
         self.conn
             .prepare_cached(
                 "UPDATE secret_versions SET key_id = ?4, envelope = ?5
@@ -327,8 +336,10 @@ impl Tx for SqliteTx<'_> {
             .conn
             .prepare_cached("SELECT document, updated_at FROM policies WHERE name = ?1")
             .and_then(|mut s| {
-                s.query_row([name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                    .optional()
+                s.query_row([name], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .optional()
             })
             .map_err(e)?;
         row.map(|(document, t)| {
@@ -404,10 +415,14 @@ impl Tx for SqliteTx<'_> {
     fn audit_range(&mut self, after: u64, limit: u32) -> R<Vec<AuditRecord>> {
         let rows: Vec<(u64, String, Vec<u8>)> = self
             .conn
-            .prepare_cached("SELECT seq, entry, hash FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+            .prepare_cached(
+                "SELECT seq, entry, hash FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
             .and_then(|mut s| {
-                s.query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect()
+                s.query_map(params![after, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect()
             })
             .map_err(e)?;
         rows.into_iter()

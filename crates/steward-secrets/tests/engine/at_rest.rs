@@ -1,0 +1,242 @@
+//! Data at rest: no plaintext value or token in the database files, ciphertext bound to its
+//! row, and key rotation that re-wraps every envelope and retires the old key.
+
+use serde_json::json;
+use steward_secrets::Kind;
+use steward_store::StoreError;
+
+use crate::harness::{check_both, contains, expect_kind, H};
+
+fn canary(tag: &str) -> String {
+    format!("plaintext-canary-{tag}-{:016x}", rand::random::<u64>())
+}
+
+/// Every encoding of `s` a dump might show it in.
+fn renderings(s: &str) -> Vec<Vec<u8>> {
+    vec![
+        s.as_bytes().to_vec(),
+        hex::encode(s.as_bytes()).into_bytes(),
+        // JSON-encoded, as the engine serializes values before sealing them.
+        serde_json::to_vec(&json!(s)).unwrap(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_and_tokens_are_never_stored_in_plaintext() {
+    check_both(|h| async move {
+        let path = format!("canary-path-{:08x}", rand::random::<u32>());
+        let mut canaries = vec![];
+        for i in 0..5 {
+            let c = canary(&format!("s{i}"));
+            h.write("prod", &format!("{path}/s{i}"), json!(c)).await;
+            canaries.push(c);
+        }
+        let field = canary("field");
+        h.write(
+            "staging",
+            &format!("{path}/obj"),
+            json!({"password": field, "note": "x"}),
+        )
+        .await;
+        canaries.push(field);
+        // Old versions and soft-deleted versions are sealed too.
+        let old = canary("old");
+        h.write("dev", &format!("{path}/rot"), json!(old)).await;
+        h.write("dev", &format!("{path}/rot"), json!("newer")).await;
+        canaries.push(old);
+        let (user, _) = h.token(&[]).await;
+        // Touch everything once more so reads go through the store as well.
+        for (i, c) in canaries.iter().take(5).enumerate() {
+            assert_eq!(
+                h.read("prod", &format!("{path}/s{i}"), None).await,
+                json!(c)
+            );
+        }
+
+        let raw = h.backend.raw_bytes();
+        // Positive control: the scan sees plaintext that is stored in the clear (paths).
+        assert!(
+            contains(&raw, path.as_bytes()),
+            "the scan does not see the data at all"
+        );
+        for c in &canaries {
+            for r in renderings(c) {
+                assert!(
+                    !contains(&raw, &r),
+                    "{} stores the value {c} in the clear",
+                    h.backend.name()
+                );
+            }
+        }
+        for t in [&h.root, &user] {
+            assert!(
+                !contains(&raw, t.as_bytes()),
+                "a token is stored in the clear"
+            );
+            assert!(
+                !contains(&raw, t["stw.".len()..].as_bytes()),
+                "a token body is stored"
+            );
+        }
+    })
+    .await;
+}
+
+async fn envelope(h: &H, env: &str, path: &str, v: u64) -> Option<Vec<u8>> {
+    let (e, p) = (env.to_string(), path.to_string());
+    h.store()
+        .read(move |tx| tx.version(&e, &p, v))
+        .await
+        .map_err(|e: StoreError| e)
+        .unwrap()
+        .and_then(|r| r.envelope)
+}
+
+/// Copies one row's envelope into another row with raw SQL.
+fn copy_envelope(h: &H, from: (&str, &str, u64), to: (&str, &str, u64)) {
+    let sql = format!(
+        "UPDATE secret_versions SET envelope = (SELECT envelope FROM secret_versions WHERE env = '{}' AND path = '{}' AND version = {}) \
+         WHERE env = '{}' AND path = '{}' AND version = {}",
+        from.0, from.1, from.2, to.0, to.1, to.2
+    );
+    assert_eq!(h.backend.exec_sql(&sql), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapped_ciphertext_is_detected_not_decrypted() {
+    check_both(|h| async move {
+        let a_val = canary("a");
+        h.write("prod", "a", json!(a_val)).await;
+        h.write("prod", "b", json!("value-b")).await;
+        h.write("staging", "a", json!("staging-a")).await;
+        h.write("prod", "c", json!("c-v1")).await;
+        h.write("prod", "c", json!("c-v2")).await;
+        let a_env = envelope(&h, "prod", "a", 1).await.unwrap();
+
+        // Another path.
+        copy_envelope(&h, ("prod", "a", 1), ("prod", "b", 1));
+        assert_eq!(envelope(&h, "prod", "b", 1).await.unwrap(), a_env, "the swap happened");
+        let err = expect_kind(h.try_read("prod", "b", None).await, Kind::Internal, "internal_error");
+        assert!(!err.message.contains(&a_val), "{err:?}");
+        assert!(err.message.contains("prod/b"), "{err:?}");
+        // Another environment, same path.
+        copy_envelope(&h, ("prod", "a", 1), ("staging", "a", 1));
+        expect_kind(h.try_read("staging", "a", None).await, Kind::Internal, "internal_error");
+        // Another version of the same secret.
+        copy_envelope(&h, ("prod", "c", 1), ("prod", "c", 2));
+        expect_kind(h.try_read("prod", "c", Some(2)).await, Kind::Internal, "internal_error");
+        assert_eq!(h.read("prod", "c", Some(1)).await, json!("c-v1"));
+        // A flipped byte.
+        let mut bad = a_env.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let sql = match h.backend.name() {
+            "sqlite" => format!("UPDATE secret_versions SET envelope = X'{}' WHERE env = 'prod' AND path = 'a'", hex::encode(&bad)),
+            _ => format!("UPDATE secret_versions SET envelope = decode('{}', 'hex') WHERE env = 'prod' AND path = 'a'", hex::encode(&bad)),
+        };
+        assert_eq!(h.backend.exec_sql(&sql), 1);
+        expect_kind(h.try_read("prod", "a", None).await, Kind::Internal, "internal_error");
+        // The source row itself, restored, still decrypts.
+        let sql = match h.backend.name() {
+            "sqlite" => format!("UPDATE secret_versions SET envelope = X'{}' WHERE env = 'prod' AND path = 'a'", hex::encode(&a_env)),
+            _ => format!("UPDATE secret_versions SET envelope = decode('{}', 'hex') WHERE env = 'prod' AND path = 'a'", hex::encode(&a_env)),
+        };
+        h.backend.exec_sql(&sql);
+        assert_eq!(h.read("prod", "a", None).await, json!(a_val));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_rewraps_everything_and_retires_the_old_key() {
+    check_both(|h| async move {
+        let e = &h.engine;
+        let mut expected = vec![];
+        for s in 0..4 {
+            for v in 1..=3u64 {
+                let val = json!(format!("s{s}-v{v}"));
+                h.write("prod", &format!("rot/s{s}"), val.clone()).await;
+                expected.push((format!("rot/s{s}"), v, val));
+            }
+        }
+        // A destroyed version has no envelope to re-wrap.
+        h.write("dev", "gone", json!("x")).await;
+        e.change_versions(
+            &h.root_ctx(),
+            "dev",
+            "gone",
+            steward_secrets::VersionOp::Destroy,
+            vec![1],
+        )
+        .await
+        .unwrap();
+        let (old_active, old_ids, pending) = e.key_status(&h.root_ctx()).await.unwrap();
+        assert_eq!((old_ids.clone(), pending), (vec![old_active], 0));
+
+        let active = e.rotate_keys(&h.root_ctx()).await.unwrap();
+        assert_ne!(active, old_active);
+        // Readable at every point of the rotation.
+        for (p, v, val) in &expected {
+            assert_eq!(&h.read("prod", p, Some(*v)).await, val);
+        }
+        // Writes during rotation use the new key.
+        h.write("prod", "rot/new", json!("after-rotation")).await;
+        e.rewrap_all().await.unwrap();
+
+        let left = h
+            .store()
+            .read(move |tx| tx.envelopes_not_under(active, 1000))
+            .await
+            .map_err(|e: StoreError| e)
+            .unwrap();
+        assert!(
+            left.is_empty(),
+            "{} envelopes still under an old key",
+            left.len()
+        );
+        let infos = h
+            .store()
+            .read(|tx| -> Result<_, StoreError> {
+                let mut all = vec![];
+                for s in 0..4 {
+                    all.extend(tx.versions("prod", &format!("rot/s{s}"))?);
+                }
+                Ok(all)
+            })
+            .await
+            .unwrap();
+        assert_eq!(infos.len(), 12);
+        assert!(infos.iter().all(|i| i.key_id == active));
+        let (now_active, ids, pending) = e.key_status(&h.root_ctx()).await.unwrap();
+        assert_eq!(
+            (now_active, ids, pending),
+            (active, vec![active], 0),
+            "old key retired"
+        );
+
+        // Everything still reads, including after a reseal/unseal that reloads the ring.
+        for (p, v, val) in &expected {
+            assert_eq!(&h.read("prod", p, Some(*v)).await, val);
+        }
+        e.seal(&h.root_ctx()).await.unwrap();
+        e.unseal_with_key(h.unseal.clone().unwrap()).await.unwrap();
+        for (p, v, val) in &expected {
+            assert_eq!(&h.read("prod", p, Some(*v)).await, val);
+        }
+        assert_eq!(
+            h.read("prod", "rot/new", None).await,
+            json!("after-rotation")
+        );
+        // The audit chain survives rotation (the HMAC key is kept).
+        let report = e.audit_verify(&h.root_ctx()).await.unwrap();
+        assert!(report.ok, "{report:?}");
+
+        // A second rotation works the same way.
+        let third = e.rotate_keys(&h.root_ctx()).await.unwrap();
+        e.rewrap_all().await.unwrap();
+        let (a, ids, _) = e.key_status(&h.root_ctx()).await.unwrap();
+        assert_eq!((a, ids), (third, vec![third]));
+        assert_eq!(h.read("prod", "rot/s0", Some(1)).await, json!("s0-v1"));
+    })
+    .await;
+}

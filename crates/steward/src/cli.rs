@@ -1,0 +1,306 @@
+//! Command-line definitions. Every setting has a flag and an environment variable; values
+//! that are secret (secret values, shares, tokens) are read from stdin or files, never argv.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "steward",
+    version,
+    about = "Production operations in one binary: an encrypted, audited, Vault-compatible secrets store (more pillars to come).",
+    long_about = "Steward keeps your secrets encrypted, versioned and audited, speaks Vault's KV v2 API, \
+and hands secrets to programs without putting them on disk or argv.\n\n\
+Start a server:          steward up\n\
+Store a secret:          echo -n 's3cret' | steward secret put prod/billing/db_password\n\
+Read it:                 steward secret get prod/billing/db_password\n\
+Run a program with them: steward run --env prod --prefix billing/ -- ./server\n\n\
+Client commands find the server at STEWARD_ADDR (default http://127.0.0.1:8731) and use the \
+token in STEWARD_TOKEN, or the root token file in the data directory.",
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 configuration, 4 not found, 5 permission denied or bad token, 6 conflict (check-and-set), 7 sealed or unavailable."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Configuration file [default: ./steward.toml if it exists]
+    #[arg(long, global = true, env = "STEWARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory: embedded store, root key file, root token [default: ./.steward]
+    #[arg(long, global = true, env = "STEWARD_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Store: `sqlite` (embedded, default) or a postgres:// URL
+    #[arg(long, global = true, env = "STEWARD_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// Server address for client commands [default: http://<server.listen>]
+    #[arg(long, global = true, env = "STEWARD_ADDR", value_name = "URL")]
+    pub addr: Option<String>,
+    /// Output format of listing commands
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start the server (initializes the store on first start and prints the root token once)
+    Up(UpArgs),
+    /// Initialize a store without starting it; with --shares, seal it with Shamir shares
+    Init(InitArgs),
+    /// Give a sealed server key shares, one per line on stdin
+    Unseal,
+    /// Check steward.toml without starting anything
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Read and write secrets
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+    /// Manage tokens
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Manage access policies
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Verify, export and search the audit log
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Root key rotation
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Run a command with secrets as environment variables (the child gets them, your shell does not)
+    Run(RunArgs),
+    /// Render templates containing ${secret:ENV/PATH} references
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
+    /// Print every secret under a prefix as dotenv or JSON
+    Export(ExportArgs),
+    /// Print shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Address to listen on [default: 127.0.0.1:8731]
+    #[arg(long, env = "STEWARD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Split the root key into this many Shamir shares (the server then starts sealed)
+    #[arg(long, requires = "threshold")]
+    pub shares: Option<u8>,
+    /// Shares needed to unseal
+    #[arg(long, requires = "shares")]
+    pub threshold: Option<u8>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the configuration file; errors name file, line and key
+    Check,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCommand {
+    /// Write a new version. The value comes from stdin or --file, never from argv
+    Put {
+        /// ENV/PATH, e.g. prod/billing/db_password
+        target: String,
+        /// Read the value from this file instead of stdin
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// The value is a JSON object
+        #[arg(long)]
+        json: bool,
+        /// Check-and-set: only write if the secret is at this version (0 = must not exist)
+        #[arg(long)]
+        cas: Option<u64>,
+        /// Description (metadata)
+        #[arg(long)]
+        description: Option<String>,
+        /// Owner (metadata)
+        #[arg(long)]
+        owner: Option<String>,
+        /// Expiry time, RFC 3339 (metadata)
+        #[arg(long, value_name = "TIME")]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Print a secret's value (latest, or --version)
+    Get {
+        target: String,
+        #[arg(long)]
+        version: Option<u64>,
+        /// Print one field of a JSON object value
+        #[arg(long)]
+        field: Option<String>,
+        /// Do not expand ${secret:...} references
+        #[arg(long)]
+        raw: bool,
+    },
+    /// List keys under ENV or ENV/PREFIX
+    List { target: String },
+    /// Show a secret's versions and metadata
+    History { target: String },
+    /// Make a new version with an older version's value
+    Rollback {
+        target: String,
+        #[arg(long, value_name = "VERSION")]
+        to: u64,
+    },
+    /// Soft-delete the latest version, or --versions
+    Delete {
+        target: String,
+        #[arg(long, value_delimiter = ',')]
+        versions: Vec<u64>,
+    },
+    /// Restore soft-deleted versions
+    Undelete {
+        target: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        versions: Vec<u64>,
+    },
+    /// Erase versions for good
+    Destroy {
+        target: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        versions: Vec<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token and print it (once)
+    Create {
+        /// Policy to attach (repeatable)
+        #[arg(long = "policy")]
+        policies: Vec<String>,
+        /// Lifetime, e.g. 1h, 30m, 7d
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Renewals never extend past this
+        #[arg(long)]
+        max_ttl: Option<String>,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Show your token, or another by accessor
+    Lookup { accessor: Option<String> },
+    /// List tokens (admin)
+    List,
+    /// Renew your token
+    Renew {
+        #[arg(long)]
+        increment: Option<String>,
+    },
+    /// Revoke your token, or another by accessor
+    Revoke { accessor: Option<String> },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Create or replace a policy from a JSON file or stdin
+    Put {
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    Get {
+        name: String,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the hash chain; exits 1 and names the first bad entry if it is broken
+    Verify,
+    /// Write entries as JSON lines
+    Export {
+        /// Start after this sequence number
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Output file [default: stdout]
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// HMAC a value read from stdin, to search the log for it
+    Hash,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// New root key; every data key is re-wrapped in the background
+    Rotate,
+    /// Active key, keys in the ring, re-wraps pending
+    Status,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[arg(long)]
+    pub env: String,
+    /// Only secrets under this prefix; names are relative to it
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Command and arguments
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TemplateCommand {
+    /// Render IN to stdout or --out (written 0600)
+    Render {
+        input: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[arg(long)]
+    pub env: String,
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Dotenv)]
+    pub format: ExportFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum ExportFormat {
+    Dotenv,
+    Json,
+}

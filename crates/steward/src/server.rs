@@ -1,0 +1,243 @@
+//! `steward up` and `steward init`: open the store, initialize or unseal it, serve the API.
+//! Signals are handled here: SIGTERM and SIGINT stop accepting connections, let in-flight
+//! requests finish for `server.shutdown_grace`, then exit.
+
+use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path, sync::Arc};
+
+use anyhow::{bail, Context};
+use steward_core::{config::Config, SystemClock};
+use steward_crypto::UnsealKey;
+use steward_secrets::{Engine, EngineConfig, InitRequest, SealMode};
+use steward_store::Store;
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::{key_file_path, root_token_path};
+
+/// Environment variable holding the root key (base64), instead of the key file.
+pub const ROOT_KEY_ENV: &str = "STEWARD_ROOT_KEY";
+
+/// Sets up logging. Dependencies that could echo query parameters stay at info or quieter.
+pub fn init_logging(cfg: &Config) {
+    let filter = format!(
+        "{},tokio_postgres=info,postgres=info,hyper=info,h2=info,rustls=info",
+        cfg.log.level
+    );
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        steward_core::config::LogFormat::Json => builder.json().flatten_event(true).init(),
+        steward_core::config::LogFormat::Human => builder.init(),
+    }
+}
+
+/// Opens the configured store.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    let s = &cfg.store;
+    if s.url == "sqlite" {
+        Store::open_sqlite(&s.data, s.sqlite_synchronous, s.pool_size)
+            .await
+            .with_context(|| format!("cannot open the embedded store in {}", s.data.display()))
+    } else {
+        Store::open_postgres(&s.url, s.pool_size)
+            .await
+            .context("cannot open the PostgreSQL store")
+    }
+}
+
+fn ensure_data_dir(cfg: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = &cfg.store.data;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes the root token file (0600), replacing a stale one from an interrupted init.
+fn write_token_file(path: &Path, token: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(token.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The unseal key from STEWARD_ROOT_KEY or the key file. `create` makes a key file if neither
+/// exists (first start).
+fn unseal_key(cfg: &Config, create: bool) -> anyhow::Result<UnsealKey> {
+    if let Ok(v) = std::env::var(ROOT_KEY_ENV) {
+        let key = steward_crypto::SecretKey::from_base64(v.trim()).map_err(|e| {
+            anyhow::anyhow!("{ROOT_KEY_ENV} does not hold a valid root key ({e}); it must be the base64 key from the key file")
+        })?;
+        return Ok(UnsealKey::from_secret(key));
+    }
+    let path = key_file_path(cfg);
+    if create && !path.exists() {
+        let key = UnsealKey::generate();
+        steward_crypto::write_key_file(&path, &key)
+            .with_context(|| format!("cannot write the root key file {}", path.display()))?;
+        return Ok(key);
+    }
+    steward_crypto::read_key_file(&path).map_err(|e| {
+        anyhow::anyhow!("{e}").context(format!(
+            "cannot load the root key (from {} or {ROOT_KEY_ENV})",
+            path.display()
+        ))
+    })
+}
+
+fn engine_for(cfg: &Config, store: Store) -> Arc<Engine> {
+    Arc::new(Engine::new(
+        store,
+        Arc::new(SystemClock),
+        EngineConfig::from(&cfg.secrets),
+    ))
+}
+
+fn print_init(cfg: &Config, token: &str, shares: &[zeroize::Zeroizing<String>], threshold: u8) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Steward initialized.\n");
+    if !shares.is_empty() {
+        let _ = writeln!(
+            out,
+            "Unseal key shares ({threshold} of {} needed; give each to a different person, they are shown only now):",
+            shares.len()
+        );
+        for (i, s) in shares.iter().enumerate() {
+            let _ = writeln!(out, "  share {}: {}", i + 1, s.as_str());
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(
+        out,
+        "Root token (shown once; also saved to {}):",
+        root_token_path(cfg).display()
+    );
+    let _ = writeln!(out, "  {token}\n");
+    let _ = writeln!(
+        out,
+        "Use it to create narrower tokens and policies, then revoke it: steward token revoke"
+    );
+    let _ = out.flush();
+}
+
+/// Initializes the store (unless it already is). Returns the engine, unsealed in key mode.
+pub async fn init(cfg: &Config, shamir: Option<(u8, u8)>) -> anyhow::Result<Arc<Engine>> {
+    ensure_data_dir(cfg)?;
+    let store = open_store(cfg).await?;
+    let engine = engine_for(cfg, store);
+    if engine.is_initialized().await? {
+        bail!("this store is already initialized; start it with `steward up`");
+    }
+    do_init(cfg, &engine, shamir).await?;
+    Ok(engine)
+}
+
+async fn do_init(cfg: &Config, engine: &Engine, shamir: Option<(u8, u8)>) -> anyhow::Result<()> {
+    let req = match shamir {
+        Some((shares, threshold)) => InitRequest::Shamir { shares, threshold },
+        None => InitRequest::Key(unseal_key(cfg, true)?),
+    };
+    let token_path = root_token_path(cfg);
+    let res = engine
+        .initialize(req, |t| write_token_file(&token_path, t))
+        .await?;
+    print_init(cfg, &res.root_token, &res.shares, shamir.map_or(1, |s| s.1));
+    Ok(())
+}
+
+/// `steward up`.
+pub async fn up(cfg: Config) -> anyhow::Result<()> {
+    init_logging(&cfg);
+    ensure_data_dir(&cfg)?;
+    let store = open_store(&cfg).await?;
+    let engine = engine_for(&cfg, store);
+    match engine.seal_mode().await? {
+        None => {
+            do_init(&cfg, &engine, None).await?;
+        }
+        Some(SealMode::Key) => {
+            let key = unseal_key(&cfg, false)?;
+            engine.unseal_with_key(key).await?;
+        }
+        Some(SealMode::Shamir) => {
+            tracing::warn!("the store is sealed with key shares: run `steward unseal` to open it");
+        }
+    }
+    serve(cfg, engine).await
+}
+
+async fn serve(cfg: Config, engine: Arc<Engine>) -> anyhow::Result<()> {
+    let settings = steward_api::Settings {
+        request_timeout: cfg.server.request_timeout,
+        max_body_bytes: cfg.secrets.max_value_bytes * 2 + 64 * 1024,
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let state = steward_api::AppState {
+        engine,
+        metrics: Arc::new(steward_api::Metrics::default()),
+        settings: Arc::new(settings),
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (in use? change it with --listen or STEWARD_LISTEN)",
+                cfg.server.listen
+            )
+        })?;
+    tracing::info!(
+        listen = %cfg.server.listen,
+        store = state.engine.store().kind(),
+        sealed = state.engine.is_sealed(),
+        "steward is up"
+    );
+    let app = steward_api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grace = cfg.server.shutdown_grace;
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: finishing in-flight requests"
+        );
+        let _ = stop_tx.send(true);
+    });
+    let mut stop_rx2 = stop_rx.clone();
+    tokio::select! {
+        r = server => r.context("server failed")?,
+        _ = async move {
+            let _ = stop_rx2.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("grace period over; exiting with requests still in flight");
+        }
+    }
+    drop(stop_rx);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
