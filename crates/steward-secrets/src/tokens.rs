@@ -384,18 +384,19 @@ impl Engine {
         }
         ctx.mark_audited();
         let n = name.to_string();
-        let existed = self
+        // The not-found answer is decided inside the job, so the audit entry records it too.
+        let r = self
             .store
             .write(Some(draft), move |tx: &mut dyn Tx| {
-                tx.policy_delete(&n).map_err(SecretsError::from)
+                if tx.policy_delete(&n)? {
+                    Ok(())
+                } else {
+                    Err(SecretsError::not_found(format!("no policy named {n:?}")))
+                }
             })
-            .await?;
+            .await;
         self.forget_policy(name);
-        if existed {
-            Ok(())
-        } else {
-            Err(SecretsError::not_found(format!("no policy named {name:?}")))
-        }
+        r
     }
 }
 

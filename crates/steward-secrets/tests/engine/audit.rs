@@ -533,16 +533,18 @@ async fn every_operation_writes_exactly_one_entry_without_tokens_or_values() {
         audited(&h, "sys.keys.status", "ok", &root, e.key_status(&rc()))
             .await
             .unwrap();
+        // A request the API refused: Ok for the caller of audit_refused, outcome as given.
         let refused = h.root_ctx();
-        audited(
-            &h,
-            "http.bad_request",
-            "invalid_json",
-            &root,
-            e.audit_refused(&refused, "http.bad_request", "invalid_json"),
-        )
-        .await
-        .unwrap();
+        let before = h.audit_count().await;
+        e.audit_refused(&refused, "http.bad_request", "invalid_json")
+            .await
+            .unwrap();
+        assert_eq!(h.audit_count().await, before + 1);
+        let entry = h.last_audit().await;
+        assert_eq!(
+            (&entry["action"], &entry["outcome"], &entry["actor"]),
+            (&json!("http.bad_request"), &json!("invalid_json"), &json!(root))
+        );
         assert!(refused.is_audited());
         // An already-audited request is not audited twice.
         let before = h.audit_count().await;

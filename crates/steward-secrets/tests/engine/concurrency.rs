@@ -83,7 +83,7 @@ fn concurrent_cas_writes_have_exactly_one_winner_per_version() {
             h.read("prod", "race", None).await,
             json!(format!("first-{first}"))
         );
-        let mut calls = WRITERS;
+        let mut calls = WRITERS + 1; // the writes and the read just above
 
         // Round 2: everyone retries read-then-cas until it gets a version.
         let mut tasks = tokio::task::JoinSet::new();
@@ -155,7 +155,7 @@ fn concurrent_cas_writes_have_exactly_one_winner_per_version() {
                 json!(format!("writer-{i}"))
             );
         }
-        calls += 1 + by_version.len(); // the reads just above
+        calls += by_version.len(); // the reads just above
         let md = h
             .engine
             .read_metadata(&h.root_ctx(), "prod", "race")

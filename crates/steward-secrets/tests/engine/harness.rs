@@ -100,13 +100,6 @@ impl Backend {
         }
     }
 
-    pub fn sqlite_dir(&self) -> Option<PathBuf> {
-        match self {
-            Backend::Sqlite { dir } => Some(dir.path().to_path_buf()),
-            Backend::Postgres { .. } => None,
-        }
-    }
-
     async fn open(&self) -> Store {
         match self {
             Backend::Sqlite { dir } => Store::open_sqlite(dir.path(), SqliteSync::Normal, 4)
