@@ -72,6 +72,8 @@ def start_steward(tmp, store_url=None):
     if store_url:
         cmd += ["--store", store_url]
     env = dict(os.environ, STEWARD_LOG="warn")
+    if os.environ.get("BENCH_CONFIG"):
+        cmd += ["--config", os.environ["BENCH_CONFIG"]]
     log = open(os.path.join(tmp, f"steward-{port}.log"), "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
     base = f"http://127.0.0.1:{port}"
@@ -90,6 +92,7 @@ def stop(proc):
 
 def start_nginx(tmp, body):
     port = free_port()
+    os.chmod(tmp, 0o755)  # nginx workers run unprivileged and must reach the file
     root = os.path.join(tmp, "www")
     os.makedirs(os.path.join(root, "v1", "secret", "data"), exist_ok=True)
     with open(os.path.join(root, "v1", "secret", "data", "bench"), "wb") as f:

@@ -60,6 +60,11 @@ fn mount_env(st: &AppState, mount: &str) -> Result<String, ApiError> {
     if cfg.environments.iter().any(|e| e.as_str() == mount) {
         return Ok(mount.to_string());
     }
+    if matches!(mount, "sys" | "auth") {
+        // A mistyped system or token route (`/v1/sys/polices/x`), not a missing mount.
+        let (code, msg) = crate::error::code_for_status(StatusCode::NOT_FOUND);
+        return Err(ApiError::new(StatusCode::NOT_FOUND, code, msg));
+    }
     Err(ApiError::new(
         StatusCode::NOT_FOUND,
         "unknown_mount",

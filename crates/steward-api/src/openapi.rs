@@ -14,6 +14,7 @@ use crate::{kv, sys, token};
         description = "Secrets (Vault KV v2 compatible), tokens, policies, audit and health. Errors: {\"error\": {\"code\", \"message\", \"request_id\"}, \"errors\": [message]}. Authenticate with `Authorization: Bearer <token>` or `X-Vault-Token`."
     ),
     paths(
+        document,
         sys::livez,
         sys::readyz,
         sys::metrics,
@@ -62,7 +63,8 @@ use crate::{kv, sys, token};
 )]
 struct ApiDoc;
 
-/// `GET /v1/openapi.json`.
+/// This document (OpenAPI 3.1).
+#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "the OpenAPI 3.1 document of this API")))]
 pub async fn document() -> impl IntoResponse {
     Json(ApiDoc::openapi())
 }

@@ -37,6 +37,8 @@ impl Engine {
         let r = async {
             caller.require(Capability::Admin, "sys", "audit")?;
             let limit = limit.clamp(1, 10_000);
+            // Sequence numbers are signed 64-bit in the store; nothing lies beyond.
+            let after = after.min(i64::MAX as u64);
             let recs: Vec<AuditRecord> = self
                 .store
                 .read(move |tx| tx.audit_range(after, limit).map_err(SecretsError::from))

@@ -5,7 +5,11 @@
 //! constant time. Compiled policies are cached for a few seconds; a local change invalidates
 //! the cache at once, a change made through another replica is seen within [`POLICY_TTL_SECS`].
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use steward_store::TokenRecord;
 
@@ -17,6 +21,47 @@ use crate::{
 
 /// How long a compiled policy is trusted before it is re-read from the store.
 pub const POLICY_TTL_SECS: i64 = 5;
+
+/// How long a token record is trusted without re-reading it. On the embedded store only this
+/// process writes (the data directory is locked), and every local change invalidates the entry,
+/// so the cache is exact; on PostgreSQL a revocation made through another replica is seen here
+/// within [`SHARED_STORE_TOKEN_TTL`]. Expiry is checked against the clock on every request.
+pub const LOCAL_STORE_TOKEN_TTL: Duration = Duration::from_secs(60);
+pub const SHARED_STORE_TOKEN_TTL: Duration = Duration::from_secs(1);
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+/// Token records by hash, with the instant they were read.
+#[derive(Debug, Default)]
+pub(crate) struct TokenCache(Mutex<HashMap<[u8; 32], (TokenRecord, Instant)>>);
+
+impl TokenCache {
+    fn get(&self, hash: &[u8; 32], ttl: Duration) -> Option<TokenRecord> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(hash)
+            .filter(|(_, at)| at.elapsed() < ttl)
+            .map(|(r, _)| r.clone())
+    }
+
+    fn put(&self, rec: &TokenRecord) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= TOKEN_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(rec.hash, (rec.clone(), Instant::now()));
+    }
+
+    /// Drops the token with this accessor (after a revoke or renew).
+    pub(crate) fn forget_accessor(&self, accessor: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (r, _)| r.accessor != accessor);
+    }
+
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -65,10 +110,24 @@ impl Engine {
             )
             })?;
         let hash = steward_crypto::sha256(token.as_bytes());
-        let rec = self
-            .store
-            .read(move |tx| tx.token_get(&hash).map_err(SecretsError::from))
-            .await?;
+        let ttl = if self.store.kind() == "sqlite" {
+            LOCAL_STORE_TOKEN_TTL
+        } else {
+            SHARED_STORE_TOKEN_TTL
+        };
+        let rec = match self.token_cache.get(&hash, ttl) {
+            Some(r) => Some(r),
+            None => {
+                let rec = self
+                    .store
+                    .read(move |tx| tx.token_get(&hash).map_err(SecretsError::from))
+                    .await?;
+                if let Some(r) = &rec {
+                    self.token_cache.put(r);
+                }
+                rec
+            }
+        };
         let rec = match rec {
             Some(r) if steward_crypto::ct_eq(&r.hash, &hash) => r,
             _ => return Err(unauthenticated("invalid_token", "the token is not valid")),

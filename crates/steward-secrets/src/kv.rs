@@ -7,8 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 use steward_core::SecretPath;
-use steward_crypto::{CryptoError, Envelope, Keyring};
+
+use steward_crypto::{CryptoError, Envelope, Keyring, UnsealKey};
 use steward_store::{SecretHead, SecretMeta, Tx, VersionInfo, VersionRow};
 use zeroize::Zeroizing;
 
@@ -21,6 +23,10 @@ use crate::{
 
 /// Longest list answer; a prefix with more paths is cut (and says so).
 const LIST_LIMIT: u32 = 10_000;
+
+/// Highest version number a store can hold (versions are signed 64-bit columns); a larger
+/// requested version does not exist, and must not reach the store (which would fail).
+const MAX_STORED_VERSION: u64 = i64::MAX as u64;
 
 /// A version's public bookkeeping (Vault's field names).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -260,7 +266,11 @@ impl Engine {
             .read(move |tx| -> Result<(SecretHead, Option<VersionRow>)> {
                 let head = tx.head(&e, &p)?.ok_or_else(|| not_found(&e, &p))?;
                 let v = version.unwrap_or(head.current_version);
-                let row = tx.version(&e, &p, v)?;
+                let row = if v > MAX_STORED_VERSION {
+                    None
+                } else {
+                    tx.version(&e, &p, v)?
+                };
                 Ok((head, row))
             })
             .await?;
@@ -346,10 +356,10 @@ impl Engine {
             let path = SecretPath::parse(path)?;
             caller.require(Capability::Write, env.as_str(), path.as_str())?;
             let plain = self.encode_value(&req.value)?;
-            let ring = self.ring()?;
-            Ok((env, path, plain, ring))
+            let (ring, unseal) = self.keys()?;
+            Ok((env, path, plain, ring, unseal))
         })();
-        let (env, path, plain, ring) = match prepared {
+        let (env, path, plain, ring, unseal) = match prepared {
             Ok(p) => p,
             Err(e) => return self.finish(ctx, draft, Err(e)).await,
         };
@@ -362,6 +372,7 @@ impl Engine {
         let default_max = self.cfg.max_versions;
         self.store
             .write(Some(draft), move |tx: &mut dyn Tx| {
+                let ring = current_ring(tx, &ring, &unseal)?;
                 put_version(
                     tx,
                     &ring,
@@ -398,10 +409,11 @@ impl Engine {
                 .read_plain(env.as_str(), path.as_str(), Some(to_version))
                 .await?;
             let plain = self.encode_value(&value)?;
-            Ok((env, path, plain, head.current_version, self.ring()?))
+            let (ring, unseal) = self.keys()?;
+            Ok((env, path, plain, head.current_version, ring, unseal))
         }
         .await;
-        let (env, path, plain, current, ring) = match prepared {
+        let (env, path, plain, current, ring, unseal) = match prepared {
             Ok(p) => p,
             Err(e) => return self.finish(ctx, draft, Err(e)).await,
         };
@@ -416,6 +428,7 @@ impl Engine {
         };
         self.store
             .write(Some(draft), move |tx: &mut dyn Tx| {
+                let ring = current_ring(tx, &ring, &unseal)?;
                 put_version(
                     tx,
                     &ring,
@@ -483,6 +496,9 @@ impl Engine {
                     versions
                 };
                 for v in targets {
+                    if v > MAX_STORED_VERSION {
+                        continue;
+                    }
                     let Some(row) = tx.version(env, path, v)? else {
                         continue;
                     };
@@ -721,6 +737,24 @@ fn new_head(env: &str, path: &str, now: DateTime<Utc>) -> SecretHead {
         oldest_version: 0,
         created_at: now,
         updated_at: now,
+    }
+}
+
+/// The keyring to seal with, checked inside the write transaction: if another replica (or a
+/// rotation that raced this write) made a newer key active, the stored keyring is loaded, so
+/// no data key is ever wrapped under a key that may already be retired.
+fn current_ring(tx: &mut dyn Tx, ring: &Arc<Keyring>, unseal: &UnsealKey) -> Result<Arc<Keyring>> {
+    match tx.sys_get(crate::seal::SYS_ACTIVE)? {
+        Some(active) if active.as_slice() != ring.active_id().to_be_bytes() => {
+            let blob = tx
+                .sys_get(crate::seal::SYS_KEYRING)?
+                .ok_or_else(|| SecretsError::internal("keyring row missing"))?;
+            let fresh = unseal
+                .unwrap_keyring(&blob)
+                .map_err(|e| SecretsError::internal(format!("keyring: {e}")))?;
+            Ok(Arc::new(fresh))
+        }
+        _ => Ok(ring.clone()),
     }
 }
 

@@ -101,14 +101,18 @@ enum SealState {
     },
 }
 
+/// Compiled policies by name, with the time each was loaded.
+type PolicyCache = HashMap<String, (Arc<policy::CompiledPolicy>, chrono::DateTime<chrono::Utc>)>;
+
 /// The secrets engine. Cheap to share behind an `Arc`.
 pub struct Engine {
     store: Store,
     clock: Arc<dyn Clock>,
     cfg: EngineConfig,
     state: RwLock<SealState>,
-    policy_cache:
-        Mutex<HashMap<String, (Arc<policy::CompiledPolicy>, chrono::DateTime<chrono::Utc>)>>,
+    initialized: AtomicBool,
+    policy_cache: Mutex<PolicyCache>,
+    token_cache: auth::TokenCache,
 }
 
 impl std::fmt::Debug for Engine {
@@ -128,7 +132,9 @@ impl Engine {
             clock,
             cfg,
             state: RwLock::new(SealState::Sealed { shares: vec![] }),
+            initialized: AtomicBool::new(false),
             policy_cache: Mutex::new(HashMap::new()),
+            token_cache: auth::TokenCache::default(),
         }
     }
 

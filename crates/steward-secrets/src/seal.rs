@@ -19,7 +19,9 @@ use crate::{
 };
 
 const SYS_SEAL: &str = "seal_config";
-const SYS_KEYRING: &str = "keyring";
+pub(crate) const SYS_KEYRING: &str = "keyring";
+/// The active keyring key id (big-endian u32), so a writer holding an older keyring notices.
+pub(crate) const SYS_ACTIVE: &str = "keyring_active";
 /// Envelopes re-wrapped per transaction during key rotation.
 const REWRAP_BATCH: u32 = 256;
 
@@ -94,9 +96,15 @@ impl Engine {
         .transpose()
     }
 
-    /// Whether the store has been initialized.
+    /// Whether the store has been initialized (remembered once true: it never goes back).
     pub async fn is_initialized(&self) -> Result<bool> {
-        Ok(self.seal_config().await?.is_some())
+        use std::sync::atomic::Ordering;
+        if self.initialized.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let yes = self.seal_config().await?.is_some();
+        self.initialized.store(yes, Ordering::Relaxed);
+        Ok(yes)
     }
 
     /// Seal mode of an initialized store.
@@ -137,6 +145,7 @@ impl Engine {
         persist_token(&token)
             .map_err(|e| SecretsError::internal(format!("cannot save the root token file: {e}")))?;
         let cfg_json = serde_json::to_vec(&cfg).expect("seal config serializes");
+        let active = ring.active_id();
         self.store
             .write(None, move |tx: &mut dyn Tx| {
                 if !tx.sys_insert_new(SYS_SEAL, &cfg_json)? {
@@ -147,6 +156,7 @@ impl Engine {
                     ));
                 }
                 tx.sys_put(SYS_KEYRING, &wrapped)?;
+                tx.sys_put(SYS_ACTIVE, &active.to_be_bytes())?;
                 tx.token_put(&root)?;
                 Ok(())
             })
@@ -278,6 +288,7 @@ impl Engine {
         let r = caller.require(Capability::Admin, "sys", "keys");
         self.finish(ctx, draft, r).await?;
         self.store.set_audit_key(None);
+        self.token_cache.clear();
         *self.state.write().unwrap_or_else(|e| e.into_inner()) =
             SealState::Sealed { shares: vec![] };
         Ok(())
@@ -310,6 +321,7 @@ impl Engine {
                     .wrap_keyring(&ring)
                     .map_err(|e| SecretsError::internal(e.to_string()))?;
                 tx.sys_put(SYS_KEYRING, &wrapped)?;
+                tx.sys_put(SYS_ACTIVE, &ring.active_id().to_be_bytes())?;
                 Ok::<_, SecretsError>(ring)
             })
             .await?;
@@ -422,6 +434,14 @@ impl Engine {
         self.finish(ctx, draft, r).await
     }
 
+    /// The keyring and the unseal key that wraps it.
+    pub(crate) fn keys(&self) -> Result<(Arc<Keyring>, Arc<UnsealKey>)> {
+        match &*self.state.read().unwrap_or_else(|e| e.into_inner()) {
+            SealState::Unsealed { ring, unseal } => Ok((ring.clone(), unseal.clone())),
+            SealState::Sealed { .. } => Err(SecretsError::sealed()),
+        }
+    }
+
     /// Reloads the keyring from the store (another replica may have rotated it).
     pub(crate) async fn refresh_ring(&self) -> Result<()> {
         let unseal = match &*self.state.read().unwrap_or_else(|e| e.into_inner()) {
@@ -469,6 +489,7 @@ impl Engine {
             max_expires_at: max_ttl.and_then(add),
             renewable,
             revoked_at: None,
+            parent: None,
         };
         (token, rec)
     }

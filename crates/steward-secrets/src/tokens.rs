@@ -96,6 +96,20 @@ fn parse_ttl(what: &str, s: &Option<String>) -> Result<Option<Duration>> {
         .transpose()
 }
 
+/// `now + d`, or None when that is past what a timestamp can hold.
+fn expiry(now: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+}
+
+fn too_long(what: &str) -> SecretsError {
+    SecretsError::invalid(
+        "invalid_ttl",
+        format!("{what} is too long: the expiry would be past the end of the calendar"),
+    )
+}
+
 /// Parses `90s`, `30m`, `12h`, `7d` (and sums like `1h30m`).
 fn humantime_like(s: &str) -> std::result::Result<Duration, ()> {
     let mut total = 0u64;
@@ -150,6 +164,13 @@ impl Engine {
             }
             let ttl = parse_ttl("ttl", &req.ttl)?;
             let max_ttl = parse_ttl("max_ttl", &req.max_ttl)?;
+            // A lifetime past the calendar's end would silently become "never expires".
+            let now = self.clock.now();
+            for (what, d) in [("ttl", ttl), ("max_ttl", max_ttl)] {
+                if d.is_some_and(|d| expiry(now, d).is_none()) {
+                    return Err(too_long(what));
+                }
+            }
             if ttl.is_none() && !admin {
                 return Err(SecretsError::invalid(
                     "ttl_required",
@@ -178,13 +199,23 @@ impl Engine {
             Ok(p) => p,
             Err(e) => return self.finish(ctx, draft, Err(e)).await,
         };
-        let (token, rec) = self.new_token_record(
+        let (token, mut rec) = self.new_token_record(
             req.display_name.clone(),
             req.policies.clone(),
             ttl,
             max_ttl,
             req.renewable.unwrap_or(true),
         );
+        // A child never outlives its parent, and dies with it (see `revoke`).
+        rec.parent = Some(caller.accessor.clone());
+        let parent_end = match (caller.token.expires_at, caller.token.max_expires_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(end) = parent_end {
+            rec.expires_at = Some(rec.expires_at.map_or(end, |t| t.min(end)));
+            rec.max_expires_at = Some(rec.max_expires_at.map_or(end, |t| t.min(end)));
+        }
         ctx.mark_audited();
         let info = TokenInfo::from(&rec);
         self.store
@@ -262,14 +293,13 @@ impl Engine {
                         "this token has no ttl, so there is nothing to renew",
                     )
                 })?;
-            Ok((rec, inc))
+            let until = expiry(self.clock.now(), inc).ok_or_else(|| too_long("increment"))?;
+            Ok((rec, until))
         })();
-        let (mut rec, inc) = match prepared {
+        let (mut rec, mut until) = match prepared {
             Ok(p) => p,
             Err(e) => return self.finish(ctx, draft, Err(e)).await,
         };
-        let now = self.clock.now();
-        let mut until = now + chrono::Duration::from_std(inc).unwrap_or(chrono::Duration::MAX);
         if let Some(max) = rec.max_expires_at {
             until = until.min(max);
         }
@@ -281,6 +311,7 @@ impl Engine {
                 tx.token_put(&rec).map_err(SecretsError::from)
             })
             .await?;
+        self.token_cache.forget_accessor(&info.accessor);
         Ok(info)
     }
 
@@ -298,18 +329,39 @@ impl Engine {
         }
         ctx.mark_audited();
         let now = self.clock.now();
-        self.store
+        let revoked = self
+            .store
             .write(Some(draft), move |tx: &mut dyn Tx| {
-                let mut rec = tx.token_by_accessor(&target)?.ok_or_else(|| {
+                let rec = tx.token_by_accessor(&target)?.ok_or_else(|| {
                     SecretsError::not_found(format!("no token with accessor {target}"))
                 })?;
-                if rec.revoked_at.is_none() {
-                    rec.revoked_at = Some(now);
-                    tx.token_put(&rec)?;
+                // Revoking a token revokes every token it created, transitively.
+                let all = tx.token_list()?;
+                let mut doomed = vec![rec.accessor.clone()];
+                let mut i = 0;
+                while i < doomed.len() {
+                    let parent = doomed[i].clone();
+                    doomed.extend(
+                        all.iter()
+                            .filter(|t| t.parent.as_deref() == Some(parent.as_str()))
+                            .map(|t| t.accessor.clone()),
+                    );
+                    i += 1;
                 }
-                Ok(())
+                for t in all.iter().chain(std::iter::once(&rec)) {
+                    if doomed.contains(&t.accessor) && t.revoked_at.is_none() {
+                        let mut t = t.clone();
+                        t.revoked_at = Some(now);
+                        tx.token_put(&t)?;
+                    }
+                }
+                Ok::<_, SecretsError>(doomed)
             })
-            .await
+            .await?;
+        for a in &revoked {
+            self.token_cache.forget_accessor(a);
+        }
+        Ok(())
     }
 
     fn require_policy_admin(caller: &Caller) -> Result<()> {

@@ -69,6 +69,9 @@ pub struct TokenRecord {
     pub max_expires_at: Option<DateTime<Utc>>,
     pub renewable: bool,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Accessor of the token that created this one; revoking the parent revokes it.
+    #[serde(default)]
+    pub parent: Option<String>,
 }
 
 /// A named access policy; `document` is the policy JSON the secrets engine understands.

@@ -24,6 +24,11 @@ pub(crate) type TxFn<'a> = dyn FnMut(&mut dyn Tx) -> Result<(), StoreError> + 'a
 pub(crate) trait Backend: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     fn read(&self, f: &mut TxFn<'_>) -> Result<(), StoreError>;
+    /// Whether reads are quick, local and never wait on locks, so they may run on the async
+    /// worker itself instead of hopping to the blocking pool (SQLite in WAL mode: yes).
+    fn inline_reads(&self) -> bool {
+        false
+    }
     /// Runs `f` in one transaction and commits if it returns `Ok`.
     fn write(&self, f: &mut TxFn<'_>) -> Result<(), StoreError>;
 }
@@ -119,14 +124,21 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         let backend = self.inner.backend.clone();
-        tokio::task::spawn_blocking(move || {
+        let run = move || {
             let mut slot = None;
             let mut f = Some(f);
             backend.read(&mut once(&mut f, &mut slot))?;
             slot.ok_or_else(|| E::from(StoreError::Unavailable("read did not run".into())))?
-        })
-        .await
-        .map_err(|e| E::from(StoreError::Unavailable(format!("read task failed: {e}"))))?
+        };
+        if self.inner.backend.inline_reads() {
+            // Same containment as the blocking pool gives: a panicking closure fails the read.
+            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(
+                |_| Err(E::from(StoreError::Unavailable("read task failed: it panicked".into()))),
+            );
+        }
+        tokio::task::spawn_blocking(run)
+            .await
+            .map_err(|e| E::from(StoreError::Unavailable(format!("read task failed: {e}"))))?
     }
 
     /// Runs `f` in the next group-commit transaction, inside its own savepoint, and appends
@@ -148,6 +160,7 @@ impl Store {
                 *job_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
                 outcome
             })),
+            writes: true,
             audit,
             done: Some(done_tx),
         };
@@ -174,6 +187,7 @@ impl Store {
                     Err(outcome)
                 }
             })),
+            writes: false,
             audit: Some(draft),
             done: Some(done_tx),
         };

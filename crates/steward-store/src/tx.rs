@@ -81,7 +81,8 @@ pub trait Tx {
 
     /// The chain head (seq, hash); locks it against other writers until commit.
     fn audit_head(&mut self) -> Result<(u64, [u8; 32]), StoreError>;
-    fn audit_append(&mut self, rec: &AuditRecord, new_head: [u8; 32]) -> Result<(), StoreError>;
+    /// Appends consecutive records and moves the head to the last one.
+    fn audit_append(&mut self, recs: &[AuditRecord]) -> Result<(), StoreError>;
     /// Entries with seq > `after`, ascending, at most `limit`.
     fn audit_range(&mut self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
 

@@ -21,6 +21,8 @@ type RunFn = Box<dyn FnOnce(&mut dyn Tx) -> Result<(), String> + Send>;
 /// One queued write.
 pub(crate) struct Job {
     pub run: Option<RunFn>,
+    /// Whether `run` touches the database (and so needs its own savepoint).
+    pub writes: bool,
     pub audit: Option<AuditDraft>,
     pub done: Option<oneshot::Sender<Result<(), StoreError>>>,
 }
@@ -58,28 +60,34 @@ fn run_batch(backend: &dyn Backend, batch: &mut [Job], key: Option<&SecretKey>) 
             (true, Some(_)) => Some(tx.audit_head()?),
             _ => None,
         };
+        let mut records = Vec::new();
         for (i, job) in batch.iter_mut().enumerate() {
             let Some(run) = job.run.take() else { continue };
             if job.audit.is_some() && key.is_none() {
                 refused[i] = true;
                 continue;
             }
-            tx.savepoint()?;
+            if job.writes {
+                tx.savepoint()?;
+            }
             // A panicking job must not take the writer (and every later write) down with it.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(tx)))
                 .unwrap_or_else(|_| Err("internal_error".to_string()));
-            match outcome {
-                Ok(()) => tx.release_savepoint()?,
-                Err(_) => tx.rollback_savepoint()?,
+            if job.writes {
+                match outcome {
+                    Ok(()) => tx.release_savepoint()?,
+                    Err(_) => tx.rollback_savepoint()?,
+                }
             }
             if let (Some(draft), Some(key), Some((seq, prev))) = (&job.audit, key, head.as_mut()) {
                 let code = outcome.err().unwrap_or_else(|| "ok".to_string());
                 let rec = AuditRecord::seal(key, draft, &code, *seq + 1, prev);
-                tx.audit_append(&rec, rec.hash)?;
                 *seq += 1;
                 *prev = rec.hash;
+                records.push(rec);
             }
         }
+        tx.audit_append(&records)?;
         Ok(())
     });
     if let Err(e) = &result {

@@ -654,6 +654,7 @@ fn token(n: u8, accessor: &str) -> TokenRecord {
         max_expires_at: Some(ts(86_400)),
         renewable: true,
         revoked_at: None,
+        parent: None,
     }
 }
 

@@ -74,7 +74,7 @@ async fn values_and_tokens_are_never_stored_in_plaintext() {
                 "a token is stored in the clear"
             );
             assert!(
-                !contains(&raw, t["stw.".len()..].as_bytes()),
+                !contains(&raw, &t.as_bytes()["stw.".len()..]),
                 "a token body is stored"
             );
         }
@@ -237,6 +237,52 @@ async fn key_rotation_rewraps_everything_and_retires_the_old_key() {
         let (a, ids, _) = e.key_status(&h.root_ctx()).await.unwrap();
         assert_eq!((a, ids), (third, vec![third]));
         assert_eq!(h.read("prod", "rot/s0", Some(1)).await, json!("s0-v1"));
+    })
+    .await;
+}
+
+/// A second replica over the same database that unsealed before a rotation elsewhere.
+async fn second_replica(h: &H) -> std::sync::Arc<steward_secrets::Engine> {
+    let store = h.backend.open().await;
+    let b = std::sync::Arc::new(steward_secrets::Engine::new(
+        store,
+        std::sync::Arc::new(h.clock.clone()),
+        crate::harness::config(),
+    ));
+    b.unseal_with_key(h.unseal.clone().unwrap()).await.unwrap();
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_from_a_replica_with_a_stale_keyring_survive_rotation() {
+    check_both(|h| async move {
+        let b = second_replica(&h).await;
+        h.write("prod", "before", json!("before-rotation")).await;
+        // Replica A rotates and finishes re-wrapping: the old key is retired.
+        h.engine.rotate_keys(&h.root_ctx()).await.unwrap();
+        h.engine.rewrap_all().await.unwrap();
+        // Replica B, which has not seen the rotation, writes.
+        b.write_secret(
+            &h.root_ctx(),
+            "prod",
+            "from-b",
+            steward_secrets::WriteRequest {
+                value: json!("written-by-b"),
+                cas: None,
+                metadata: None,
+            },
+        )
+        .await
+        .unwrap();
+        // Replica A restarts (reloading the keyring, as any replica started later would).
+        h.engine.seal(&h.root_ctx()).await.unwrap();
+        h.engine
+            .unseal_with_key(h.unseal.clone().unwrap())
+            .await
+            .unwrap();
+        // Every replica must be able to read it, and a later re-wrap must not get stuck.
+        assert_eq!(h.read("prod", "from-b", None).await, json!("written-by-b"));
+        h.engine.rewrap_all().await.unwrap();
     })
     .await;
 }

@@ -7,7 +7,6 @@
 
 use std::{
     future::Future,
-    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -100,7 +99,7 @@ impl Backend {
         }
     }
 
-    async fn open(&self) -> Store {
+    pub async fn open(&self) -> Store {
         match self {
             Backend::Sqlite { dir } => Store::open_sqlite(dir.path(), SqliteSync::Normal, 4)
                 .await

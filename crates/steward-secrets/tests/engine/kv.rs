@@ -96,6 +96,16 @@ async fn write_read_round_trip_string_and_object_with_versions() {
                 .await;
             expect_kind(r, Kind::Invalid, "invalid_value");
         }
+        // Oversize values are refused (the limit is max_value_bytes of the JSON encoding).
+        let big = "x".repeat(h.engine.config().max_value_bytes);
+        let r = h
+            .engine
+            .write_secret(&h.root_ctx(), "prod", "billing/big", req(json!(big), None))
+            .await;
+        expect_kind(r, Kind::TooLarge, "value_too_large");
+        let fits = "x".repeat(h.engine.config().max_value_bytes - 2);
+        h.write("prod", "billing/big", json!(fits)).await;
+        assert_eq!(h.read("prod", "billing/big", None).await, json!(fits));
         // Unknown environments and bad paths are refused.
         let r = h
             .engine

@@ -393,15 +393,21 @@ impl Tx for PgTx<'_> {
         Ok((unsigned(col(&r, 0)?)?, hash32(col(&r, 1)?)?))
     }
 
-    fn audit_append(&mut self, rec: &AuditRecord, new_head: [u8; 32]) -> R<()> {
-        let seq = int(rec.seq)?;
+    fn audit_append(&mut self, recs: &[AuditRecord]) -> R<()> {
+        let Some(last) = recs.last() else {
+            return Ok(());
+        };
+        // One round trip for the whole batch.
+        let seqs = recs.iter().map(|r| int(r.seq)).collect::<R<Vec<i64>>>()?;
+        let entries: Vec<&str> = recs.iter().map(|r| r.entry.as_str()).collect();
+        let hashes: Vec<&[u8]> = recs.iter().map(|r| &r.hash[..]).collect();
         self.exec(
-            "INSERT INTO audit_log (seq, entry, hash) VALUES ($1, $2, $3)",
-            &[&seq, &rec.entry, &&rec.hash[..]],
+            "INSERT INTO audit_log (seq, entry, hash) SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[])",
+            &[&seqs, &entries, &hashes],
         )?;
         self.exec(
             "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
-            &[&seq, &&new_head[..]],
+            &[&int(last.seq)?, &&last.hash[..]],
         )
         .map(drop)
     }

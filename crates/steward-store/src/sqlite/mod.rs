@@ -130,6 +130,10 @@ impl Backend for SqliteBackend {
         "sqlite"
     }
 
+    fn inline_reads(&self) -> bool {
+        true
+    }
+
     fn read(&self, f: &mut TxFn<'_>) -> Result<(), StoreError> {
         let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match conn {

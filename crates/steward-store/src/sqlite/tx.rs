@@ -400,14 +400,22 @@ impl Tx for SqliteTx<'_> {
         Ok((seq, hash32(hash)?))
     }
 
-    fn audit_append(&mut self, rec: &AuditRecord, new_head: [u8; 32]) -> R<()> {
-        self.conn
+    fn audit_append(&mut self, recs: &[AuditRecord]) -> R<()> {
+        let Some(last) = recs.last() else {
+            return Ok(());
+        };
+        let mut insert = self
+            .conn
             .prepare_cached("INSERT INTO audit_log (seq, entry, hash) VALUES (?1, ?2, ?3)")
-            .and_then(|mut s| s.execute(params![rec.seq, rec.entry, &rec.hash[..]]))
             .map_err(e)?;
+        for rec in recs {
+            insert
+                .execute(params![rec.seq, rec.entry, &rec.hash[..]])
+                .map_err(e)?;
+        }
         self.conn
             .prepare_cached("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")
-            .and_then(|mut s| s.execute(params![rec.seq, &new_head[..]]))
+            .and_then(|mut s| s.execute(params![last.seq, &last.hash[..]]))
             .map(drop)
             .map_err(e)
     }
@@ -437,7 +445,11 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn savepoint(&mut self) -> R<()> {
-        self.conn.execute_batch("SAVEPOINT job").map_err(e)
+        self.conn
+            .prepare_cached("SAVEPOINT job")
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(e)
     }
 
     fn rollback_savepoint(&mut self) -> R<()> {
@@ -447,6 +459,10 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn release_savepoint(&mut self) -> R<()> {
-        self.conn.execute_batch("RELEASE job").map_err(e)
+        self.conn
+            .prepare_cached("RELEASE job")
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(e)
     }
 }
