@@ -1029,24 +1029,45 @@ async fn migrations_are_idempotent_and_newer_schemas_are_refused() {
     check_both_targets(|target| async move {
         let first = target.open().await.expect("first open");
         write(&first, |tx| tx.sys_put("marker", b"1")).await;
-        // A second open (a restart, or a second replica) migrates nothing and sees the data.
-        let second = target.open().await.expect("second open");
-        assert_eq!(
-            read(&second, |tx| tx.sys_get("marker")).await.as_deref(),
-            Some(&b"1"[..])
-        );
-        write(&second, |tx| tx.sys_put("marker", b"2")).await;
-        assert_eq!(
-            read(&first, |tx| tx.sys_get("marker")).await.as_deref(),
-            Some(&b"2"[..])
-        );
-        drop((first, second));
-        let third = target.open().await.expect("third open");
+        match target.open().await {
+            // PostgreSQL: a second open (another replica) migrates nothing and sees the data.
+            Ok(second) => {
+                assert_eq!(
+                    read(&second, |tx| tx.sys_get("marker")).await.as_deref(),
+                    Some(&b"1"[..])
+                );
+                write(&second, |tx| tx.sys_put("marker", b"2")).await;
+                assert_eq!(
+                    read(&first, |tx| tx.sys_get("marker")).await.as_deref(),
+                    Some(&b"2"[..])
+                );
+                drop(second);
+            }
+            // SQLite: an embedded store has one owner; a second opener is refused clearly.
+            Err(StoreError::Unavailable(msg)) if msg.contains("another steward process") => {
+                write(&first, |tx| tx.sys_put("marker", b"2")).await;
+            }
+            Err(e) => panic!("second open failed: {e:?}"),
+        }
+        drop(first);
+        // The owner's writer thread releases the store as it winds down.
+        let mut third = None;
+        for _ in 0..100 {
+            match target.open().await {
+                Ok(s) => {
+                    third = Some(s);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let third = third.expect("reopen after the owner is gone");
         assert_eq!(
             read(&third, |tx| tx.sys_get("marker")).await.as_deref(),
             Some(&b"2"[..])
         );
         drop(third);
+        tokio::time::sleep(Duration::from_millis(200)).await;
 
         target.fake_newer_schema(999).await;
         let err = target.open().await.unwrap_err();

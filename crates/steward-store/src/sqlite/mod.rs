@@ -50,6 +50,8 @@ INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, zeroblob(32));
 
 /// The SQLite backend.
 pub struct SqliteBackend {
+    /// Held for the backend's life: one process owns an embedded store (caches rely on it).
+    _lock: fs::File,
     path: PathBuf,
     sync: SqliteSync,
     writer: Mutex<Connection>,
@@ -70,6 +72,19 @@ impl SqliteBackend {
                 .create(dir)
                 .map_err(|e| io("cannot create data directory", e))?;
         }
+        let lock = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(dir.join("steward.lock"))
+            .map_err(|e| io("cannot create the lock file in", e))?;
+        lock.try_lock().map_err(|_| {
+            StoreError::Unavailable(format!(
+                "another steward process is using the data directory {}; stop it first (an embedded store has one owner)",
+                dir.display()
+            ))
+        })?;
         let path = dir.join(DB_FILE);
         if !path.exists() {
             fs::OpenOptions::new()
@@ -85,6 +100,7 @@ impl SqliteBackend {
         let writer = Self::connect(&path, sync)?;
         migrate(&writer)?;
         Ok(Self {
+            _lock: lock,
             path,
             sync,
             writer: Mutex::new(writer),
