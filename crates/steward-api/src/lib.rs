@@ -201,6 +201,7 @@ async fn frame(State(st): State<AppState>, mut req: Request, next: Next) -> Resp
     if let Some(info) = resp.extensions().get::<error::ErrorInfo>().cloned() {
         resp = error_body(status, &info.code, &info.message, &rid);
     } else if (status.is_client_error() || status.is_server_error())
+        && path.starts_with("/v1/")
         && !resp
             .headers()
             .get(header::CONTENT_TYPE)
@@ -229,7 +230,7 @@ async fn frame(State(st): State<AppState>, mut req: Request, next: Next) -> Resp
             route: route.clone(),
         })
         .observe(elapsed.as_secs_f64());
-    if status == 503 {
+    if info.as_ref().is_some_and(|i| i.code == "store_unavailable") {
         st.metrics.store_errors.inc();
     }
     st.metrics.sealed.set(i64::from(st.engine.is_sealed()));

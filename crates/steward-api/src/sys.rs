@@ -27,7 +27,7 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     if st.engine.is_sealed() {
         return (StatusCode::SERVICE_UNAVAILABLE, "sealed\n").into_response();
     }
-    match st.engine.is_initialized().await {
+    match st.engine.check_store().await {
         Ok(true) => (StatusCode::OK, "ready\n").into_response(),
         Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, "not initialized\n").into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response(),

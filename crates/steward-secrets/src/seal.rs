@@ -96,6 +96,11 @@ impl Engine {
         .transpose()
     }
 
+    /// Reads the store once, for readiness probes: fails when the store is unreachable.
+    pub async fn check_store(&self) -> Result<bool> {
+        Ok(self.seal_config().await?.is_some())
+    }
+
     /// Whether the store has been initialized (remembered once true: it never goes back).
     pub async fn is_initialized(&self) -> Result<bool> {
         use std::sync::atomic::Ordering;
@@ -484,7 +489,11 @@ impl Engine {
             display_name,
             policies,
             created_at: now,
-            expires_at: ttl.and_then(add),
+            // max_ttl caps the first lifetime too, not only renewals.
+            expires_at: match (ttl.and_then(add), max_ttl.and_then(add)) {
+                (Some(t), Some(m)) => Some(t.min(m)),
+                (t, _) => t,
+            },
             ttl_secs: ttl.map(|d| d.as_secs()),
             max_expires_at: max_ttl.and_then(add),
             renewable,

@@ -206,15 +206,19 @@ impl Engine {
             max_ttl,
             req.renewable.unwrap_or(true),
         );
-        // A child never outlives its parent, and dies with it (see `revoke`).
-        rec.parent = Some(caller.accessor.clone());
-        let parent_end = match (caller.token.expires_at, caller.token.max_expires_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(end) = parent_end {
-            rec.expires_at = Some(rec.expires_at.map_or(end, |t| t.min(end)));
-            rec.max_expires_at = Some(rec.max_expires_at.map_or(end, |t| t.min(end)));
+        // A token delegated by a non-admin is its creator's child: it never outlives its
+        // parent and dies with it (see `revoke`). Tokens an admin creates stand on their own,
+        // so revoking the bootstrap root token does not take every token with it.
+        if !caller.allows("sys", "tokens", Capability::Admin) {
+            rec.parent = Some(caller.accessor.clone());
+            let parent_end = match (caller.token.expires_at, caller.token.max_expires_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(end) = parent_end {
+                rec.expires_at = Some(rec.expires_at.map_or(end, |t| t.min(end)));
+                rec.max_expires_at = Some(rec.max_expires_at.map_or(end, |t| t.min(end)));
+            }
         }
         ctx.mark_audited();
         let info = TokenInfo::from(&rec);

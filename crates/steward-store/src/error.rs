@@ -6,6 +6,9 @@ pub enum StoreError {
     /// The database cannot be reached or refused the operation; retrying later can help.
     #[error("the store is unavailable ({0}); check that the database is running and reachable")]
     Unavailable(String),
+    /// Another process owns this embedded store.
+    #[error("{0}")]
+    Locked(String),
     /// Stored data failed to decode: the database was edited or damaged.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

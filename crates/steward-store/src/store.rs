@@ -133,7 +133,11 @@ impl Store {
         if self.inner.backend.inline_reads() {
             // Same containment as the blocking pool gives: a panicking closure fails the read.
             return std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(
-                |_| Err(E::from(StoreError::Unavailable("read task failed: it panicked".into()))),
+                |_| {
+                    Err(E::from(StoreError::Unavailable(
+                        "read task failed: it panicked".into(),
+                    )))
+                },
             );
         }
         tokio::task::spawn_blocking(run)

@@ -1044,7 +1044,7 @@ async fn migrations_are_idempotent_and_newer_schemas_are_refused() {
                 drop(second);
             }
             // SQLite: an embedded store has one owner; a second opener is refused clearly.
-            Err(StoreError::Unavailable(msg)) if msg.contains("another steward process") => {
+            Err(StoreError::Locked(msg)) if msg.contains("another steward process") => {
                 write(&first, |tx| tx.sys_put("marker", b"2")).await;
             }
             Err(e) => panic!("second open failed: {e:?}"),

@@ -29,6 +29,9 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<ConfigProblem>().is_some() {
             return 3;
         }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return 2;
+        }
         if cause.downcast_ref::<Unreachable>().is_some() {
             return 7;
         }
@@ -642,7 +645,10 @@ async fn keys(c: &Client, cmd: KeysCommand, out: Output) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::Rotate => {
             let v = c.call("POST", "/v1/sys/keys/rotate", None).await?;
-            println!("new active root key {}; data keys are being re-wrapped (see `steward keys status`)", v["data"]["active_key_id"]);
+            println!(
+                "new active encryption key {} in the keyring; data keys are being re-wrapped (see `steward keys status`). The root key that unseals the store is unchanged.",
+                v["data"]["active_key_id"]
+            );
         }
         KeysCommand::Status => {
             let v = c.call("GET", "/v1/sys/keys/status", None).await?;
@@ -758,7 +764,9 @@ async fn export(c: &Client, args: ExportArgs) -> anyhow::Result<()> {
                 let escaped = v
                     .replace('\\', "\\\\")
                     .replace('"', "\\\"")
-                    .replace('\n', "\\n");
+                    .replace('\n', "\\n")
+                    .replace('$', "\\$")
+                    .replace('`', "\\`");
                 text.push_str(&format!("{k}=\"{escaped}\"\n"));
             }
         }

@@ -105,7 +105,7 @@ pub fn error_shape_problem(r: &Resp) -> Option<String> {
         return Some(format!("error keys {keys:?}"));
     }
     for k in ["code", "message", "request_id"] {
-        if !err[k].as_str().is_some_and(|s| !s.is_empty()) {
+        if err[k].as_str().is_none_or(str::is_empty) {
             return Some(format!("error.{k} is not a non-empty string"));
         }
     }

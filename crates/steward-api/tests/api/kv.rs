@@ -100,6 +100,217 @@ async fn write_then_read_object_and_string_values() {
     );
 }
 
+/// A scripted conversation, as a Vault client has it: (method, uri, body, status, JSON pointer
+/// into the answer, expected value there).
+#[tokio::test]
+async fn vault_kv_conversation() {
+    let api = Api::new().await;
+    type Step = (
+        &'static str,
+        &'static str,
+        Option<Value>,
+        u16,
+        &'static str,
+        Value,
+    );
+    let steps: Vec<Step> = vec![
+        (
+            "PUT",
+            "/v1/secret/data/app/db",
+            Some(json!({"data": {"user": "u"}})),
+            200,
+            "/data/version",
+            json!(1),
+        ),
+        (
+            "POST",
+            "/v1/secret/data/app/db",
+            Some(json!({"data": {"user": "v"}, "options": {"cas": 1}})),
+            200,
+            "/data/version",
+            json!(2),
+        ),
+        (
+            "GET",
+            "/v1/secret/data/app/db",
+            None,
+            200,
+            "/data/data",
+            json!({"user": "v"}),
+        ),
+        (
+            "GET",
+            "/v1/secret/data/app/db?version=1",
+            None,
+            200,
+            "/data/data/user",
+            json!("u"),
+        ),
+        (
+            "PUT",
+            "/v1/secret/data/app/api_key",
+            Some(json!({"value": "k"})),
+            200,
+            "/data/version",
+            json!(1),
+        ),
+        (
+            "GET",
+            "/v1/secret/data/app/api_key",
+            None,
+            200,
+            "/data/value_type",
+            json!("string"),
+        ),
+        (
+            "GET",
+            "/v1/secret/data/app/api_key",
+            None,
+            200,
+            "/data/data/value",
+            json!("k"),
+        ),
+        (
+            "LIST",
+            "/v1/secret/metadata/",
+            None,
+            200,
+            "/data/keys",
+            json!(["app/"]),
+        ),
+        (
+            "GET",
+            "/v1/secret/metadata/app?list=true",
+            None,
+            200,
+            "/data/keys",
+            json!(["api_key", "db"]),
+        ),
+        (
+            "GET",
+            "/v1/secret/metadata/app/db",
+            None,
+            200,
+            "/data/current_version",
+            json!(2),
+        ),
+        (
+            "GET",
+            "/v1/secret/metadata/app/db",
+            None,
+            200,
+            "/data/versions/2/destroyed",
+            json!(false),
+        ),
+        (
+            "PUT",
+            "/v1/secret/data/app/db",
+            Some(json!({"data": {}, "options": {"cas": 1}})),
+            409,
+            "/error/code",
+            json!("cas_mismatch"),
+        ),
+        (
+            "DELETE",
+            "/v1/secret/data/app/db",
+            None,
+            204,
+            "",
+            Value::Null,
+        ),
+        (
+            "GET",
+            "/v1/secret/data/app/db",
+            None,
+            404,
+            "/error/code",
+            json!("version_deleted"),
+        ),
+        (
+            "POST",
+            "/v1/secret/undelete/app/db",
+            Some(json!({"versions": [2]})),
+            204,
+            "",
+            Value::Null,
+        ),
+        (
+            "POST",
+            "/v1/secret/destroy/app/db",
+            Some(json!({"versions": [1]})),
+            204,
+            "",
+            Value::Null,
+        ),
+        (
+            "GET",
+            "/v1/secret/metadata/app/db",
+            None,
+            200,
+            "/data/versions/1/destroyed",
+            json!(true),
+        ),
+        (
+            "POST",
+            "/v1/secret/rollback/app/db",
+            Some(json!({"version": 1})),
+            404,
+            "/error/code",
+            json!("version_destroyed"),
+        ),
+        (
+            "GET",
+            "/v1/prod/data/app/db",
+            None,
+            404,
+            "/error/code",
+            json!("not_found"),
+        ),
+        (
+            "LIST",
+            "/v1/prod/metadata/",
+            None,
+            404,
+            "/error/code",
+            json!("not_found"),
+        ),
+        (
+            "GET",
+            "/v1/nowhere/data/app/db",
+            None,
+            404,
+            "/error/code",
+            json!("unknown_mount"),
+        ),
+        (
+            "DELETE",
+            "/v1/secret/metadata/app/db",
+            None,
+            204,
+            "",
+            Value::Null,
+        ),
+        (
+            "GET",
+            "/v1/secret/metadata/app?list=true",
+            None,
+            200,
+            "/data/keys",
+            json!(["api_key"]),
+        ),
+    ];
+    for (i, (method, uri, body, status, pointer, want)) in steps.into_iter().enumerate() {
+        let (got, v) = api.check(method, uri, api.root(), body).await;
+        assert_eq!(got.as_u16(), status, "step {i}: {method} {uri}: {v}");
+        let at = if pointer.is_empty() {
+            Some(&v)
+        } else {
+            v.pointer(pointer)
+        };
+        assert_eq!(at, Some(&want), "step {i}: {method} {uri}: {v}");
+    }
+}
+
 /// Lists `uri` with both Vault forms (LIST and GET ?list=true); they must agree.
 async fn list(api: &Api, uri: &str) -> (u16, Value) {
     let a = api.call("LIST", uri, api.root(), None).await;

@@ -150,7 +150,15 @@ async fn every_v1_request_leaves_exactly_one_audit_entry() {
     api.put("secret/data/x", json!({"k": 1})).await;
     let huge = vec![b' '; MAX_BODY + 10];
     // (method, uri, body, entries, outcome of the entry, action of the entry)
-    let cases: Vec<(&str, &str, Vec<u8>, usize, &str, &str)> = vec![
+    type Case = (
+        &'static str,
+        &'static str,
+        Vec<u8>,
+        usize,
+        &'static str,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         // Refused by the API before any engine operation: audited by the middleware.
         (
             "PUT",
@@ -338,6 +346,14 @@ async fn metrics_count_by_matched_route() {
         "{text}"
     );
     assert!(!text.contains("m/missing"), "paths are never labels");
+    // The /metrics request itself is counted once it is answered.
+    let after = api.metrics.render();
+    assert!(
+        after.contains(
+            r#"steward_http_requests_total{method="GET",route="/metrics",status="200"} 1"#
+        ),
+        "{after}"
+    );
 }
 
 /// The routes registered in `app()`, read from its source so that a new route shows up here.

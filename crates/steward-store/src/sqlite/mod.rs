@@ -80,7 +80,7 @@ impl SqliteBackend {
             .open(dir.join("steward.lock"))
             .map_err(|e| io("cannot create the lock file in", e))?;
         lock.try_lock().map_err(|_| {
-            StoreError::Unavailable(format!(
+            StoreError::Locked(format!(
                 "another steward process is using the data directory {}; stop it first (an embedded store has one owner)",
                 dir.display()
             ))
