@@ -121,10 +121,22 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A malformed argument (exit code 2, like clap's own usage errors).
+#[derive(Debug)]
+pub struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// Splits `ENV/PATH`.
 fn target(s: &str) -> anyhow::Result<(String, String)> {
     let (env, path) =
-        steward_core::names::parse_reference(s).map_err(|e| anyhow::anyhow!("{e}"))?;
+        steward_core::names::parse_reference(s).map_err(|e| UsageError(e.to_string()))?;
     Ok((env.to_string(), path.to_string()))
 }
 
