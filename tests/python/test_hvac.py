@@ -125,6 +125,39 @@ def test_delete_latest_and_undelete(kv):
     assert meta["versions"]["2"]["deletion_time"] == ""
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=hx.InvalidPath,
+    reason="GAP: for a deleted version Vault answers 404 with data.metadata (deletion_time set) and "
+    "hvac's read_secret_version(raise_on_deleted_version=False) - the default from hvac 3 - "
+    "returns that; Steward's 404 carries only the error body, so hvac raises",
+)
+def test_read_deleted_version_without_raising(kv):
+    path = f"{uniq('softdel')}/k"
+    kv.create_or_update_secret(path=path, secret={"v": "1"}, mount_point="secret")
+    kv.delete_latest_version_of_secret(path=path, mount_point="secret")
+    r = kv.read_secret_version(path=path, mount_point="secret", raise_on_deleted_version=False)
+    assert r["data"]["metadata"]["version"] == 1
+    assert r["data"]["metadata"]["deletion_time"] != ""
+
+
+def test_patch_and_delete_secret_versions(kv):
+    path = f"{uniq('patch')}/k"
+    kv.create_or_update_secret(path=path, secret={"a": "1", "b": "2"}, mount_point="secret")
+    kv.patch(path=path, secret={"b": "3"}, mount_point="secret")
+    assert read(kv, path)["data"] == {"a": "1", "b": "3"}
+    kv.delete_secret_versions(path=path, versions=[1], mount_point="secret")
+    with pytest.raises(hx.InvalidPath):
+        read(kv, path, version=1)
+    assert read(kv, path, version=2)["data"] == {"a": "1", "b": "3"}
+
+
+def test_sys_health_and_seal_status(client):
+    assert client.sys.is_sealed() is False
+    health = client.sys.read_health_status(method="GET")
+    assert health["initialized"] is True and health["sealed"] is False
+
+
 def test_destroy_versions(kv):
     path = f"{uniq('destroy')}/k"
     kv.create_or_update_secret(path=path, secret={"v": "gone"}, mount_point="secret")

@@ -159,12 +159,6 @@ def test_shamir_init_sealed_start_and_unseal(server_factory, store):
     assert s.read("dev", "shamir/x", token=root).json()["data"]["data"] == {"value": "after-unseal"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the error middleware (steward-api/src/lib.rs, frame) rewrites /readyz's plain "
-    "'sealed' 503 into a JSON error with code 'timeout' ('the request took longer than "
-    "server.request_timeout')",
-)
 def test_sealed_readyz_does_not_claim_a_timeout(server_factory):
     s = server_factory.new("sqlite", start=False)
     r = run_cli(["init", "--shares", "2", "--threshold", "2", "--data", str(s.data)], env=clean_env(), cwd=s.cli_cwd)
@@ -172,7 +166,9 @@ def test_sealed_readyz_does_not_claim_a_timeout(server_factory):
     s.start(expect=(503,))
     r = s.http.get(s.url + "/readyz")
     assert r.status_code == 503
+    # (Once rewritten by the error middleware into a JSON "timeout" error.)
     assert "timeout" not in r.text and "request_timeout" not in r.text, r.text
+    assert "sealed" in r.text
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,7 +379,7 @@ def test_sigterm_finishes_in_flight_requests(server_factory, store):
         barrier.wait()
         try:
             r = sess.get(s.url + "/v1/prod/data/slow/fan",
-                         headers={"X-Vault-Token": s.token, "X-Request-Id": f"sigterm-reader-{i}"}, timeout=60)
+                         headers={"X-Vault-Token": s.token, "X-Request-Id": f"sigterm-reader-{i:02d}"}, timeout=60)
             try:
                 body = r.json()
             except ValueError:
@@ -454,7 +450,7 @@ def test_sigterm_finishes_in_flight_requests(server_factory, store):
         f"only {after_term} responses came after SIGTERM: the workload was not slow enough"
     )
     if broken:
-        handled = [i for i in broken if f"sigterm-reader-{i}" in log]
+        handled = [i for i in broken if f"sigterm-reader-{i:02d}" in log]
         pytest.xfail(
             f"KNOWN BUG: {len(broken)} of {n} requests on connections the server had accepted "
             f"before SIGTERM were reset ({dict(kinds)}; {len(handled)} of them were even answered "

@@ -71,9 +71,16 @@ pub struct Caller {
     pub policies: Vec<String>,
     pub token: TokenRecord,
     pub set: PolicySet,
+    /// Secrets this request read through references, for its audit entry.
+    pub(crate) touched: Arc<Mutex<Vec<String>>>,
 }
 
 impl Caller {
+    /// Takes the list of secrets read through references so far.
+    pub(crate) fn take_touched(&self) -> Vec<String> {
+        std::mem::take(&mut *self.touched.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     pub fn allows(&self, env: &str, path: &str, cap: Capability) -> bool {
         self.set.allows(env, path, cap)
     }
@@ -151,6 +158,7 @@ impl Engine {
             policies: rec.policies.clone(),
             token: rec,
             set,
+            touched: Arc::default(),
         })
     }
 

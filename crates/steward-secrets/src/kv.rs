@@ -314,7 +314,7 @@ impl Engine {
         path: &str,
         opts: ReadOptions,
     ) -> Result<SecretData> {
-        let (caller, draft) = self
+        let (caller, mut draft) = self
             .begin(ctx, "secret.read", Some(env), Some(path))
             .await?;
         let r = async {
@@ -337,6 +337,7 @@ impl Engine {
             })
         }
         .await;
+        Self::note_references(&caller, &mut draft);
         self.finish(ctx, draft, r).await
     }
 
@@ -664,7 +665,7 @@ impl Engine {
         env: &str,
         prefix: &str,
     ) -> Result<(BTreeMap<String, Value>, Vec<String>)> {
-        let (caller, draft) = self
+        let (caller, mut draft) = self
             .begin(ctx, "secret.export", Some(env), Some(prefix))
             .await?;
         let r = async {
@@ -699,12 +700,13 @@ impl Engine {
             Ok((out, skipped))
         }
         .await;
+        Self::note_references(&caller, &mut draft);
         self.finish(ctx, draft, r).await
     }
 
     /// Renders `${secret:ENV/PATH}` / `${secret:ENV/PATH#field}` references in a template.
     pub async fn render_template(&self, ctx: &RequestCtx, template: &str) -> Result<String> {
-        let (caller, draft) = self.begin(ctx, "template.render", None, None).await?;
+        let (caller, mut draft) = self.begin(ctx, "template.render", None, None).await?;
         let r = async {
             let v = self
                 .resolve_value(&caller, Value::String(template.to_string()), vec![])
@@ -712,6 +714,7 @@ impl Engine {
             Ok(v.as_str().unwrap_or_default().to_string())
         }
         .await;
+        Self::note_references(&caller, &mut draft);
         self.finish(ctx, draft, r).await
     }
 

@@ -238,6 +238,23 @@ impl Engine {
         result
     }
 
+    /// Notes in the audit draft which secrets were read through references (at most 64 named).
+    fn note_references(caller: &Caller, draft: &mut AuditDraft) {
+        let mut touched = caller.take_touched();
+        if touched.is_empty() {
+            return;
+        }
+        touched.sort();
+        touched.dedup();
+        let n = touched.len();
+        touched.truncate(64);
+        let mut list = touched.join(",");
+        if n > 64 {
+            list.push_str(&format!(",...({n} in all)"));
+        }
+        draft.hmacs.insert("references".into(), list);
+    }
+
     /// Audits a request the API refused before it reached an engine operation (bad JSON, an
     /// unknown route). Skipped while sealed.
     pub async fn audit_refused(&self, ctx: &RequestCtx, action: &str, outcome: &str) -> Result<()> {

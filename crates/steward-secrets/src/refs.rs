@@ -144,6 +144,11 @@ impl Engine {
         let (_, _, value) = self.read_plain(&r.env, &r.path, None).await.map_err(|e| {
             SecretsError::new(e.kind, e.code, format!("reference {target}: {}", e.message))
         })?;
+        caller
+            .touched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(target.clone());
         let mut next = chain.to_vec();
         next.push(target.clone());
         let value = self.resolve_value(caller, value, next).await?;

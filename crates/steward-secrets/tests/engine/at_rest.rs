@@ -256,6 +256,10 @@ async fn second_replica(h: &H) -> std::sync::Arc<steward_secrets::Engine> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_from_a_replica_with_a_stale_keyring_survive_rotation() {
     check_both(|h| async move {
+        if h.backend.pg_url().is_none() {
+            // Replicas exist only on PostgreSQL: an embedded store has one owner (it is locked).
+            return;
+        }
         let b = second_replica(&h).await;
         h.write("prod", "before", json!("before-rotation")).await;
         // Replica A rotates and finishes re-wrapping: the old key is retired.
