@@ -141,6 +141,7 @@ def test_read_deleted_version_without_raising(kv):
     assert r["data"]["metadata"]["deletion_time"] != ""
 
 
+@pytest.mark.filterwarnings("ignore:The raise_on_deleted_version parameter:DeprecationWarning")
 def test_patch_and_delete_secret_versions(kv):
     path = f"{uniq('patch')}/k"
     kv.create_or_update_secret(path=path, secret={"a": "1", "b": "2"}, mount_point="secret")

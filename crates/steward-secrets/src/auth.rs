@@ -99,6 +99,25 @@ impl Caller {
     }
 }
 
+/// Computes the record's MAC under the audit key (the record's own `mac` field excluded).
+fn token_mac(key: &steward_crypto::SecretKey, rec: &TokenRecord) -> String {
+    let mut bare = rec.clone();
+    bare.mac = String::new();
+    let mut data = b"steward-token-v1".to_vec();
+    data.extend_from_slice(&rec.hash);
+    data.extend_from_slice(&serde_json::to_vec(&bare).expect("token records serialize"));
+    steward_crypto::hmac_hex(key, &data)
+}
+
+/// Sets the record's MAC; every token write goes through this.
+pub(crate) fn seal_token(key: &steward_crypto::SecretKey, rec: &mut TokenRecord) {
+    rec.mac = token_mac(key, rec);
+}
+
+fn token_mac_ok(key: &steward_crypto::SecretKey, rec: &TokenRecord) -> bool {
+    steward_crypto::ct_eq(token_mac(key, rec).as_bytes(), rec.mac.as_bytes())
+}
+
 fn unauthenticated(code: &'static str, message: &str) -> SecretsError {
     SecretsError::new(Kind::Unauthenticated, code, message)
 }
@@ -135,8 +154,13 @@ impl Engine {
                 rec
             }
         };
+        let key = self.ring()?.hmac_key().clone();
         let rec = match rec {
-            Some(r) if steward_crypto::ct_eq(&r.hash, &hash) => r,
+            Some(r) if steward_crypto::ct_eq(&r.hash, &hash) && token_mac_ok(&key, &r) => r,
+            Some(r) if steward_crypto::ct_eq(&r.hash, &hash) => {
+                tracing::error!(accessor = %r.accessor, "token record fails its integrity check: it was written or edited outside Steward");
+                return Err(unauthenticated("invalid_token", "the token is not valid"));
+            }
             _ => return Err(unauthenticated("invalid_token", "the token is not valid")),
         };
         if rec.revoked_at.is_some() {

@@ -145,8 +145,9 @@ impl Engine {
             fingerprint: unseal.fingerprint(),
             initialized_at: self.clock.now(),
         };
-        let (token, root) =
+        let (token, mut root) =
             self.new_token_record("root".into(), vec!["root".into()], None, None, false);
+        crate::auth::seal_token(ring.hmac_key(), &mut root);
         persist_token(&token)
             .map_err(|e| SecretsError::internal(format!("cannot save the root token file: {e}")))?;
         let cfg_json = serde_json::to_vec(&cfg).expect("seal config serializes");
@@ -499,6 +500,7 @@ impl Engine {
             renewable,
             revoked_at: None,
             parent: None,
+            mac: String::new(),
         };
         (token, rec)
     }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use steward_store::{PolicyRecord, TokenRecord, Tx};
 
 use crate::{
+    auth::seal_token,
     error::{Kind, SecretsError},
     policy::{check_policy_name, Capability, CompiledPolicy, PolicyDoc},
     Caller, Engine, RequestCtx, Result,
@@ -222,6 +223,7 @@ impl Engine {
         }
         ctx.mark_audited();
         let info = TokenInfo::from(&rec);
+        seal_token(self.ring()?.hmac_key(), &mut rec);
         self.store
             .write(Some(draft), move |tx: &mut dyn Tx| {
                 tx.token_put(&rec).map_err(SecretsError::from)
@@ -310,6 +312,7 @@ impl Engine {
         rec.expires_at = Some(until);
         ctx.mark_audited();
         let info = TokenInfo::from(&rec);
+        seal_token(self.ring()?.hmac_key(), &mut rec);
         self.store
             .write(Some(draft), move |tx: &mut dyn Tx| {
                 tx.token_put(&rec).map_err(SecretsError::from)
@@ -333,6 +336,7 @@ impl Engine {
         }
         ctx.mark_audited();
         let now = self.clock.now();
+        let key = self.ring()?.hmac_key().clone();
         let revoked = self
             .store
             .write(Some(draft), move |tx: &mut dyn Tx| {
@@ -356,6 +360,7 @@ impl Engine {
                     if doomed.contains(&t.accessor) && t.revoked_at.is_none() {
                         let mut t = t.clone();
                         t.revoked_at = Some(now);
+                        seal_token(&key, &mut t);
                         tx.token_put(&t)?;
                     }
                 }

@@ -72,6 +72,10 @@ pub struct TokenRecord {
     /// Accessor of the token that created this one; revoking the parent revokes it.
     #[serde(default)]
     pub parent: Option<String>,
+    /// Keyed MAC over the record (set by the secrets engine), so a row written straight into
+    /// the database without the audit key is not a valid token.
+    #[serde(default)]
+    pub mac: String,
 }
 
 /// A named access policy; `document` is the policy JSON the secrets engine understands.

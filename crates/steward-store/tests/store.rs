@@ -655,6 +655,7 @@ fn token(n: u8, accessor: &str) -> TokenRecord {
         renewable: true,
         revoked_at: None,
         parent: None,
+        mac: String::new(),
     }
 }
 

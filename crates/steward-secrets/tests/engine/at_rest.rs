@@ -290,3 +290,45 @@ async fn writes_from_a_replica_with_a_stale_keyring_survive_rotation() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_rows_forged_in_the_database_are_not_tokens() {
+    check_both(|h| async move {
+        h.write("prod", "crown", json!("jewels")).await;
+        let forged = "stw.forged-by-someone-with-database-access";
+        let hash = hex::encode(steward_crypto::sha256(forged.as_bytes()));
+        let record = json!({
+            "accessor": "acc.forged", "display_name": "", "policies": ["root"],
+            "created_at": "2026-01-01T00:00:00Z", "expires_at": null, "ttl_secs": null,
+            "max_expires_at": null, "renewable": false, "revoked_at": null,
+            "parent": null, "mac": "",
+        })
+        .to_string();
+        let blob = match h.backend.pg_url() {
+            Some(_) => format!("'\\x{hash}'::bytea"),
+            None => format!("X'{hash}'"),
+        };
+        let sql = format!(
+            "INSERT INTO tokens (hash, accessor, record) VALUES ({blob}, 'acc.forged', '{record}')"
+        );
+        assert_eq!(h.backend.exec_sql(&sql), 1);
+        let err = h
+            .engine
+            .read_secret(&h.ctx(forged), "prod", "crown", Default::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "invalid_token", "{err:?}");
+        // Giving a real token more policies by editing its row does not work either.
+        let (user, _) = h.token(&[]).await;
+        let sql = "UPDATE tokens SET record = replace(record, '\"policies\":[]', '\"policies\":[\"root\"]') WHERE accessor <> 'acc.forged'";
+        assert!(h.backend.exec_sql(sql) >= 1);
+        let err = h
+            .engine
+            .read_secret(&h.ctx(&user), "prod", "crown", Default::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "invalid_token", "{err:?}");
+        assert_eq!(h.read("prod", "crown", None).await, json!("jewels"));
+    })
+    .await;
+}
