@@ -184,7 +184,11 @@ def test_usage_errors(server):
     r = server.cli("secret", "get")
     assert r.returncode == 2
     r = server.cli("secret", "get", "no-slash-here")
-    assert r.returncode not in (0, 4, 5, 6, 7)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    r = server.cli("secret", "put", "prod/../etc", input="v")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    r = server.cli("secret", "put", "nosuchenv/x", input="v")
+    assert r.returncode != 0
 
 
 def test_run_injects_env_only_into_child(server):
@@ -291,3 +295,22 @@ def test_token_and_audit_commands(server):
     assert auth["client_token"] not in json.dumps(looked)
     r = ok(server.cli("audit", "verify"))
     assert "intact" in r.stdout
+
+
+def test_export_dotenv_is_safe_to_source(server, tmp_path):
+    root = uniq("src")
+    tricky = {
+        "dollar": "pa$HOME$(touch pwned)",
+        "backtick": "a`touch pwned`b",
+        "quotes": "it's \"quoted\" \\ back",
+    }
+    for k, v in tricky.items():
+        put(server, f"staging/{root}/{k}", v)
+    r = ok(server.cli("export", "--env", "staging", "--prefix", f"{root}/", "--format", "dotenv"))
+    env_file = tmp_path / "app.env"
+    env_file.write_text(r.stdout)
+    script = f". {shlex.quote(str(env_file))}; printf '%s\\n' \"$DOLLAR\" \"$BACKTICK\" \"$QUOTES\""
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [tricky["dollar"], tricky["backtick"], tricky["quotes"]]
+    assert not (tmp_path / "pwned").exists()

@@ -383,3 +383,18 @@ def test_written_value_can_be_read_back(server):
     r = server.read("prod", path)
     assert r.status_code == 200, r.text
     assert r.json()["data"]["data"] == {"value": value}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: ttl \"0\" is parsed as 0 seconds (steward-secrets/src/tokens.rs parse_ttl: the plain-"
+    "seconds branch skips humantime_like's zero check) and yields a token that is expired on "
+    "arrival, while \"0s\" is refused with 400 invalid_ttl",
+)
+def test_zero_ttl_is_refused_or_usable(server):
+    r = server.api("POST", "/v1/auth/token/create", json={"policies": [], "ttl": "0"})
+    if r.status_code == 400:
+        return
+    assert r.status_code == 200, r.text
+    token = r.json()["auth"]["client_token"]
+    assert server.api("GET", "/v1/auth/token/lookup-self", token=token).status_code == 200

@@ -7,8 +7,6 @@ data directory and (for PostgreSQL) a data-only dump are searched for each canar
 from __future__ import annotations
 
 import base64
-import json
-import re
 import uuid
 from dataclasses import dataclass, field
 

@@ -52,6 +52,11 @@ pub struct RollbackBody {
 
 type Q = Query<HashMap<String, String>>;
 
+/// Operations under a mount.
+const KNOWN_OPS: &[&str] = &[
+    "data", "metadata", "delete", "undelete", "destroy", "rollback",
+];
+
 fn mount_env(st: &AppState, mount: &str) -> Result<String, ApiError> {
     let cfg = st.engine.config();
     if mount == "secret" {
@@ -189,7 +194,7 @@ async fn run(
             }
             Ok(vault_data(&ctx, json!({ "keys": r.keys, "truncated": r.truncated })))
         }
-        (_, _) if path.is_empty() => Err(ApiError::bad_request(
+        (op, _) if path.is_empty() && KNOWN_OPS.contains(&op) => Err(ApiError::bad_request(
             "invalid_path",
             "a secret path is required after the operation, e.g. /v1/secret/data/billing/db_password",
         )),

@@ -53,6 +53,7 @@ pub struct Settings {
 const UNAUDITED: &[&str] = &[
     "/v1/sys/health",
     "/v1/sys/seal-status",
+    "/v1/sys/init",
     "/v1/sys/unseal",
     "/v1/openapi.json",
 ];
@@ -68,6 +69,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/sys/health", get(sys::health).head(sys::health))
         .route("/v1/sys/seal-status", get(sys::seal_status))
+        .route("/v1/sys/init", get(sys::init_status))
         .route("/v1/sys/unseal", post(sys::unseal).put(sys::unseal))
         .route("/v1/sys/seal", post(sys::seal).put(sys::seal))
         .route("/v1/sys/environments", get(sys::environments))

@@ -19,6 +19,7 @@ use crate::{kv, sys, token};
         sys::readyz,
         sys::metrics,
         sys::health,
+        sys::init_status,
         sys::seal_status,
         sys::unseal,
         sys::seal,

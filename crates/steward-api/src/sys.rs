@@ -59,6 +59,7 @@ pub async fn health(
     let code = |key: &str, default: u16| {
         q.get(key)
             .and_then(|v| v.parse::<u16>().ok())
+            .filter(|c| (200..600).contains(c))
             .and_then(|c| StatusCode::from_u16(c).ok())
             .unwrap_or(StatusCode::from_u16(default).expect("valid default"))
     };
@@ -79,6 +80,13 @@ pub async fn health(
         "storage_type": st.engine.store().kind(),
     });
     (status, Json(body)).into_response()
+}
+
+/// Whether the store is initialized (Vault's `sys/init` read).
+#[utoipa::path(get, path = "/v1/sys/init", responses((status = 200, description = "{initialized}")))]
+pub async fn init_status(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let initialized = st.engine.is_initialized().await?;
+    Ok(Json(json!({ "initialized": initialized })).into_response())
 }
 
 /// Seal state and unseal progress.

@@ -148,11 +148,22 @@ impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            let mut message = e.message().trim().to_string();
+            // Name the key when the error is about a value written as `key = value`.
+            if let Some(key) = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && !k.starts_with('[') && !message.contains(*k))
+            {
+                message = format!("{key}: {message}");
+            }
             ConfigError {
                 file: file.to_string(),
                 line,
                 column,
-                message: e.message().trim().to_string(),
+                message,
             }
         })?;
         cfg.validate().map_err(|(key, message)| {
@@ -305,6 +316,11 @@ level = "debug"
         check_err("[server]\nlisten = \"nope\"\n", 2, "invalid socket address");
         check_err("[serer]\n", 1, "serer");
         check_err("[server]\nrequest_timeout = \"ten\"\n", 2, "write it like");
+        check_err(
+            "[server]\nrequest_timeout = \"ten\"\n",
+            2,
+            "request_timeout",
+        );
         check_err("[secrets]\nenvironments = [\"dev\", \"Prod\"]\n", 2, "Prod");
         check_err(
             "[secrets]\nenvironments = [\"dev\"]\ndefault_environment = \"prod\"\n",

@@ -100,6 +100,10 @@ pub struct MetadataUpdate {
     pub custom: Option<BTreeMap<String, String>>,
     pub max_versions: Option<u32>,
     pub cas_required: Option<bool>,
+    /// Vault's automatic version deletion; accepted (Vault clients always send it) only as
+    /// "0s", meaning off, because Steward does not delete versions on a timer.
+    #[serde(default)]
+    pub delete_version_after: Option<String>,
 }
 
 mod double_option {
@@ -125,6 +129,14 @@ mod double_option {
 
 impl MetadataUpdate {
     fn apply(&self, m: &mut SecretMeta) -> Result<()> {
+        if let Some(d) = self.delete_version_after.as_deref() {
+            if !matches!(d, "" | "0" | "0s") {
+                return Err(SecretsError::invalid(
+                    "unsupported",
+                    format!("delete_version_after = {d:?} is not supported; use \"0s\" (off)"),
+                ));
+            }
+        }
         const MAX_FIELD: usize = 4096;
         let long = |what: &str| {
             SecretsError::invalid(
@@ -357,6 +369,7 @@ impl Engine {
             let path = SecretPath::parse(path)?;
             caller.require(Capability::Write, env.as_str(), path.as_str())?;
             let plain = self.encode_value(&req.value)?;
+            check_references(&req.value)?;
             let (ring, unseal) = self.keys()?;
             Ok((env, path, plain, ring, unseal))
         })();
@@ -720,6 +733,16 @@ impl Engine {
 
     pub(crate) fn caller_can_read(&self, caller: &Caller, env: &str, path: &str) -> bool {
         caller.allows(env, path, Capability::Read)
+    }
+}
+
+/// Refuses values whose `${secret:...}` references are malformed, so nothing is stored that
+/// cannot be read back.
+fn check_references(v: &Value) -> Result<()> {
+    match v {
+        Value::String(s) => crate::refs::find_references(s).map(drop),
+        Value::Object(m) => m.values().try_for_each(check_references),
+        _ => Ok(()),
     }
 }
 

@@ -34,6 +34,19 @@ pub struct TokenCreate {
     /// Accepted for Vault compatibility (hvac sends it); must be empty.
     #[serde(default)]
     pub meta: Option<serde_json::Value>,
+    /// Vault: make an orphan token. Steward: admin-created tokens are orphans already; a
+    /// non-admin may not ask for it.
+    #[serde(default)]
+    pub no_parent: bool,
+    /// Vault's use-count limit; only 0 (unlimited) is supported.
+    #[serde(default)]
+    pub num_uses: u64,
+    /// Vault's periodic tokens; not supported (must be empty).
+    #[serde(default)]
+    pub period: Option<serde_json::Value>,
+    /// Vault's token type; only "service" (or empty) is supported.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
 }
 
 /// A freshly created token: the only time the token itself is returned.
@@ -87,10 +100,12 @@ fn parse_ttl(what: &str, s: &Option<String>) -> Result<Option<Duration>> {
             s.parse::<u64>()
                 .map(Duration::from_secs)
                 .or_else(|_| humantime_like(s))
-                .map_err(|_| {
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
                     SecretsError::invalid(
                         "invalid_ttl",
-                        format!("{what} {s:?} is not a duration; write it like \"30m\", \"12h\" or \"7d\""),
+                        format!("{what} {s:?} is not a positive duration; write it like \"30m\", \"12h\" or \"7d\""),
                     )
                 })
         })
@@ -187,6 +202,33 @@ impl Engine {
                     "unsupported",
                     "token meta is not supported",
                 ));
+            }
+            if req.num_uses != 0 {
+                return Err(SecretsError::invalid(
+                    "unsupported",
+                    "num_uses is not supported; send 0 (unlimited)",
+                ));
+            }
+            if req.period.as_ref().is_some_and(|p| {
+                !p.is_null() && p != &serde_json::json!("") && p != &serde_json::json!(0)
+            }) {
+                return Err(SecretsError::invalid(
+                    "unsupported",
+                    "periodic tokens are not supported; use ttl and renew",
+                ));
+            }
+            if req
+                .kind
+                .as_deref()
+                .is_some_and(|k| !k.is_empty() && k != "service")
+            {
+                return Err(SecretsError::invalid(
+                    "unsupported",
+                    "only service tokens exist; leave type empty or \"service\"",
+                ));
+            }
+            if req.no_parent && !admin {
+                return Err(SecretsError::forbidden());
             }
             if req.display_name.len() > 128 {
                 return Err(SecretsError::invalid(

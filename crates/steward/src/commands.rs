@@ -178,7 +178,10 @@ fn write_private(dest: Option<&std::path::Path>, data: &[u8]) -> anyhow::Result<
             std::io::stdout().flush()?;
         }
         Some(p) => {
-            let tmp = p.with_extension("steward-tmp");
+            let name = p
+                .file_name()
+                .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
+            let tmp = p.with_file_name(format!(".{name}.{}.steward-tmp", std::process::id()));
             let _ = std::fs::remove_file(&tmp);
             let mut f = std::fs::OpenOptions::new()
                 .write(true)

@@ -70,15 +70,6 @@ fn cases() -> Vec<Case> {
             "method_not_allowed",
             "HTTP method",
         ),
-        (
-            "PATCH",
-            "/metrics",
-            false,
-            vec![],
-            405,
-            "method_not_allowed",
-            "HTTP method",
-        ),
         // Produced by our dispatchers.
         (
             "GET",

@@ -95,7 +95,13 @@ async fn sealed_server_answers_503() {
         .raw("PUT", "/v1/secret/data/s", root, &[], b"{".to_vec())
         .await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_json"));
-    assert!(api.metrics_text().await.contains("steward_sealed 1"));
+    let text = api.metrics_text().await;
+    assert!(text.contains("steward_sealed 1"), "{text}");
+    // Sealed is not a store error.
+    assert!(
+        text.lines().any(|l| l == "steward_store_errors_total 0"),
+        "{text}"
+    );
 
     // Unsealing with the key brings everything back.
     api.engine
@@ -405,6 +411,7 @@ const ROUTE_DOCS: &[(&str, &[&str])] = &[
     ("/v1/openapi.json", &["/v1/openapi.json"]),
     ("/v1/sys/health", &["/v1/sys/health"]),
     ("/v1/sys/seal-status", &["/v1/sys/seal-status"]),
+    ("/v1/sys/init", &["/v1/sys/init"]),
     ("/v1/sys/unseal", &["/v1/sys/unseal"]),
     ("/v1/sys/seal", &["/v1/sys/seal"]),
     ("/v1/sys/environments", &["/v1/sys/environments"]),
@@ -537,4 +544,13 @@ async fn probes_and_environments() {
     );
     let r = api.call("GET", "/v1/sys/environments", None, None).await;
     assert_eq!(r.code(), "missing_token");
+    // Probes keep plain bodies, even for a wrong method; they still carry the request id.
+    for uri in ["/livez", "/readyz", "/metrics"] {
+        let r = api
+            .raw("PATCH", uri, None, &[("x-request-id", "probe-1")], vec![])
+            .await;
+        assert_eq!(r.status.as_u16(), 405, "{uri}");
+        assert_eq!(r.request_id(), "probe-1");
+        assert!(!r.text.starts_with('{'), "{uri}: {}", r.text);
+    }
 }

@@ -73,8 +73,21 @@ async fn references_resolve_fields_raw_cycles_and_templates() {
         expect_err(h.try_read("prod", "bad/field", None).await, "invalid_reference");
         h.write("prod", "bad/missing", json!("${secret:prod/shared/missing}")).await;
         expect_err(h.try_read("prod", "bad/missing", None).await, "not_found");
-        h.write("prod", "bad/unterminated", json!("${secret:prod/shared/smtp")).await;
-        expect_err(h.try_read("prod", "bad/unterminated", None).await, "invalid_reference");
+        // A malformed reference is refused when written, so nothing unreadable is stored.
+        let bad = e
+            .write_secret(
+                &h.root_ctx(),
+                "prod",
+                "bad/unterminated",
+                steward_secrets::WriteRequest {
+                    value: json!({"k": "${secret:prod/shared/smtp"}),
+                    cas: None,
+                    metadata: None,
+                },
+            )
+            .await;
+        expect_err(bad, "invalid_reference");
+        expect_err(h.try_read("prod", "bad/unterminated", None).await, "not_found");
 
         // Templates.
         let out = e
