@@ -125,13 +125,6 @@ def test_delete_latest_and_undelete(kv):
     assert meta["versions"]["2"]["deletion_time"] == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=hx.InvalidPath,
-    reason="GAP: for a deleted version Vault answers 404 with data.metadata (deletion_time set) and "
-    "hvac's read_secret_version(raise_on_deleted_version=False) - the default from hvac 3 - "
-    "returns that; Steward's 404 carries only the error body, so hvac raises",
-)
 def test_read_deleted_version_without_raising(kv):
     path = f"{uniq('softdel')}/k"
     kv.create_or_update_secret(path=path, secret={"v": "1"}, mount_point="secret")
@@ -205,12 +198,6 @@ def _check_max_versions(kv, path):
     assert read(kv, path, version=3)["data"] == {"i": "3"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=hx.InvalidRequest,
-    reason="BUG: hvac's update_metadata always sends delete_version_after='0s'; "
-    "MetadataUpdate (steward-secrets/src/kv.rs, deny_unknown_fields) rejects it with 400",
-)
 def test_update_metadata_max_versions(kv):
     path = f"{uniq('maxv')}/k"
     for i in range(1, 4):
@@ -322,12 +309,6 @@ def check_limited_token(server, kv, token):
         read(kv, "billing/new", "prod")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=hx.InvalidRequest,
-    reason="BUG: hvac's auth.token.create always sends no_parent and num_uses; TokenCreate "
-    "(steward-secrets/src/tokens.rs, deny_unknown_fields) rejects them with 400",
-)
 def test_limited_token_created_with_hvac(server, client, kv, billing_policy):
     created = client.auth.token.create(policies=[billing_policy], ttl="1h")
     token = created["auth"]["client_token"]

@@ -14,6 +14,7 @@ use steward_secrets::{Kind, SecretsError};
 pub struct ErrorInfo {
     pub code: String,
     pub message: String,
+    pub detail: Option<serde_json::Value>,
 }
 
 /// An error answer.
@@ -22,6 +23,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// Version metadata for a deleted/destroyed version, rendered as Vault's `data.metadata`.
+    pub detail: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -30,6 +33,7 @@ impl ApiError {
             status,
             code: code.to_string(),
             message: message.into(),
+            detail: None,
         }
     }
 
@@ -67,7 +71,9 @@ impl From<SecretsError> for ApiError {
         if e.code == "store_unavailable" {
             tracing::warn!(error = %e.message, "store unavailable");
         }
-        Self::new(status, e.code, e.message)
+        let mut out = Self::new(status, e.code, e.message);
+        out.detail = e.detail;
+        out
     }
 }
 
@@ -77,6 +83,7 @@ impl IntoResponse for ApiError {
         resp.extensions_mut().insert(ErrorInfo {
             code: self.code,
             message: self.message,
+            detail: self.detail,
         });
         resp
     }

@@ -201,7 +201,7 @@ async fn frame(State(st): State<AppState>, mut req: Request, next: Next) -> Resp
     // Render every error into the one body shape.
     let status = resp.status();
     if let Some(info) = resp.extensions().get::<error::ErrorInfo>().cloned() {
-        resp = error_body(status, &info.code, &info.message, &rid);
+        resp = error_body(status, &info.code, &info.message, &rid, info.detail);
     } else if (status.is_client_error() || status.is_server_error())
         && path.starts_with("/v1/")
         && !resp
@@ -210,7 +210,7 @@ async fn frame(State(st): State<AppState>, mut req: Request, next: Next) -> Resp
             .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
     {
         let (code, msg) = error::code_for_status(status);
-        resp = error_body(status, code, msg, &rid);
+        resp = error_body(status, code, msg, &rid, None);
     }
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().insert("x-request-id", v);
@@ -250,6 +250,9 @@ async fn frame(State(st): State<AppState>, mut req: Request, next: Next) -> Resp
 struct ErrorBody<'a> {
     error: ErrorFields<'a>,
     errors: [&'a str; 1],
+    /// Vault's `{"data": null, "metadata": ...}` for a deleted or destroyed version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -259,8 +262,15 @@ struct ErrorFields<'a> {
     request_id: &'a str,
 }
 
-fn error_body(status: StatusCode, code: &str, message: &str, rid: &str) -> Response {
+fn error_body(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    rid: &str,
+    metadata: Option<serde_json::Value>,
+) -> Response {
     let body = ErrorBody {
+        data: metadata.map(|m| serde_json::json!({ "data": null, "metadata": m })),
         error: ErrorFields {
             code,
             message,

@@ -32,6 +32,8 @@ pub struct SecretsError {
     /// Stable, documented machine code, e.g. `cas_mismatch`.
     pub code: &'static str,
     pub message: String,
+    /// Non-secret facts a client may want with the error (e.g. a deleted version's metadata).
+    pub detail: Option<serde_json::Value>,
 }
 
 impl SecretsError {
@@ -40,7 +42,13 @@ impl SecretsError {
             kind,
             code,
             message: message.into(),
+            detail: None,
         }
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
     }
 
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {

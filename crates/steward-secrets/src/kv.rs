@@ -293,12 +293,23 @@ impl Engine {
                 head.oldest_version, head.current_version
             ))
         })?;
+        // Vault answers a deleted or destroyed version with its metadata; so do we.
+        let detail = || {
+            serde_json::json!({
+                "version": want,
+                "created_time": row.info.created_at,
+                "deletion_time": row.info.deleted_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                "destroyed": row.info.destroyed,
+                "custom_metadata": null,
+            })
+        };
         if row.info.destroyed {
             return Err(SecretsError::new(
                 Kind::NotFound,
                 "version_destroyed",
                 format!("version {want} of {env}/{path} was destroyed; read another version"),
-            ));
+            )
+            .with_detail(detail()));
         }
         if let Some(at) = row.info.deleted_at {
             return Err(SecretsError::new(
@@ -307,7 +318,8 @@ impl Engine {
                 format!(
                     "version {want} of {env}/{path} was deleted at {at}; undelete it or read another version"
                 ),
-            ));
+            )
+            .with_detail(detail()));
         }
         let blob = row
             .envelope

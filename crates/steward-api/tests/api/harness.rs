@@ -100,7 +100,17 @@ pub fn error_shape_problem(r: &Resp) -> Option<String> {
     };
     let mut keys: Vec<&str> = top.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    if keys != ["error", "errors"] {
+    let code = top["error"]["code"].as_str().unwrap_or_default();
+    let deleted_version = code == "version_deleted" || code == "version_destroyed";
+    if deleted_version {
+        // Vault's extra for a deleted/destroyed version: `data.metadata`, nothing else.
+        if keys != ["data", "error", "errors"]
+            || !top["data"]["data"].is_null()
+            || !top["data"]["metadata"]["version"].is_u64()
+        {
+            return Some(format!("deleted-version body {keys:?}: {}", r.json));
+        }
+    } else if keys != ["error", "errors"] {
         return Some(format!("top-level keys {keys:?}"));
     }
     let Some(err) = top["error"].as_object() else {
