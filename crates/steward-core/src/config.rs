@@ -68,7 +68,7 @@ impl Default for StoreConfig {
             data: PathBuf::from(".steward"),
             url: "sqlite".into(),
             sqlite_synchronous: SqliteSync::Full,
-            pool_size: 8,
+            pool_size: 16,
         }
     }
 }

@@ -77,6 +77,22 @@ pub struct PgBackend {
     writer: Mutex<Option<PgConn>>,
     readers: Mutex<Vec<PgConn>>,
     max_idle: usize,
+    /// Read connections in use; reads wait for a free one rather than opening more, so a burst
+    /// neither churns connections nor exhausts the server's max_connections.
+    busy: (Mutex<usize>, std::sync::Condvar),
+}
+
+/// How long a read waits for a free connection before answering "unavailable".
+const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A checked-out read slot; frees itself.
+struct Slot<'a>(&'a (Mutex<usize>, std::sync::Condvar));
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0 .0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0 .1.notify_one();
+    }
 }
 
 impl std::fmt::Debug for PgBackend {
@@ -127,7 +143,8 @@ impl PgBackend {
             config,
             writer: Mutex::new(None),
             readers: Mutex::new(Vec::new()),
-            max_idle: pool as usize,
+            max_idle: pool.max(1) as usize,
+            busy: (Mutex::new(0), std::sync::Condvar::new()),
         };
         let mut writer = backend.connect()?;
         migrate(&mut writer.client)?;
@@ -201,6 +218,24 @@ impl Backend for PgBackend {
     }
 
     fn read(&self, f: &mut TxFn<'_>) -> Result<(), StoreError> {
+        let _slot = {
+            let (lock, cv) = &self.busy;
+            let mut n = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let deadline = std::time::Instant::now() + READ_WAIT;
+            while *n >= self.max_idle {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(StoreError::Unavailable(format!(
+                        "all {} PostgreSQL read connections stayed busy for {}s (raise store.pool_size)",
+                        self.max_idle,
+                        READ_WAIT.as_secs()
+                    )));
+                }
+                n = cv.wait_timeout(n, left).unwrap_or_else(|e| e.into_inner()).0;
+            }
+            *n += 1;
+            Slot(&self.busy)
+        };
         let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let (mut conn, reused) = match pooled {
             Some(c) if !c.client.is_closed() => (c, true),

@@ -126,15 +126,21 @@ impl SqliteBackend {
 
     /// Runs `f` between `begin` and COMMIT, rolling back on error.
     fn in_txn(conn: &Connection, begin: &str, f: &mut TxFn<'_>) -> Result<(), StoreError> {
-        conn.execute_batch(begin).map_err(StoreError::sqlite)?;
+        // Cached statements: a read transaction per request should not re-parse its SQL.
+        let exec = |sql: &str| {
+            conn.prepare_cached(sql)
+                .and_then(|mut s| s.execute([]))
+                .map(drop)
+        };
+        exec(begin).map_err(StoreError::sqlite)?;
         let mut tx = tx::SqliteTx { conn };
         match f(&mut tx) {
-            Ok(()) => conn.execute_batch("COMMIT").map_err(|e| {
-                let _ = conn.execute_batch("ROLLBACK");
+            Ok(()) => exec("COMMIT").map_err(|e| {
+                let _ = exec("ROLLBACK");
                 StoreError::sqlite(e)
             }),
             Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
+                let _ = exec("ROLLBACK");
                 Err(e)
             }
         }
