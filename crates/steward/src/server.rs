@@ -13,6 +13,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::settings::{key_file_path, root_token_path};
 
+/// How long a stopping server keeps serving before it closes idle connections.
+const LAME_DUCK: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Environment variable holding the root key (base64), instead of the key file.
 pub const ROOT_KEY_ENV: &str = "STEWARD_ROOT_KEY";
 
@@ -209,9 +212,17 @@ async fn serve(cfg: Config, engine: Arc<Engine>) -> anyhow::Result<()> {
     let grace = cfg.server.shutdown_grace;
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
+        // Lame-duck period: requests already on the wire (sent on kept-alive connections but not
+        // yet read) are still served; only then are connections closed as they go idle.
+        let drain = LAME_DUCK.min(grace);
+        tracing::info!(
+            drain_ms = drain.as_millis() as u64,
+            "stop signal received: serving requests already sent"
+        );
+        tokio::time::sleep(drain).await;
         tracing::info!(
             grace_secs = grace.as_secs(),
-            "shutting down: finishing in-flight requests"
+            "shutting down: no new connections; finishing in-flight requests"
         );
         let _ = stop_tx.send(true);
     });
