@@ -311,6 +311,18 @@ pub(crate) fn vault_data(ctx: &RequestCtx, data: impl Serialize) -> Response {
     .into_response()
 }
 
+/// Listing routes answer GET and Vault's LIST.
+pub(crate) fn get_or_list(method: &axum::http::Method) -> Result<(), ApiError> {
+    if method == axum::http::Method::GET || method.as_str() == "LIST" {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "use GET or LIST",
+    ))
+}
+
 pub(crate) fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }

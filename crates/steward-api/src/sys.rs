@@ -239,13 +239,7 @@ pub async fn policies_list(
     Extension(ctx): Extension<Arc<RequestCtx>>,
     method: Method,
 ) -> Result<Response, ApiError> {
-    if method != Method::GET && method.as_str() != "LIST" {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET or LIST",
-        ));
-    }
+    crate::get_or_list(&method)?;
     let list = st.engine.list_policies(&ctx).await?;
     let keys: Vec<&str> = list.iter().map(|p| p.name.as_str()).collect();
     Ok(vault_data(&ctx, json!({ "keys": keys, "policies": list })))

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::{
     extract::State,
-    http::{Method, StatusCode},
+    http::Method,
     response::{IntoResponse, Response},
     Extension, Json,
 };
@@ -140,13 +140,7 @@ pub async fn accessors(
     Extension(ctx): Extension<Arc<RequestCtx>>,
     method: Method,
 ) -> Result<Response, ApiError> {
-    if method != Method::GET && method.as_str() != "LIST" {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET or LIST",
-        ));
-    }
+    crate::get_or_list(&method)?;
     let list = st.engine.list_tokens(&ctx).await?;
     let now = chrono::Utc::now();
     let keys: Vec<&str> = list.iter().map(|t| t.accessor.as_str()).collect();

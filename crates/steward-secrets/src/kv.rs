@@ -394,6 +394,22 @@ impl Engine {
             steward_crypto::hmac_hex(ring.hmac_key(), &plain),
         );
         ctx.mark_audited();
+        self.commit_version(draft, env, path, plain, req, ring, unseal)
+            .await
+    }
+
+    /// Runs the version write (with its audit entry) in the group-commit writer.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_version(
+        &self,
+        draft: steward_store::AuditDraft,
+        env: steward_core::EnvName,
+        path: SecretPath,
+        plain: Zeroizing<Vec<u8>>,
+        req: WriteRequest,
+        ring: Arc<Keyring>,
+        unseal: Arc<UnsealKey>,
+    ) -> Result<WriteResult> {
         let now = self.clock.now();
         let default_max = self.cfg.max_versions;
         self.store
@@ -444,28 +460,13 @@ impl Engine {
             Err(e) => return self.finish(ctx, draft, Err(e)).await,
         };
         ctx.mark_audited();
-        let now = self.clock.now();
-        let default_max = self.cfg.max_versions;
         // cas on the version we read, so a concurrent write is not silently overwritten.
         let req = WriteRequest {
             value: Value::Null,
             cas: Some(current),
             metadata: None,
         };
-        self.store
-            .write(Some(draft), move |tx: &mut dyn Tx| {
-                let ring = current_ring(tx, &ring, &unseal)?;
-                put_version(
-                    tx,
-                    &ring,
-                    env.as_str(),
-                    path.as_str(),
-                    &plain,
-                    &req,
-                    now,
-                    default_max,
-                )
-            })
+        self.commit_version(draft, env, path, plain, req, ring, unseal)
             .await
     }
 

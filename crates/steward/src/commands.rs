@@ -397,12 +397,7 @@ async fn secret(c: &Client, cmd: SecretCommand, out: Output) -> anyhow::Result<E
                 c.call("DELETE", &format!("/v1/{env}/data/{path}"), None)
                     .await?;
             } else {
-                c.call(
-                    "POST",
-                    &format!("/v1/{env}/delete/{path}"),
-                    Some(json!({ "versions": versions })),
-                )
-                .await?;
+                version_op(c, "delete", &t, &versions).await?;
             }
             println!("deleted (undelete restores it)");
         }
@@ -410,30 +405,30 @@ async fn secret(c: &Client, cmd: SecretCommand, out: Output) -> anyhow::Result<E
             target: t,
             versions,
         } => {
-            let (env, path) = target(&t)?;
-            c.call(
-                "POST",
-                &format!("/v1/{env}/undelete/{path}"),
-                Some(json!({ "versions": versions })),
-            )
-            .await?;
+            version_op(c, "undelete", &t, &versions).await?;
             println!("undeleted");
         }
         SecretCommand::Destroy {
             target: t,
             versions,
         } => {
-            let (env, path) = target(&t)?;
-            c.call(
-                "POST",
-                &format!("/v1/{env}/destroy/{path}"),
-                Some(json!({ "versions": versions })),
-            )
-            .await?;
+            version_op(c, "destroy", &t, &versions).await?;
             println!("destroyed");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `POST /v1/<env>/<op>/<path>` with `{"versions": [...]}` (delete, undelete, destroy).
+async fn version_op(c: &Client, op: &str, t: &str, versions: &[u64]) -> anyhow::Result<()> {
+    let (env, path) = target(t)?;
+    c.call(
+        "POST",
+        &format!("/v1/{env}/{op}/{path}"),
+        Some(json!({ "versions": versions })),
+    )
+    .await?;
+    Ok(())
 }
 
 fn print_token_rows(rows: &[Value]) {

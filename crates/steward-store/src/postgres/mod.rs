@@ -231,7 +231,10 @@ impl Backend for PgBackend {
                         READ_WAIT.as_secs()
                     )));
                 }
-                n = cv.wait_timeout(n, left).unwrap_or_else(|e| e.into_inner()).0;
+                n = cv
+                    .wait_timeout(n, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
             *n += 1;
             Slot(&self.busy)
