@@ -109,6 +109,57 @@ fn token_mac(key: &steward_crypto::SecretKey, rec: &TokenRecord) -> String {
     steward_crypto::hmac_hex(key, &data)
 }
 
+/// A stored policy: the document and a keyed MAC binding it to its name, so a policy written or
+/// edited directly in the database grants nothing.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SealedPolicy {
+    /// The policy document's JSON text, exactly as MAC'd.
+    policy: String,
+    mac: String,
+}
+
+fn policy_mac(key: &steward_crypto::SecretKey, name: &str, doc: &str) -> String {
+    let mut data = b"steward-policy-v1".to_vec();
+    data.extend_from_slice(name.as_bytes());
+    data.push(0);
+    data.extend_from_slice(doc.as_bytes());
+    steward_crypto::hmac_hex(key, &data)
+}
+
+/// What the store keeps for policy `name` with document `doc` (canonical JSON).
+pub(crate) fn seal_policy(key: &steward_crypto::SecretKey, name: &str, doc: &str) -> String {
+    serde_json::to_string(&SealedPolicy {
+        policy: doc.to_string(),
+        mac: policy_mac(key, name, doc),
+    })
+    .expect("policies serialize")
+}
+
+/// The policy document of a stored record, if its MAC holds.
+pub(crate) fn open_policy(
+    key: &steward_crypto::SecretKey,
+    name: &str,
+    stored: &str,
+) -> Result<String> {
+    let bad = || {
+        tracing::error!(policy = %name, "policy record fails its integrity check: it was written or edited outside Steward");
+        SecretsError::new(
+            crate::Kind::Internal,
+            "policy_corrupt",
+            format!("policy {name:?} fails its integrity check; write it again with `steward policy put`"),
+        )
+    };
+    let sealed: SealedPolicy = serde_json::from_str(stored).map_err(|_| bad())?;
+    if steward_crypto::ct_eq(
+        policy_mac(key, name, &sealed.policy).as_bytes(),
+        sealed.mac.as_bytes(),
+    ) {
+        Ok(sealed.policy)
+    } else {
+        Err(bad())
+    }
+}
+
 /// Sets the record's MAC; every token write goes through this.
 pub(crate) fn seal_token(key: &steward_crypto::SecretKey, rec: &mut TokenRecord) {
     rec.mac = token_mac(key, rec);
@@ -202,9 +253,11 @@ impl Engine {
                 .store
                 .read(move |tx| tx.policy_get(&n).map_err(SecretsError::from))
                 .await?;
-            // A token may name a policy that was deleted since: it then grants nothing.
-            if let Some(rec) = rec {
-                let (_, compiled) = CompiledPolicy::parse(&rec.document)?;
+            // A token may name a policy that was deleted since (or one that fails its integrity
+            // check): it then grants nothing.
+            let key = self.ring()?.hmac_key().clone();
+            if let Some(doc) = rec.and_then(|r| open_policy(&key, name, &r.document).ok()) {
+                let (_, compiled) = CompiledPolicy::parse(&doc)?;
                 let compiled = Arc::new(compiled);
                 self.policy_cache
                     .lock()

@@ -435,7 +435,7 @@ impl Engine {
         ctx.mark_audited();
         let rec = PolicyRecord {
             name: name.to_string(),
-            document: doc,
+            document: crate::auth::seal_policy(self.ring()?.hmac_key(), name, &doc),
             updated_at: self.clock.now(),
         };
         self.store
@@ -458,7 +458,7 @@ impl Engine {
                 .read(move |tx| tx.policy_get(&n).map_err(SecretsError::from))
                 .await?
                 .ok_or_else(|| SecretsError::not_found(format!("no policy named {name:?}")))?;
-            policy_view(rec)
+            policy_view(&*self.ring()?, rec)
         }
         .await;
         self.finish(ctx, draft, r).await
@@ -473,7 +473,8 @@ impl Engine {
                 .store
                 .read(|tx| tx.policy_list().map_err(SecretsError::from))
                 .await?;
-            recs.into_iter().map(policy_view).collect()
+            let ring = self.ring()?;
+            recs.into_iter().map(|r| policy_view(&ring, r)).collect()
         }
         .await;
         self.finish(ctx, draft, r).await
@@ -503,8 +504,9 @@ impl Engine {
     }
 }
 
-fn policy_view(rec: PolicyRecord) -> Result<PolicyView> {
-    let (policy, _) = CompiledPolicy::parse(&rec.document)?;
+fn policy_view(ring: &steward_crypto::Keyring, rec: PolicyRecord) -> Result<PolicyView> {
+    let doc = crate::auth::open_policy(ring.hmac_key(), &rec.name, &rec.document)?;
+    let (policy, _) = CompiledPolicy::parse(&doc)?;
     Ok(PolicyView {
         name: rec.name,
         policy,

@@ -332,3 +332,54 @@ async fn token_rows_forged_in_the_database_are_not_tokens() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_rows_forged_or_edited_in_the_database_grant_nothing() {
+    check_both(|h| async move {
+        h.write("prod", "crown", json!("jewels")).await;
+        h.write("prod", "public/x", json!("ok")).await;
+        h.policy(
+            "narrow",
+            json!({"rules": [{"env": "prod", "path": "public/*", "capabilities": ["read"]}]}),
+        )
+        .await;
+        let (narrow, _) = h.token(&["narrow"]).await;
+        let (forged_user, _) = h.token(&["forged"]).await;
+        let read = |t: String, p: &'static str| {
+            let e = h.engine.clone();
+            let ctx = h.ctx(&t);
+            async move { e.read_secret(&ctx, "prod", p, Default::default()).await }
+        };
+        assert_eq!(read(narrow.clone(), "public/x").await.unwrap().value, json!("ok"));
+
+        // A policy inserted behind Steward's back grants nothing.
+        let doc = r#"{"rules":[{"env":"*","path":"**","capabilities":["read"]}]}"#;
+        let sql = format!(
+            "INSERT INTO policies (name, document, updated_at) VALUES ('forged', '{doc}', 0)"
+        );
+        assert_eq!(h.backend.exec_sql(&sql), 1);
+        let err = read(forged_user, "crown").await.unwrap_err();
+        assert_eq!(err.code, "permission_denied", "{err:?}");
+
+        // Widening a real policy in the database voids it instead.
+        let sql = "UPDATE policies SET document = replace(document, 'public/*', '**') WHERE name = 'narrow'";
+        assert_eq!(h.backend.exec_sql(sql), 1);
+        // Compiled policies are cached for a few seconds (of the injected clock).
+        h.clock.advance(chrono::Duration::seconds(10));
+        let fresh = h.engine.clone();
+        let ctx = h.ctx(&narrow);
+        let err = fresh
+            .read_secret(&ctx, "prod", "crown", Default::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "permission_denied", "{err:?}");
+        let err = fresh
+            .read_secret(&ctx, "prod", "public/x", Default::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "permission_denied", "{err:?}");
+        let err = fresh.get_policy(&h.root_ctx(), "narrow").await.unwrap_err();
+        assert_eq!(err.code, "policy_corrupt", "{err:?}");
+    })
+    .await;
+}
