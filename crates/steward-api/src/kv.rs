@@ -105,7 +105,7 @@ fn version_json(v: &VersionMeta, custom: &impl serde::Serialize) -> Value {
     json!({
         "created_time": v.created_time,
         "custom_metadata": custom,
-        "deletion_time": v.deletion_time.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        "deletion_time": v.deletion_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)).unwrap_or_default(),
         "destroyed": v.destroyed,
         "version": v.version,
     })
@@ -120,7 +120,7 @@ fn metadata_json(m: &SecretMetadata) -> Value {
                 v.version.to_string(),
                 json!({
                     "created_time": v.created_time,
-                    "deletion_time": v.deletion_time.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    "deletion_time": v.deletion_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)).unwrap_or_default(),
                     "destroyed": v.destroyed,
                 }),
             )

@@ -147,7 +147,7 @@ pub async fn environments(
     ))
 }
 
-/// Rotates the root key: new keyring key, every data key re-wrapped in the background.
+/// Rotates the keyring: a new active encryption key, every data key re-wrapped in the background (the root key that unseals the store is unchanged).
 #[utoipa::path(post, path = "/v1/sys/keys/rotate", responses((status = 200, description = "new active key id")))]
 pub async fn keys_rotate(
     State(st): State<AppState>,

@@ -37,7 +37,10 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let req: TokenCreate = decode(&body)?;
     let t = st.engine.create_token(&ctx, req).await?;
-    let lease = t.info.ttl_secs.unwrap_or(0);
+    // The lifetime actually granted (a parent's expiry or max_ttl may have capped the ttl).
+    let lease = t.info.expires_at.map_or(0, |e| {
+        ((e - chrono::Utc::now()).num_milliseconds().max(0) + 500) / 1000
+    });
     Ok(Json(json!({
         "request_id": ctx.request_id,
         "lease_id": "",

@@ -298,7 +298,7 @@ impl Engine {
             serde_json::json!({
                 "version": want,
                 "created_time": row.info.created_at,
-                "deletion_time": row.info.deleted_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                "deletion_time": row.info.deleted_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)).unwrap_or_default(),
                 "destroyed": row.info.destroyed,
                 "custom_metadata": null,
             })

@@ -493,7 +493,7 @@ impl Engine {
             // max_ttl caps the first lifetime too, not only renewals.
             expires_at: match (ttl.and_then(add), max_ttl.and_then(add)) {
                 (Some(t), Some(m)) => Some(t.min(m)),
-                (t, _) => t,
+                (t, m) => t.or(m),
             },
             ttl_secs: ttl.map(|d| d.as_secs()),
             max_expires_at: max_ttl.and_then(add),

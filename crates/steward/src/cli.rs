@@ -85,7 +85,7 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Root key rotation
+    /// Encryption key rotation (the keyring under the root key)
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -261,7 +261,7 @@ pub enum AuditCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
-    /// New root key; every data key is re-wrapped in the background
+    /// New active encryption key; every data key is re-wrapped in the background
     Rotate,
     /// Active key, keys in the ring, re-wraps pending
     Status,
