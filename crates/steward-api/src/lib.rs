@@ -291,9 +291,31 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, A
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
-            format!("the request body is not valid JSON for this route: {e}"),
+            format!(
+                "the request body is not valid JSON for this route: {}",
+                describe_json_error(&e)
+            ),
         )
     })
+}
+
+/// serde_json's message without the offending value: "invalid type: string \"hunter2\",
+/// expected a map" would put a secret into an error message (and from there into client logs).
+fn describe_json_error(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    if msg.starts_with("invalid type") || msg.starts_with("invalid value") {
+        let expected = msg
+            .split_once(", expected ")
+            .map(|(_, rest)| rest.rsplit_once(" at line").map_or(rest, |(x, _)| x))
+            .unwrap_or("another type");
+        format!(
+            "a value has the wrong type or form (expected {expected}) at line {} column {}",
+            e.line(),
+            e.column()
+        )
+    } else {
+        msg
+    }
 }
 
 /// The Vault response envelope around `data`.
@@ -329,3 +351,24 @@ pub(crate) fn no_content() -> Response {
 
 /// Unused-body helper type for handlers that take raw bytes.
 pub(crate) type RawBody = axum::body::Bytes;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_do_not_echo_values() {
+        let err = decode::<serde_json::Map<String, serde_json::Value>>(br#""hunter2-secret""#)
+            .unwrap_err();
+        assert!(!err.message.contains("hunter2"), "{}", err.message);
+        assert!(err.message.contains("expected a map"), "{}", err.message);
+        let err = decode::<kv::WriteBody>(br#"{"data": "hunter2-secret"}"#).unwrap_err();
+        assert!(!err.message.contains("hunter2"), "{}", err.message);
+        let err = decode::<kv::WriteBody>(br#"{"dat": {}}"#).unwrap_err();
+        assert!(
+            err.message.contains("unknown field `dat`"),
+            "{}",
+            err.message
+        );
+    }
+}
