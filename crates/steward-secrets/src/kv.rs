@@ -276,14 +276,14 @@ impl Engine {
         let (head, row) = self
             .store
             .read(move |tx| -> Result<(SecretHead, Option<VersionRow>)> {
-                let head = tx.head(&e, &p)?.ok_or_else(|| not_found(&e, &p))?;
-                let v = version.unwrap_or(head.current_version);
-                let row = if v > MAX_STORED_VERSION {
-                    None
-                } else {
-                    tx.version(&e, &p, v)?
-                };
-                Ok((head, row))
+                // Versions beyond what the store can hold do not exist.
+                let v = version.filter(|v| *v > MAX_STORED_VERSION);
+                if v.is_some() {
+                    let head = tx.head(&e, &p)?.ok_or_else(|| not_found(&e, &p))?;
+                    return Ok((head, None));
+                }
+                tx.head_and_version(&e, &p, version)?
+                    .ok_or_else(|| not_found(&e, &p))
             })
             .await?;
         let want = version.unwrap_or(head.current_version);

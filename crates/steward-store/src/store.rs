@@ -116,18 +116,23 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner()) = key;
     }
 
-    /// Runs `f` in a read transaction.
+    /// Runs `f` as a read: in a read transaction (SQLite) or with every statement standing
+    /// alone (PostgreSQL; use the one-statement primitives such as `head_and_version` where
+    /// consistency across rows matters). `f` must be safe to run twice.
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+        F: Fn(&mut dyn Tx) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
         let backend = self.inner.backend.clone();
         let run = move || {
             let mut slot = None;
-            let mut f = Some(f);
-            backend.read(&mut once(&mut f, &mut slot))?;
+            // A backend may run a read twice (a connection found dead); the last run counts.
+            backend.read(&mut |tx: &mut dyn Tx| {
+                slot = Some(f(tx));
+                Ok(())
+            })?;
             slot.ok_or_else(|| E::from(StoreError::Unavailable("read did not run".into())))?
         };
         if self.inner.backend.inline_reads() {
@@ -201,21 +206,5 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         done_rx.await.map_err(|_| StoreError::Closed)?
-    }
-}
-
-/// Adapts an `FnOnce` closure and a result slot to the `FnMut` the backends take.
-pub(crate) fn once<'a, T, E, F>(
-    f: &'a mut Option<F>,
-    slot: &'a mut Option<Result<T, E>>,
-) -> impl FnMut(&mut dyn Tx) -> Result<(), StoreError> + 'a
-where
-    F: FnOnce(&mut dyn Tx) -> Result<T, E>,
-{
-    move |tx| {
-        if let Some(f) = f.take() {
-            *slot = Some(f(tx));
-        }
-        Ok(())
     }
 }

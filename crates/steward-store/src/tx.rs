@@ -20,6 +20,20 @@ pub trait Tx {
     fn sys_insert_new(&mut self, key: &str, value: &[u8]) -> Result<bool, StoreError>;
 
     fn head(&mut self, env: &str, path: &str) -> Result<Option<SecretHead>, StoreError>;
+    /// A secret's head and one version (the current one when `version` is None), read
+    /// consistently: in one statement where the backend can, so reads need no transaction.
+    fn head_and_version(
+        &mut self,
+        env: &str,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<Option<(SecretHead, Option<VersionRow>)>, StoreError> {
+        let Some(head) = self.head(env, path)? else {
+            return Ok(None);
+        };
+        let row = self.version(env, path, version.unwrap_or(head.current_version))?;
+        Ok(Some((head, row)))
+    }
     fn put_head(&mut self, head: &SecretHead) -> Result<(), StoreError>;
     /// Removes a secret and all its versions; returns whether it existed.
     fn delete_secret(&mut self, env: &str, path: &str) -> Result<bool, StoreError>;

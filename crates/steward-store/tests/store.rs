@@ -251,7 +251,7 @@ where
 /// Reads and expects success.
 async fn read<T, F>(store: &Store, f: F) -> T
 where
-    F: FnOnce(&mut dyn Tx) -> Result<T, StoreError> + Send + 'static,
+    F: Fn(&mut dyn Tx) -> Result<T, StoreError> + Send + 'static,
     T: Send + 'static,
 {
     store.read(f).await.expect("read")
@@ -406,6 +406,29 @@ async fn heads_and_versions_round_trip() {
         assert_eq!(missing, None);
         assert_eq!(unknown, None);
         assert_eq!(prod.map(|p| p.current_version), Some(7));
+
+        // The one-statement read agrees with head + version (PostgreSQL overrides it).
+        let (latest, v2, v9, absent, bare) = read(&store, |tx| {
+            Ok((
+                tx.head_and_version("dev", "app/db", None)?,
+                tx.head_and_version("dev", "app/db", Some(2))?,
+                tx.head_and_version("dev", "app/db", Some(9))?,
+                tx.head_and_version("dev", "app/nope", None)?,
+                tx.head_and_version("prod", "app/db", None)?,
+            ))
+        })
+        .await;
+        assert_eq!(latest, Some((h.clone(), v3.clone())));
+        assert_eq!(
+            v2.map(|(hd, row)| (hd, row.map(|r| r.info))),
+            Some((h.clone(), Some(infos[0].clone())))
+        );
+        assert_eq!(v9, Some((h.clone(), None)));
+        assert_eq!(absent, None);
+        assert_eq!(
+            bare.map(|(hd, row)| (hd.current_version, row)),
+            Some((7, None))
+        );
 
         // Updating a head keeps its creation time.
         let mut newer = h.clone();

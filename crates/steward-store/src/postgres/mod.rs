@@ -176,15 +176,43 @@ impl PgBackend {
             client.transaction()
         }
         .map_err(TxnError::Begin)?;
+        let mut txn = txn;
         let mut tx = tx::PgTx {
-            txn,
+            txn: &mut txn,
             stmts,
             read_only,
         };
         f(&mut tx).map_err(TxnError::Failed)?;
-        tx.txn
-            .commit()
+        txn.commit()
             .map_err(|e| TxnError::Failed(StoreError::pg(e)))
+    }
+
+    /// Runs a read in autocommit mode: every statement a read issues stands alone (a secret's
+    /// head and version come from one statement, `head_and_version`), so no BEGIN/COMMIT
+    /// round trips. Reads must therefore be repeatable (`Store::read` takes `Fn`): if a
+    /// reused connection turns out to have died (the server restarted), the read runs again
+    /// on a fresh one.
+    fn read_autocommit(
+        &self,
+        conn: &mut PgConn,
+        reused: bool,
+        f: &mut TxFn<'_>,
+    ) -> Result<(), StoreError> {
+        let attempt = |conn: &mut PgConn, f: &mut TxFn<'_>| {
+            let PgConn { client, stmts } = conn;
+            let mut tx = tx::PgTx {
+                txn: client,
+                stmts,
+                read_only: true,
+            };
+            f(&mut tx)
+        };
+        let first = attempt(conn, f);
+        if reused && conn.client.is_closed() {
+            *conn = self.connect()?;
+            return attempt(conn, f);
+        }
+        first
     }
 
     /// Runs a transaction on `conn`; if it cannot even begin on a connection that was reused
@@ -244,7 +272,7 @@ impl Backend for PgBackend {
             Some(c) if !c.client.is_closed() => (c, true),
             _ => (self.connect()?, false),
         };
-        let result = self.run(&mut conn, reused, true, f);
+        let result = self.read_autocommit(&mut conn, reused, f);
         if result.is_ok() && !conn.client.is_closed() {
             let mut idle = self.readers.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < self.max_idle {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use postgres::{types::ToSql, Row, Statement, Transaction};
+use postgres::{types::ToSql, GenericClient, Row, Statement};
 
 use crate::{
     audit::AuditRecord,
@@ -11,8 +11,10 @@ use crate::{
     PolicyRecord, SecretHead, StoreError, TokenRecord, Tx, VersionInfo, VersionRow,
 };
 
-pub(super) struct PgTx<'c> {
-    pub txn: Transaction<'c>,
+/// A transaction (writes, audit) or a plain connection in autocommit mode (reads whose every
+/// statement stands alone).
+pub(super) struct PgTx<'c, C: GenericClient> {
+    pub txn: &'c mut C,
     pub stmts: &'c mut HashMap<&'static str, Statement>,
     /// Read transactions are `READ ONLY`, where PostgreSQL refuses row locks.
     pub read_only: bool,
@@ -80,7 +82,7 @@ fn audit_from(r: &Row) -> R<AuditRecord> {
     })
 }
 
-impl PgTx<'_> {
+impl<C: GenericClient> PgTx<'_, C> {
     /// The statement for `sql`, prepared on this connection the first time it is used.
     fn stmt(&mut self, sql: &'static str) -> R<Statement> {
         if let Some(s) = self.stmts.get(sql) {
@@ -112,7 +114,7 @@ impl PgTx<'_> {
     }
 }
 
-impl Tx for PgTx<'_> {
+impl<C: GenericClient> Tx for PgTx<'_, C> {
     fn kind(&self) -> &'static str {
         "postgres"
     }
@@ -156,6 +158,51 @@ impl Tx for PgTx<'_> {
             created_at: from_micros(col(&r, 3)?)?,
             updated_at: from_micros(col(&r, 4)?)?,
         }))
+    }
+
+    fn head_and_version(
+        &mut self,
+        env: &str,
+        path: &str,
+        version: Option<u64>,
+    ) -> R<Option<(SecretHead, Option<VersionRow>)>> {
+        let v = version.map(int).transpose()?;
+        let Some(r) = self.query_opt(
+            "SELECT s.meta, s.current_version, s.oldest_version, s.created_at, s.updated_at,
+                    v.version, v.created_at, v.deleted_at, v.destroyed, v.key_id, v.envelope
+             FROM secrets s LEFT JOIN secret_versions v
+               ON v.env = s.env AND v.path = s.path
+              AND v.version = COALESCE($3::BIGINT, s.current_version)
+             WHERE s.env = $1 AND s.path = $2",
+            &[&env, &path, &v],
+        )?
+        else {
+            return Ok(None);
+        };
+        let meta: String = col(&r, 0)?;
+        let head = SecretHead {
+            env: env.into(),
+            path: path.into(),
+            meta: serde_json::from_str(&meta).map_err(|x| corrupt("secret metadata", x))?,
+            current_version: unsigned(col(&r, 1)?)?,
+            oldest_version: unsigned(col(&r, 2)?)?,
+            created_at: from_micros(col(&r, 3)?)?,
+            updated_at: from_micros(col(&r, 4)?)?,
+        };
+        let row = match col::<Option<i64>>(&r, 5)? {
+            None => None,
+            Some(ver) => Some(VersionRow {
+                info: VersionInfo {
+                    version: unsigned(ver)?,
+                    created_at: from_micros(col(&r, 6)?)?,
+                    deleted_at: col::<Option<i64>>(&r, 7)?.map(from_micros).transpose()?,
+                    destroyed: col(&r, 8)?,
+                    key_id: key_id(col(&r, 9)?)?,
+                },
+                envelope: col(&r, 10)?,
+            }),
+        };
+        Ok(Some((head, row)))
     }
 
     fn put_head(&mut self, h: &SecretHead) -> R<()> {
