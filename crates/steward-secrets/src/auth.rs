@@ -192,27 +192,26 @@ impl Engine {
         } else {
             SHARED_STORE_TOKEN_TTL
         };
+        // Only records that passed the integrity check are cached, so hits skip it.
         let rec = match self.token_cache.get(&hash, ttl) {
-            Some(r) => Some(r),
+            Some(r) => r,
             None => {
                 let rec = self
                     .store
                     .read(move |tx| tx.token_get(&hash).map_err(SecretsError::from))
                     .await?;
-                if let Some(r) = &rec {
-                    self.token_cache.put(r);
-                }
+                let key = self.ring()?.hmac_key().clone();
+                let rec = match rec {
+                    Some(r) if steward_crypto::ct_eq(&r.hash, &hash) && token_mac_ok(&key, &r) => r,
+                    Some(r) if steward_crypto::ct_eq(&r.hash, &hash) => {
+                        tracing::error!(accessor = %r.accessor, "token record fails its integrity check: it was written or edited outside Steward");
+                        return Err(unauthenticated("invalid_token", "the token is not valid"));
+                    }
+                    _ => return Err(unauthenticated("invalid_token", "the token is not valid")),
+                };
+                self.token_cache.put(&rec);
                 rec
             }
-        };
-        let key = self.ring()?.hmac_key().clone();
-        let rec = match rec {
-            Some(r) if steward_crypto::ct_eq(&r.hash, &hash) && token_mac_ok(&key, &r) => r,
-            Some(r) if steward_crypto::ct_eq(&r.hash, &hash) => {
-                tracing::error!(accessor = %r.accessor, "token record fails its integrity check: it was written or edited outside Steward");
-                return Err(unauthenticated("invalid_token", "the token is not valid"));
-            }
-            _ => return Err(unauthenticated("invalid_token", "the token is not valid")),
         };
         if rec.revoked_at.is_some() {
             return Err(unauthenticated(
