@@ -325,17 +325,31 @@ GRACE = 15
 SLOW_READ_SECONDS = 0.1  # target time of one read alone; 50 of them take a few seconds
 
 
+MAX_FANOUT = 1000  # Steward bounds substitutions per request (refs::MAX_SUBSTITUTIONS = 1024)
+
+
 def slow_fan(s, base: str, fanout: int) -> float:
-    """Writes prod/slow/fan: an object of `fanout` references to prod/slow/base (each resolved
-    on every read, which makes reads slow). Returns the time one read takes."""
-    fan = {f"f{i}": "${secret:prod/slow/base}" for i in range(fanout)}
+    """Writes prod/slow/fan: an object of `fanout` references to distinct secrets
+    prod/slow/b<i> (each read and decrypted on every read of the fan: Steward memoizes only
+    repeats within one request, so distinct targets keep reads slow). Returns the time one
+    read takes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def put(i):
+        path = f"slow/b{i}"
+        if s.read("prod", path).status_code != 200:
+            assert s.write("prod", path, f"{base}-{i}").status_code == 200
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, range(fanout)))
+    fan = {f"f{i}": f"${{secret:prod/slow/b{i}}}" for i in range(fanout)}
     assert s.write("prod", "slow/fan", fan).status_code == 200
     times = []
     for _ in range(3):
         t = time.monotonic()
         r = s.read("prod", "slow/fan")
         times.append(time.monotonic() - t)
-        assert r.status_code == 200
+        assert r.status_code == 200, r.text
     return sorted(times)[1]
 
 
@@ -366,9 +380,9 @@ def test_sigterm_finishes_in_flight_requests(server_factory, store):
     fanout = 400
     one = slow_fan(s, base, fanout)
     if not 0.7 < one / SLOW_READ_SECONDS < 1.5:
-        fanout = max(100, min(15000, int(fanout * SLOW_READ_SECONDS / max(one, 1e-4))))
+        fanout = max(100, min(MAX_FANOUT, int(fanout * SLOW_READ_SECONDS / max(one, 1e-4))))
         one = slow_fan(s, base, fanout)
-    expected = {f"f{i}": base for i in range(fanout)}
+    expected = {f"f{i}": f"{base}-{i}" for i in range(fanout)}
 
     n = 50
     results: list = [None] * n

@@ -30,36 +30,46 @@ pub const LOCAL_STORE_TOKEN_TTL: Duration = Duration::from_secs(60);
 pub const SHARED_STORE_TOKEN_TTL: Duration = Duration::from_secs(1);
 const TOKEN_CACHE_MAX: usize = 10_000;
 
-/// Token records by hash, with the instant they were read.
+/// Token records by hash, with the instant they were read, and a generation that every
+/// invalidation bumps: a record read before an invalidation is not cached after it.
 #[derive(Debug, Default)]
-pub(crate) struct TokenCache(Mutex<HashMap<[u8; 32], (TokenRecord, Instant)>>);
+pub(crate) struct TokenCache(Mutex<(TokenMap, u64)>);
+
+type TokenMap = HashMap<[u8; 32], (TokenRecord, Instant)>;
 
 impl TokenCache {
-    fn get(&self, hash: &[u8; 32], ttl: Duration) -> Option<TokenRecord> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(hash)
+    /// The cached record, or the current generation to pass to [`TokenCache::put`].
+    fn get(&self, hash: &[u8; 32], ttl: Duration) -> Result<TokenRecord, u64> {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.get(hash)
             .filter(|(_, at)| at.elapsed() < ttl)
             .map(|(r, _)| r.clone())
+            .ok_or(g.1)
     }
 
-    fn put(&self, rec: &TokenRecord) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= TOKEN_CACHE_MAX {
-            map.clear();
+    /// Caches a record read at generation `seen`, unless something was invalidated since.
+    fn put(&self, rec: &TokenRecord, seen: u64) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.1 != seen {
+            return;
         }
-        map.insert(rec.hash, (rec.clone(), Instant::now()));
+        if g.0.len() >= TOKEN_CACHE_MAX {
+            g.0.clear();
+        }
+        g.0.insert(rec.hash, (rec.clone(), Instant::now()));
     }
 
     /// Drops the token with this accessor (after a revoke or renew).
     pub(crate) fn forget_accessor(&self, accessor: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (r, _)| r.accessor != accessor);
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 += 1;
+        g.0.retain(|_, (r, _)| r.accessor != accessor);
     }
 
     pub(crate) fn clear(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 += 1;
+        g.0.clear();
     }
 }
 
@@ -73,6 +83,9 @@ pub struct Caller {
     pub set: PolicySet,
     /// Secrets this request read through references, for its audit entry.
     pub(crate) touched: Arc<Mutex<Vec<String>>>,
+    /// References resolved so far in this request: target -> fully resolved value, and how
+    /// many substitutions were made (bounded, see `refs::MAX_SUBSTITUTIONS`).
+    pub(crate) resolved: Arc<Mutex<(HashMap<String, serde_json::Value>, usize)>>,
 }
 
 impl Caller {
@@ -194,8 +207,8 @@ impl Engine {
         };
         // Only records that passed the integrity check are cached, so hits skip it.
         let rec = match self.token_cache.get(&hash, ttl) {
-            Some(r) => r,
-            None => {
+            Ok(r) => r,
+            Err(generation) => {
                 let rec = self
                     .store
                     .read(move |tx| tx.token_get(&hash).map_err(SecretsError::from))
@@ -209,7 +222,7 @@ impl Engine {
                     }
                     _ => return Err(unauthenticated("invalid_token", "the token is not valid")),
                 };
-                self.token_cache.put(&rec);
+                self.token_cache.put(&rec, generation);
                 rec
             }
         };
@@ -233,6 +246,7 @@ impl Engine {
             token: rec,
             set,
             touched: Arc::default(),
+            resolved: Arc::default(),
         })
     }
 

@@ -380,6 +380,14 @@ impl Engine {
             let env = self.env(env)?;
             let path = SecretPath::parse(path)?;
             caller.require(Capability::Write, env.as_str(), path.as_str())?;
+            if req
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.max_versions.is_some())
+            {
+                // Lowering max_versions deletes history for good: that takes `delete`.
+                caller.require(Capability::Delete, env.as_str(), path.as_str())?;
+            }
             let plain = self.encode_value(&req.value)?;
             check_references(&req.value)?;
             let (ring, unseal) = self.keys()?;
@@ -598,6 +606,10 @@ impl Engine {
             let env = self.env(env)?;
             let path = SecretPath::parse(path)?;
             caller.require(Capability::Write, env.as_str(), path.as_str())?;
+            if update.max_versions.is_some() {
+                // Lowering max_versions deletes history for good: that takes `delete`.
+                caller.require(Capability::Delete, env.as_str(), path.as_str())?;
+            }
             update.apply(&mut SecretMeta::default())?;
             Ok((env, path))
         })();

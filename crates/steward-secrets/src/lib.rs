@@ -62,13 +62,23 @@ impl From<&steward_core::config::SecretsConfig> for EngineConfig {
     }
 }
 
-/// Who is asking, and from where; one per API request.
-#[derive(Debug, Default)]
+/// Who is asking, and from where; one per API request. Its Debug output omits the token.
+#[derive(Default)]
 pub struct RequestCtx {
     pub request_id: String,
     pub token: Option<Zeroizing<String>>,
     pub remote_addr: Option<String>,
     audited: AtomicBool,
+}
+
+impl std::fmt::Debug for RequestCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestCtx")
+            .field("request_id", &self.request_id)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("remote_addr", &self.remote_addr)
+            .finish()
+    }
 }
 
 impl RequestCtx {

@@ -12,6 +12,8 @@ use crate::{auth::Caller, error::SecretsError, Engine, Result};
 
 /// Deepest chain of references followed.
 pub const MAX_DEPTH: usize = 8;
+/// Most substitutions one request may make (each distinct secret is read once, then reused).
+pub const MAX_SUBSTITUTIONS: usize = 1024;
 const OPEN: &str = "${secret:";
 
 /// One reference found in a string.
@@ -109,6 +111,16 @@ impl Engine {
             last = r.end;
         }
         out.push_str(&s[last..]);
+        // Expansion is bounded, so a small template cannot make a huge answer.
+        let limit = self.cfg.max_value_bytes.saturating_mul(4);
+        if out.len() > limit {
+            return Err(SecretsError::invalid(
+                "reference_too_large",
+                format!(
+                    "references expand to more than {limit} bytes (4 x secrets.max_value_bytes)"
+                ),
+            ));
+        }
         Ok(out)
     }
 
@@ -134,6 +146,17 @@ impl Engine {
             ));
         }
         self.env(&r.env)?;
+        let memo = {
+            let mut g = caller.resolved.lock().unwrap_or_else(|e| e.into_inner());
+            g.1 += 1;
+            if g.1 > MAX_SUBSTITUTIONS {
+                return Err(SecretsError::invalid(
+                    "reference_too_many",
+                    format!("more than {MAX_SUBSTITUTIONS} references in one request"),
+                ));
+            }
+            g.0.get(&target).cloned()
+        };
         if !self.caller_can_read(caller, &r.env, &r.path) {
             return Err(SecretsError::new(
                 crate::Kind::Forbidden,
@@ -141,17 +164,29 @@ impl Engine {
                 format!("permission denied reading referenced secret {target}"),
             ));
         }
-        let (_, _, value) = self.read_plain(&r.env, &r.path, None).await.map_err(|e| {
-            SecretsError::new(e.kind, e.code, format!("reference {target}: {}", e.message))
-        })?;
-        caller
-            .touched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(target.clone());
-        let mut next = chain.to_vec();
-        next.push(target.clone());
-        let value = self.resolve_value(caller, value, next).await?;
+        let value = match memo {
+            Some(v) => v,
+            None => {
+                let (_, _, value) = self.read_plain(&r.env, &r.path, None).await.map_err(|e| {
+                    SecretsError::new(e.kind, e.code, format!("reference {target}: {}", e.message))
+                })?;
+                caller
+                    .touched
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(target.clone());
+                let mut next = chain.to_vec();
+                next.push(target.clone());
+                let value = self.resolve_value(caller, value, next).await?;
+                caller
+                    .resolved
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+                    .insert(target.clone(), value.clone());
+                value
+            }
+        };
         match (&r.field, value) {
             (None, Value::String(s)) => Ok(s),
             (None, Value::Object(_)) => Err(SecretsError::invalid(

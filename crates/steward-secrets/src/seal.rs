@@ -53,12 +53,21 @@ pub enum InitRequest {
     Shamir { shares: u8, threshold: u8 },
 }
 
-/// What initialization hands back exactly once.
-#[derive(Debug)]
+/// What initialization hands back exactly once. Debug omits the token and the shares.
 pub struct InitResult {
     pub root_token: Zeroizing<String>,
     pub shares: Vec<Zeroizing<String>>,
     pub mode: SealMode,
+}
+
+impl std::fmt::Debug for InitResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitResult")
+            .field("root_token", &"[redacted]")
+            .field("shares", &self.shares.len())
+            .field("mode", &self.mode)
+            .finish()
+    }
 }
 
 /// `GET /v1/sys/seal-status`.
@@ -429,8 +438,7 @@ impl Engine {
             let pending = self
                 .store
                 .read(move |tx| {
-                    tx.envelopes_not_under(active, 100_000)
-                        .map(|v| v.len() as u64)
+                    tx.count_envelopes_not_under(active)
                         .map_err(SecretsError::from)
                 })
                 .await?;

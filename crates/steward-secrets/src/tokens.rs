@@ -49,11 +49,20 @@ pub struct TokenCreate {
     pub kind: Option<String>,
 }
 
-/// A freshly created token: the only time the token itself is returned.
-#[derive(Debug, Clone, Serialize)]
+/// A freshly created token: the only time the token itself is returned. Debug omits it.
+#[derive(Clone, Serialize)]
 pub struct TokenCreated {
     pub token: String,
     pub info: TokenInfo,
+}
+
+impl std::fmt::Debug for TokenCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCreated")
+            .field("token", &"[redacted]")
+            .field("info", &self.info)
+            .finish()
+    }
 }
 
 /// What may be shown about a token (never the token).
@@ -117,6 +126,14 @@ fn expiry(now: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
     chrono::Duration::from_std(d)
         .ok()
         .and_then(|d| now.checked_add_signed(d))
+}
+
+fn unauthenticated_revoked() -> SecretsError {
+    SecretsError::new(
+        Kind::Unauthenticated,
+        "token_revoked",
+        "the token has been revoked; ask for a new one",
+    )
 }
 
 fn too_long(what: &str) -> SecretsError {
@@ -263,11 +280,25 @@ impl Engine {
                 rec.max_expires_at = Some(rec.max_expires_at.map_or(end, |t| t.min(end)));
             }
         }
+        let key = match self.ring() {
+            Ok(r) => r.hmac_key().clone(),
+            Err(e) => return self.finish(ctx, draft, Err(e)).await,
+        };
         ctx.mark_audited();
         let info = TokenInfo::from(&rec);
-        seal_token(self.ring()?.hmac_key(), &mut rec);
+        seal_token(&key, &mut rec);
         self.store
             .write(Some(draft), move |tx: &mut dyn Tx| {
+                // A child is born only while its parent is alive: checked in the same
+                // transaction, so a concurrent revoke of the parent cannot miss it.
+                if let Some(parent) = &rec.parent {
+                    let alive = tx
+                        .token_by_accessor(parent)?
+                        .is_some_and(|p| p.revoked_at.is_none());
+                    if !alive {
+                        return Err(unauthenticated_revoked());
+                    }
+                }
                 tx.token_put(&rec).map_err(SecretsError::from)
             })
             .await?;
@@ -344,20 +375,32 @@ impl Engine {
             let until = expiry(self.clock.now(), inc).ok_or_else(|| too_long("increment"))?;
             Ok((rec, until))
         })();
-        let (mut rec, mut until) = match prepared {
+        let (rec, mut until) = match prepared {
             Ok(p) => p,
             Err(e) => return self.finish(ctx, draft, Err(e)).await,
         };
         if let Some(max) = rec.max_expires_at {
             until = until.min(max);
         }
-        rec.expires_at = Some(until);
+        let key = match self.ring() {
+            Ok(r) => r.hmac_key().clone(),
+            Err(e) => return self.finish(ctx, draft, Err(e)).await,
+        };
         ctx.mark_audited();
-        let info = TokenInfo::from(&rec);
-        seal_token(self.ring()?.hmac_key(), &mut rec);
-        self.store
+        let hash = rec.hash;
+        let info = self
+            .store
             .write(Some(draft), move |tx: &mut dyn Tx| {
-                tx.token_put(&rec).map_err(SecretsError::from)
+                // Re-read inside the transaction: a revoke that committed after this request
+                // authenticated must not be undone by writing the old record back.
+                let mut fresh = tx
+                    .token_get(&hash)?
+                    .filter(|t| t.revoked_at.is_none())
+                    .ok_or_else(unauthenticated_revoked)?;
+                fresh.expires_at = Some(until);
+                seal_token(&key, &mut fresh);
+                tx.token_put(&fresh)?;
+                Ok::<_, SecretsError>(TokenInfo::from(&fresh))
             })
             .await?;
         self.token_cache.forget_accessor(&info.accessor);

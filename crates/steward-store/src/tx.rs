@@ -74,6 +74,10 @@ pub trait Tx {
         key_id: u32,
         limit: u32,
     ) -> Result<Vec<RewrapItem>, StoreError>;
+    /// How many live envelopes are under a key other than `key_id`.
+    fn count_envelopes_not_under(&mut self, key_id: u32) -> Result<u64, StoreError>;
+    /// Replaces a live envelope with its re-wrapped form, unless the row is already under
+    /// `key_id` (then it was rewritten since it was read for re-wrapping, and is left alone).
     fn set_envelope(
         &mut self,
         env: &str,

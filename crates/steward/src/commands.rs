@@ -602,7 +602,12 @@ async fn audit(c: &Client, cmd: AuditCommand, out: Output) -> anyhow::Result<Exi
         AuditCommand::Export { after, out: dest } => {
             let mut sink: Box<dyn Write> = match &dest {
                 Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p)
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(p)
                         .with_context(|| format!("cannot create {}", p.display()))?,
                 )),
                 None => Box::new(std::io::stdout().lock()),

@@ -383,3 +383,41 @@ async fn policy_rows_forged_or_edited_in_the_database_grant_nothing() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_on_another_replica_is_not_undone_by_renew_or_child_creation() {
+    check_both(|h| async move {
+        if h.backend.pg_url().is_none() {
+            return; // replicas exist only on PostgreSQL
+        }
+        h.policy(
+            "p",
+            json!({"rules": [{"env": "prod", "path": "**", "capabilities": ["read"]}]}),
+        )
+        .await;
+        let (t, acc) = h.token(&["p"]).await;
+        // Warm this replica's token cache, then revoke through the other replica.
+        h.engine.lookup_self(&h.ctx(&t)).await.unwrap();
+        let b = second_replica(&h).await;
+        b.revoke(&h.root_ctx(), Some(&acc)).await.unwrap();
+        // This replica may still trust its cached record for a moment, but neither renewing
+        // nor delegating can bring the token back.
+        let r = h.engine.renew_self(&h.ctx(&t), None).await;
+        assert_eq!(r.unwrap_err().code, "token_revoked");
+        let r = h
+            .engine
+            .create_token(
+                &h.ctx(&t),
+                steward_secrets::TokenCreate {
+                    policies: vec!["p".into()],
+                    ttl: Some("1h".into()),
+                    ..Default::default()
+                },
+            )
+            .await;
+        assert_eq!(r.unwrap_err().code, "token_revoked");
+        let info = b.lookup_accessor(&h.root_ctx(), &acc).await.unwrap();
+        assert!(info.revoked);
+    })
+    .await;
+}

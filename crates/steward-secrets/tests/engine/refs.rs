@@ -178,3 +178,78 @@ async fn references_to_unreadable_secrets_are_denied_without_leaking() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_expansion_is_bounded() {
+    check_both(|h| async move {
+        let ctx = h.root_ctx();
+        let e = &h.engine;
+        h.write("dev", "big", json!("x".repeat(60_000))).await;
+        h.write("dev", "small", json!("s")).await;
+        // Many references to one secret: read once, but the answer may not blow up.
+        let many_big = "${secret:dev/big}".repeat(5);
+        expect_err(
+            e.render_template(&ctx, &many_big).await,
+            "reference_too_large",
+        );
+        // Too many substitutions, however small.
+        let many_small = "${secret:dev/small}".repeat(1100);
+        expect_err(
+            e.render_template(&ctx, &many_small).await,
+            "reference_too_many",
+        );
+        // Within the limits it works, and each distinct secret is named once in the audit.
+        let ok = e
+            .render_template(&ctx, &"${secret:dev/small}".repeat(100))
+            .await
+            .unwrap();
+        assert_eq!(ok, "s".repeat(100));
+        let entry = h.last_audit().await;
+        assert_eq!(entry["hmacs"]["references"], json!("dev/small"), "{entry}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowering_max_versions_needs_delete() {
+    check_both(|h| async move {
+        h.policy(
+            "writer",
+            json!({"rules": [{"env": "prod", "path": "app/*", "capabilities": ["read", "write"]}]}),
+        )
+        .await;
+        let (w, _) = h.token(&["writer"]).await;
+        for i in 0..3 {
+            h.write("prod", "app/k", json!(format!("v{i}"))).await;
+        }
+        let err = h
+            .engine
+            .update_metadata(
+                &h.ctx(&w),
+                "prod",
+                "app/k",
+                serde_json::from_value(json!({"max_versions": 1})).unwrap(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "permission_denied");
+        let err = h
+            .engine
+            .write_secret(
+                &h.ctx(&w),
+                "prod",
+                "app/k",
+                steward_secrets::WriteRequest {
+                    value: json!("v3"),
+                    cas: None,
+                    metadata: Some(serde_json::from_value(json!({"max_versions": 1})).unwrap()),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "permission_denied");
+        // History is intact: version 1 still reads.
+        assert_eq!(h.read("prod", "app/k", Some(1)).await, json!("v0"));
+    })
+    .await;
+}

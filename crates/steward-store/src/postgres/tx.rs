@@ -329,6 +329,14 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
         .collect()
     }
 
+    fn count_envelopes_not_under(&mut self, key_id: u32) -> R<u64> {
+        let r = self.query_one(
+            "SELECT COUNT(*) FROM secret_versions WHERE key_id <> $1 AND envelope IS NOT NULL",
+            &[&i64::from(key_id)],
+        )?;
+        unsigned(col(&r, 0)?)
+    }
+
     fn set_envelope(
         &mut self,
         env: &str,
@@ -339,7 +347,8 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
     ) -> R<()> {
         self.exec(
             "UPDATE secret_versions SET key_id = $4, envelope = $5
-             WHERE env = $1 AND path = $2 AND version = $3 AND envelope IS NOT NULL",
+             WHERE env = $1 AND path = $2 AND version = $3 AND envelope IS NOT NULL
+               AND key_id <> $4",
             &[&env, &path, &int(version)?, &i64::from(key_id), &envelope],
         )
         .map(drop)

@@ -268,6 +268,15 @@ impl Tx for SqliteTx<'_> {
             .map_err(e)
     }
 
+    fn count_envelopes_not_under(&mut self, key_id: u32) -> R<u64> {
+        self.conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM secret_versions WHERE key_id <> ?1 AND envelope IS NOT NULL",
+            )
+            .and_then(|mut s| s.query_row(params![key_id], |r| r.get(0)))
+            .map_err(e)
+    }
+
     fn set_envelope(
         &mut self,
         env: &str,
@@ -279,7 +288,8 @@ impl Tx for SqliteTx<'_> {
         self.conn
             .prepare_cached(
                 "UPDATE secret_versions SET key_id = ?4, envelope = ?5
-                 WHERE env = ?1 AND path = ?2 AND version = ?3 AND envelope IS NOT NULL",
+                 WHERE env = ?1 AND path = ?2 AND version = ?3 AND envelope IS NOT NULL
+                   AND key_id <> ?4",
             )
             .and_then(|mut s| s.execute(params![env, path, version, key_id, envelope]))
             .map(drop)
