@@ -194,6 +194,19 @@ impl Engine {
         };
     }
 
+    /// Replaces the keyring of an engine that is still unsealed; a `seal` that landed while
+    /// the new keyring was being loaded wins.
+    fn reinstall(&self, ring: Keyring, unseal: Arc<UnsealKey>) {
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if matches!(*st, SealState::Unsealed { .. }) {
+            self.store.set_audit_key(Some(ring.hmac_key().clone()));
+            *st = SealState::Unsealed {
+                ring: Arc::new(ring),
+                unseal,
+            };
+        }
+    }
+
     async fn load_ring(&self, unseal: &UnsealKey) -> Result<Keyring> {
         let blob = self
             .store
@@ -302,10 +315,11 @@ impl Engine {
         let (caller, draft) = self.begin(ctx, "sys.seal", None, None).await?;
         let r = caller.require(Capability::Admin, "sys", "keys");
         self.finish(ctx, draft, r).await?;
+        // State and audit key change together, under the state lock (see `reinstall`).
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        *st = SealState::Sealed { shares: vec![] };
         self.store.set_audit_key(None);
         self.token_cache.clear();
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) =
-            SealState::Sealed { shares: vec![] };
         Ok(())
     }
 
@@ -341,7 +355,7 @@ impl Engine {
             })
             .await?;
         let active = ring.active_id();
-        self.install(ring, unseal);
+        self.reinstall(ring, unseal);
         let engine = self.clone();
         tokio::spawn(async move {
             match engine.rewrap_all().await {
@@ -463,7 +477,7 @@ impl Engine {
             SealState::Sealed { .. } => return Err(SecretsError::sealed()),
         };
         let ring = self.load_ring(&unseal).await?;
-        self.install(ring, unseal);
+        self.reinstall(ring, unseal);
         Ok(())
     }
 
