@@ -14,6 +14,9 @@ use crate::{
     Caller, Engine, RequestCtx, Result,
 };
 
+/// Live child tokens one non-admin token may have.
+pub const MAX_CHILDREN: usize = 1000;
+
 /// A token request.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -298,6 +301,17 @@ impl Engine {
                     if !alive {
                         return Err(unauthenticated_revoked());
                     }
+                    let live = tx
+                        .token_children(parent)?
+                        .iter()
+                        .filter(|t| t.revoked_at.is_none())
+                        .count();
+                    if live >= MAX_CHILDREN {
+                        return Err(SecretsError::invalid(
+                            "too_many_tokens",
+                            format!("a token may have at most {MAX_CHILDREN} live child tokens; revoke some first"),
+                        ));
+                    }
                 }
                 tx.token_put(&rec).map_err(SecretsError::from)
             })
@@ -428,26 +442,18 @@ impl Engine {
                 let rec = tx.token_by_accessor(&target)?.ok_or_else(|| {
                     SecretsError::not_found(format!("no token with accessor {target}"))
                 })?;
-                // Revoking a token revokes every token it created, transitively.
-                let all = tx.token_list()?;
-                let mut doomed = vec![rec.accessor.clone()];
-                let mut i = 0;
-                while i < doomed.len() {
-                    let parent = doomed[i].clone();
-                    doomed.extend(
-                        all.iter()
-                            .filter(|t| t.parent.as_deref() == Some(parent.as_str()))
-                            .map(|t| t.accessor.clone()),
-                    );
-                    i += 1;
-                }
-                for t in all.iter().chain(std::iter::once(&rec)) {
-                    if doomed.contains(&t.accessor) && t.revoked_at.is_none() {
-                        let mut t = t.clone();
+                // Revoking a token revokes every token it created, transitively, walking the
+                // indexed parent column (never the whole table).
+                let mut doomed = vec![];
+                let mut queue = vec![rec];
+                while let Some(mut t) = queue.pop() {
+                    queue.extend(tx.token_children(&t.accessor)?);
+                    if t.revoked_at.is_none() {
                         t.revoked_at = Some(now);
                         seal_token(&key, &mut t);
                         tx.token_put(&t)?;
                     }
+                    doomed.push(t.accessor);
                 }
                 Ok::<_, SecretsError>(doomed)
             })

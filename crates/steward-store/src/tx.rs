@@ -91,6 +91,8 @@ pub trait Tx {
     fn token_by_accessor(&mut self, accessor: &str) -> Result<Option<TokenRecord>, StoreError>;
     fn token_put(&mut self, rec: &TokenRecord) -> Result<(), StoreError>;
     fn token_list(&mut self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Tokens whose `parent` is this accessor (indexed).
+    fn token_children(&mut self, parent: &str) -> Result<Vec<TokenRecord>, StoreError>;
 
     fn policy_get(&mut self, name: &str) -> Result<Option<PolicyRecord>, StoreError>;
     fn policy_put(&mut self, rec: &PolicyRecord) -> Result<(), StoreError>;

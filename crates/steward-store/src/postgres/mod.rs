@@ -34,9 +34,10 @@ const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The client's default `keepalives_idle`, i.e. the URL did not set one.
 const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 
-const MIGRATIONS: &[(u32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(u32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE sys (key TEXT COLLATE "C" PRIMARY KEY, value BYTEA NOT NULL);
 CREATE TABLE secrets (
     env TEXT COLLATE "C" NOT NULL, path TEXT COLLATE "C" NOT NULL, meta TEXT NOT NULL,
@@ -63,7 +64,15 @@ CREATE TABLE audit_head (
 );
 INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'));
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+ALTER TABLE tokens ADD COLUMN parent TEXT COLLATE "C";
+CREATE INDEX tokens_parent ON tokens (parent);
+"#,
+    ),
+];
 
 /// A connection and the statements prepared on it.
 pub(crate) struct PgConn {

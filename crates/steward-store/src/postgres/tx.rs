@@ -375,11 +375,21 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
     fn token_put(&mut self, rec: &TokenRecord) -> R<()> {
         let json = serde_json::to_string(rec).map_err(|x| corrupt("token", x))?;
         self.exec(
-            "INSERT INTO tokens (hash, accessor, record) VALUES ($1, $2, $3)
-             ON CONFLICT (hash) DO UPDATE SET record = excluded.record",
-            &[&&rec.hash[..], &rec.accessor, &json],
+            "INSERT INTO tokens (hash, accessor, record, parent) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (hash) DO UPDATE SET record = excluded.record, parent = excluded.parent",
+            &[&&rec.hash[..], &rec.accessor, &json, &rec.parent],
         )
         .map(drop)
+    }
+
+    fn token_children(&mut self, parent: &str) -> R<Vec<TokenRecord>> {
+        self.query(
+            "SELECT hash, record FROM tokens WHERE parent = $1 ORDER BY accessor",
+            &[&parent],
+        )?
+        .iter()
+        .map(token_from)
+        .collect()
     }
 
     fn token_list(&mut self) -> R<Vec<TokenRecord>> {

@@ -21,9 +21,10 @@ use crate::{
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "steward.db";
 
-const MIGRATIONS: &[(u32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(u32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE sys (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE secrets (
     env TEXT NOT NULL, path TEXT NOT NULL, meta TEXT NOT NULL,
@@ -46,7 +47,15 @@ CREATE TABLE audit_log (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL, hash BLOB 
 CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash BLOB NOT NULL);
 INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, zeroblob(32));
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+ALTER TABLE tokens ADD COLUMN parent TEXT;
+CREATE INDEX tokens_parent ON tokens (parent);
+"#,
+    ),
+];
 
 /// The SQLite backend.
 pub struct SqliteBackend {

@@ -324,12 +324,24 @@ impl Tx for SqliteTx<'_> {
         let json = serde_json::to_string(rec).map_err(|x| corrupt("token", x))?;
         self.conn
             .prepare_cached(
-                "INSERT INTO tokens (hash, accessor, record) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (hash) DO UPDATE SET record = excluded.record",
+                "INSERT INTO tokens (hash, accessor, record, parent) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (hash) DO UPDATE SET record = excluded.record, parent = excluded.parent",
             )
-            .and_then(|mut s| s.execute(params![&rec.hash[..], rec.accessor, json]))
+            .and_then(|mut s| s.execute(params![&rec.hash[..], rec.accessor, json, rec.parent]))
             .map(drop)
             .map_err(e)
+    }
+
+    fn token_children(&mut self, parent: &str) -> R<Vec<TokenRecord>> {
+        let rows: Vec<(Vec<u8>, String)> = self
+            .conn
+            .prepare_cached("SELECT hash, record FROM tokens WHERE parent = ?1 ORDER BY accessor")
+            .and_then(|mut s| {
+                s.query_map([parent], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(e)?;
+        rows.into_iter().map(|(h, r)| token_from(h, r)).collect()
     }
 
     fn token_list(&mut self) -> R<Vec<TokenRecord>> {
