@@ -742,3 +742,23 @@ def test_two_replicas_share_a_postgres_store(server_factory):
     assert r.returncode == 0 and "intact" in r.stdout, (r.stdout, r.stderr)
     b.stop()
     a.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# probes when the database goes away
+
+
+def test_probes_report_a_lost_database(server_factory):
+    s = server_factory.new("postgres")
+    assert requests.get(s.url + "/readyz", timeout=10).status_code == 200
+    h = requests.get(s.url + "/v1/sys/health", timeout=10)
+    assert h.status_code == 200 and h.json()["storage_ok"] is True, h.text
+    s.pg.drop()  # DROP DATABASE ... WITH (FORCE): every connection of the server dies
+    r = requests.get(s.url + "/readyz", timeout=30)
+    assert r.status_code == 503, r.text
+    h = requests.get(s.url + "/v1/sys/health", timeout=30)
+    assert h.status_code == 503, h.text
+    body = h.json()
+    assert body["storage_ok"] is False and body["initialized"] is True, body
+    r = s.read("prod", "anything")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text

@@ -54,7 +54,12 @@ pub async fn health(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let initialized = st.engine.is_initialized().await;
+    // One store read per call, so a replica whose database went away stops answering 200.
+    let reachable = st.engine.check_store().await;
+    let initialized = match reachable {
+        Ok(_) => st.engine.is_initialized().await,
+        Err(e) => Err(e),
+    };
     let sealed = st.engine.is_sealed();
     let code = |key: &str, default: u16| {
         q.get(key)
@@ -63,8 +68,13 @@ pub async fn health(
             .and_then(|c| StatusCode::from_u16(c).ok())
             .unwrap_or(StatusCode::from_u16(default).expect("valid default"))
     };
+    let store_ok = initialized.is_ok();
     let (status, init) = match initialized {
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, false),
+        // The store cannot be read: say so, and keep what we knew about initialization.
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            st.engine.initialized_hint(),
+        ),
         Ok(false) => (code("uninitcode", 501), false),
         Ok(true) if sealed => (code("sealedcode", 503), true),
         Ok(true) => (code("activecode", 200), true),
@@ -78,6 +88,7 @@ pub async fn health(
         "version": st.settings.version,
         "cluster_name": "steward",
         "storage_type": st.engine.store().kind(),
+        "storage_ok": store_ok,
     });
     (status, Json(body)).into_response()
 }

@@ -105,6 +105,11 @@ impl Engine {
         .transpose()
     }
 
+    /// What the last successful look said about initialization (no store read).
+    pub fn initialized_hint(&self) -> bool {
+        self.initialized.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Reads the store once, for readiness probes: fails when the store is unreachable.
     pub async fn check_store(&self) -> Result<bool> {
         Ok(self.seal_config().await?.is_some())
