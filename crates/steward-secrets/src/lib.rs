@@ -37,7 +37,7 @@ pub use kv::{
     WriteRequest, WriteResult,
 };
 pub use seal::{InitRequest, InitResult, SealMode, SealStatus};
-pub use tokens::{PolicyView, TokenCreate, TokenCreated, TokenInfo};
+pub use tokens::{PolicyView, TokenCreate, TokenCreated, TokenInfo, MAX_CHILDREN};
 
 /// Result alias for engine operations.
 pub type Result<T, E = SecretsError> = std::result::Result<T, E>;

@@ -486,3 +486,48 @@ async fn non_admins_delegate_only_their_own_policies_and_lookup_hides_the_token(
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegating_token_has_a_bounded_number_of_live_children() {
+    check_both(|h| async move {
+        h.policy(
+            "p",
+            json!({"rules": [{"env": "prod", "path": "**", "capabilities": ["read"]}]}),
+        )
+        .await;
+        let (parent, _) = h.token(&["p"]).await;
+        let make = || {
+            let e = h.engine.clone();
+            let ctx = h.ctx(&parent);
+            async move {
+                e.create_token(
+                    &ctx,
+                    steward_secrets::TokenCreate {
+                        policies: vec!["p".into()],
+                        ttl: Some("1h".into()),
+                        ..Default::default()
+                    },
+                )
+                .await
+            }
+        };
+        let max = steward_secrets::MAX_CHILDREN;
+        let mut made = vec![];
+        for chunk in 0..max.div_ceil(50) {
+            let n = 50.min(max - chunk * 50);
+            let batch: Vec<_> = (0..n).map(|_| tokio::spawn(make())).collect();
+            for t in batch {
+                made.push(t.await.unwrap().unwrap().info.accessor);
+            }
+        }
+        let err = make().await.unwrap_err();
+        assert_eq!(err.code, "too_many_tokens", "{err:?}");
+        // Revoking one frees a place.
+        h.engine
+            .revoke(&h.root_ctx(), Some(&made[0]))
+            .await
+            .unwrap();
+        make().await.unwrap();
+    })
+    .await;
+}
