@@ -101,14 +101,35 @@ fn query_bool(q: &HashMap<String, String>, key: &str) -> bool {
     q.get(key).is_some_and(|v| v == "true" || v == "1")
 }
 
-fn version_json(v: &VersionMeta, custom: &impl serde::Serialize) -> Value {
-    json!({
-        "created_time": v.created_time,
-        "custom_metadata": custom,
-        "deletion_time": v.deletion_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)).unwrap_or_default(),
-        "destroyed": v.destroyed,
-        "version": v.version,
-    })
+/// A version's Vault-shaped metadata.
+#[derive(serde::Serialize)]
+struct VersionJson<'a, C: serde::Serialize> {
+    created_time: chrono::DateTime<chrono::Utc>,
+    custom_metadata: &'a C,
+    deletion_time: String,
+    destroyed: bool,
+    version: u64,
+}
+
+fn version_json<'a, C: serde::Serialize>(v: &VersionMeta, custom: &'a C) -> VersionJson<'a, C> {
+    VersionJson {
+        created_time: v.created_time,
+        custom_metadata: custom,
+        deletion_time: v
+            .deletion_time
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            .unwrap_or_default(),
+        destroyed: v.destroyed,
+        version: v.version,
+    }
+}
+
+/// `GET data/<path>`: Vault's `data` + `metadata`, and Steward's `value_type`.
+#[derive(serde::Serialize)]
+struct ReadJson<'a, C: serde::Serialize> {
+    data: Value,
+    metadata: VersionJson<'a, C>,
+    value_type: &'static str,
 }
 
 fn metadata_json(m: &SecretMetadata) -> Value {
@@ -208,10 +229,10 @@ async fn run(
                 Value::String(s) => (json!({ "value": s }), "string"),
                 other => (other, "object"),
             };
-            let custom = if d.meta.custom.is_empty() { Value::Null } else { json!(d.meta.custom) };
+            let custom = (!d.meta.custom.is_empty()).then_some(&d.meta.custom);
             Ok(vault_data(
                 &ctx,
-                json!({ "data": data, "metadata": version_json(&d.version, &custom), "value_type": kind }),
+                ReadJson { data, metadata: version_json(&d.version, &custom), value_type: kind },
             ))
         }
         ("data", "PUT" | "POST") => {

@@ -320,16 +320,28 @@ fn describe_json_error(e: &serde_json::Error) -> String {
 
 /// The Vault response envelope around `data`.
 pub(crate) fn vault_data(ctx: &RequestCtx, data: impl Serialize) -> Response {
-    Json(serde_json::json!({
-        "request_id": ctx.request_id,
-        "lease_id": "",
-        "renewable": false,
-        "lease_duration": 0,
-        "data": data,
-        "wrap_info": null,
-        "warnings": null,
-        "auth": null,
-    }))
+    /// Serialized straight from the handler's data, without building a `Value` tree first.
+    #[derive(Serialize)]
+    struct Envelope<'a, T> {
+        request_id: &'a str,
+        lease_id: &'static str,
+        renewable: bool,
+        lease_duration: u64,
+        data: T,
+        wrap_info: Option<()>,
+        warnings: Option<()>,
+        auth: Option<()>,
+    }
+    Json(Envelope {
+        request_id: &ctx.request_id,
+        lease_id: "",
+        renewable: false,
+        lease_duration: 0,
+        data,
+        wrap_info: None,
+        warnings: None,
+        auth: None,
+    })
     .into_response()
 }
 
