@@ -314,3 +314,28 @@ def test_export_dotenv_is_safe_to_source(server, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [tricky["dollar"], tricky["backtick"], tricky["quotes"]]
     assert not (tmp_path / "pwned").exists()
+
+
+def test_run_passes_sigterm_to_the_child(server):
+    """`kill <steward run>` (what a supervisor does) reaches the child, which can clean up; the
+    child's own exit code comes back. Without forwarding the child would be orphaned."""
+    import signal
+    import time
+
+    put(server, "prod/sig/k", "v")
+    script = 'trap "echo got-term; exit 7" TERM; echo ready; while true; do sleep 0.05; done'
+    p = subprocess.Popen(
+        [STEWARD_BIN, "run", "--env", "prod", "--prefix", "sig/", "--", "sh", "-c", script],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=server.cli_env(),
+        start_new_session=True,  # not in pytest's process group: only steward gets the signal
+    )
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(0.2)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert "got-term" in out, (out, err)
+    assert p.returncode == 7, (p.returncode, err)

@@ -756,18 +756,49 @@ async fn run(c: &Client, args: RunArgs) -> anyhow::Result<ExitCode> {
         .command
         .split_first()
         .context("no command given after --")?;
-    let mut cmd = std::process::Command::new(prog);
+    let mut cmd = tokio::process::Command::new(prog);
     cmd.args(rest);
     for (k, v) in &vars {
         cmd.env(k, v.as_str());
     }
     // The token stays with us; the child gets secrets, not the means to read more.
     cmd.env_remove("STEWARD_TOKEN");
-    let status = cmd
-        .status()
+    let mut child = cmd
+        .spawn()
         .with_context(|| format!("cannot run {prog:?}"))?;
     drop(vars);
-    Ok(ExitCode::from(status.code().map_or(1, |c| c as u8)))
+    // Signals: SIGTERM and SIGHUP sent to `steward run` (by a supervisor, `kill`) are passed
+    // on, so the child stops or reloads with us instead of being orphaned. SIGINT is not
+    // forwarded: from a terminal it already reaches the whole process group, and a second copy
+    // would make many programs quit hard.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .map(nix::unistd::Pid::from_raw);
+    let forward = |sig: nix::sys::signal::Signal| {
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(pid, sig);
+        }
+    };
+    let status = loop {
+        tokio::select! {
+            st = child.wait() => break st.context("waiting for the command")?,
+            _ = term.recv() => forward(nix::sys::signal::Signal::SIGTERM),
+            _ = hup.recv() => forward(nix::sys::signal::Signal::SIGHUP),
+            _ = int.recv() => {}
+        }
+    };
+    // A child killed by a signal exits like a shell reports it: 128 + signal number.
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
 async fn export(c: &Client, args: ExportArgs) -> anyhow::Result<()> {
