@@ -182,6 +182,14 @@ fn token_mac_ok(key: &steward_crypto::SecretKey, rec: &TokenRecord) -> bool {
     steward_crypto::ct_eq(token_mac(key, rec).as_bytes(), rec.mac.as_bytes())
 }
 
+/// The answer for a revoked token (also when a revocation is found inside a transaction).
+pub(crate) fn token_revoked() -> SecretsError {
+    unauthenticated(
+        "token_revoked",
+        "the token has been revoked; ask for a new one",
+    )
+}
+
 fn unauthenticated(code: &'static str, message: &str) -> SecretsError {
     SecretsError::new(Kind::Unauthenticated, code, message)
 }
@@ -227,10 +235,7 @@ impl Engine {
             }
         };
         if rec.revoked_at.is_some() {
-            return Err(unauthenticated(
-                "token_revoked",
-                "the token has been revoked; ask for a new one",
-            ));
+            return Err(token_revoked());
         }
         if rec.expires_at.is_some_and(|t| t <= self.clock.now()) {
             return Err(unauthenticated(

@@ -165,10 +165,7 @@ impl Engine {
 
     /// The keyring, or the sealed error.
     fn ring(&self) -> Result<Arc<Keyring>> {
-        match &*self.state.read().unwrap_or_else(|e| e.into_inner()) {
-            SealState::Unsealed { ring, .. } => Ok(ring.clone()),
-            SealState::Sealed { .. } => Err(SecretsError::sealed()),
-        }
+        self.keys().map(|(ring, _)| ring)
     }
 
     /// Resolves an environment name that must be configured.

@@ -335,10 +335,7 @@ impl Engine {
         if let Err(e) = caller.require(Capability::Admin, "sys", "keys") {
             return self.finish(ctx, draft, Err(e)).await;
         }
-        let unseal = match &*self.state.read().unwrap_or_else(|e| e.into_inner()) {
-            SealState::Unsealed { unseal, .. } => unseal.clone(),
-            SealState::Sealed { .. } => return Err(SecretsError::sealed()),
-        };
+        let (_, unseal) = self.keys()?;
         ctx.mark_audited();
         let unseal2 = unseal.clone();
         let ring = self
@@ -415,10 +412,7 @@ impl Engine {
     }
 
     async fn retire_old_keys(&self) -> Result<()> {
-        let unseal = match &*self.state.read().unwrap_or_else(|e| e.into_inner()) {
-            SealState::Unsealed { unseal, .. } => unseal.clone(),
-            SealState::Sealed { .. } => return Err(SecretsError::sealed()),
-        };
+        let (_, unseal) = self.keys()?;
         self.store
             .write(None, move |tx: &mut dyn Tx| {
                 let blob = tx
@@ -477,10 +471,7 @@ impl Engine {
 
     /// Reloads the keyring from the store (another replica may have rotated it).
     pub(crate) async fn refresh_ring(&self) -> Result<()> {
-        let unseal = match &*self.state.read().unwrap_or_else(|e| e.into_inner()) {
-            SealState::Unsealed { unseal, .. } => unseal.clone(),
-            SealState::Sealed { .. } => return Err(SecretsError::sealed()),
-        };
+        let (_, unseal) = self.keys()?;
         let ring = self.load_ring(&unseal).await?;
         self.reinstall(ring, unseal);
         Ok(())

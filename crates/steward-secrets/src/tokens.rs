@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use steward_store::{PolicyRecord, TokenRecord, Tx};
 
 use crate::{
-    auth::seal_token,
+    auth::{seal_token, token_revoked},
     error::{Kind, SecretsError},
     policy::{check_policy_name, Capability, CompiledPolicy, PolicyDoc},
     Caller, Engine, RequestCtx, Result,
@@ -131,14 +131,6 @@ fn expiry(now: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
         .and_then(|d| now.checked_add_signed(d))
 }
 
-fn unauthenticated_revoked() -> SecretsError {
-    SecretsError::new(
-        Kind::Unauthenticated,
-        "token_revoked",
-        "the token has been revoked; ask for a new one",
-    )
-}
-
 fn too_long(what: &str) -> SecretsError {
     SecretsError::invalid(
         "invalid_ttl",
@@ -146,32 +138,16 @@ fn too_long(what: &str) -> SecretsError {
     )
 }
 
-/// Parses `90s`, `30m`, `12h`, `7d` (and sums like `1h30m`).
+/// `90s`, `30m`, `12h`, `7d` and sums like `1h30m`: humantime (as for config durations),
+/// limited to those four units so a ttl reads the same everywhere in the docs.
 fn humantime_like(s: &str) -> std::result::Result<Duration, ()> {
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().map_err(|_| ())?;
-        num.clear();
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(()),
-        };
-        total = total
-            .checked_add(n.checked_mul(unit).ok_or(())?)
-            .ok_or(())?;
-    }
-    if !num.is_empty() || total == 0 {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b"smhd".contains(&b))
+    {
         return Err(());
     }
-    Ok(Duration::from_secs(total))
+    humantime::parse_duration(s).map_err(drop)
 }
 
 impl Engine {
@@ -299,7 +275,7 @@ impl Engine {
                         .token_by_accessor(parent)?
                         .is_some_and(|p| p.revoked_at.is_none());
                     if !alive {
-                        return Err(unauthenticated_revoked());
+                        return Err(token_revoked());
                     }
                     let live = tx
                         .token_children(parent)?
@@ -410,7 +386,7 @@ impl Engine {
                 let mut fresh = tx
                     .token_get(&hash)?
                     .filter(|t| t.revoked_at.is_none())
-                    .ok_or_else(unauthenticated_revoked)?;
+                    .ok_or_else(token_revoked)?;
                 fresh.expires_at = Some(until);
                 seal_token(&key, &mut fresh);
                 tx.token_put(&fresh)?;
