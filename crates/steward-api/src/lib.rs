@@ -235,7 +235,6 @@ async fn frame(State(st): State<AppState>, mut req: Request, next: Next) -> Resp
     if info.as_ref().is_some_and(|i| i.code == "store_unavailable") {
         st.metrics.store_errors.inc();
     }
-    st.metrics.sealed.set(i64::from(st.engine.is_sealed()));
     span.in_scope(|| {
         tracing::info!(
             status,

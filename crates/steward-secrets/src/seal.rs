@@ -110,20 +110,23 @@ impl Engine {
         self.initialized.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Reads the store once, for readiness probes: fails when the store is unreachable.
+    /// Reads the store once, for probes: whether it is initialized, or the error when the
+    /// store is unreachable. Remembers a "yes" for [`Engine::is_initialized`].
     pub async fn check_store(&self) -> Result<bool> {
-        Ok(self.seal_config().await?.is_some())
+        let yes = self.seal_config().await?.is_some();
+        if yes {
+            self.initialized
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(yes)
     }
 
     /// Whether the store has been initialized (remembered once true: it never goes back).
     pub async fn is_initialized(&self) -> Result<bool> {
-        use std::sync::atomic::Ordering;
-        if self.initialized.load(Ordering::Relaxed) {
+        if self.initialized_hint() {
             return Ok(true);
         }
-        let yes = self.seal_config().await?.is_some();
-        self.initialized.store(yes, Ordering::Relaxed);
-        Ok(yes)
+        self.check_store().await
     }
 
     /// Seal mode of an initialized store.

@@ -177,22 +177,8 @@ fn write_private(dest: Option<&std::path::Path>, data: &[u8]) -> anyhow::Result<
             std::io::stdout().write_all(data)?;
             std::io::stdout().flush()?;
         }
-        Some(p) => {
-            let name = p
-                .file_name()
-                .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
-            let tmp = p.with_file_name(format!(".{name}.{}.steward-tmp", std::process::id()));
-            let _ = std::fs::remove_file(&tmp);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, p).with_context(|| format!("cannot write {}", p.display()))?;
-        }
+        Some(p) => crate::files::write_private_file(p, data)
+            .with_context(|| format!("cannot write {}", p.display()))?,
     }
     Ok(())
 }

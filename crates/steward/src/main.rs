@@ -6,6 +6,7 @@
 mod cli;
 mod client;
 mod commands;
+mod files;
 mod server;
 mod settings;
 

@@ -2,7 +2,7 @@
 //! Signals are handled here: SIGTERM and SIGINT stop accepting connections, let in-flight
 //! requests finish for `server.shutdown_grace`, then exit.
 
-use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path, sync::Arc};
+use std::{io::Write, path::Path, sync::Arc};
 
 use anyhow::{bail, Context};
 use steward_core::{config::Config, SystemClock};
@@ -64,17 +64,8 @@ fn ensure_data_dir(cfg: &Config) -> anyhow::Result<()> {
 
 /// Writes the root token file (0600), replacing a stale one from an interrupted init.
 fn write_token_file(path: &Path, token: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(token.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let line = zeroize::Zeroizing::new(format!("{token}\n"));
+    crate::files::write_private_file(path, line.as_bytes())
 }
 
 /// The unseal key from STEWARD_ROOT_KEY or the key file. `create` makes a key file if neither

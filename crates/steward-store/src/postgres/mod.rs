@@ -15,7 +15,7 @@ mod tx;
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
-use postgres::{Client, Config, IsolationLevel, NoTls, Statement};
+use postgres::{Client, Config, NoTls, Statement};
 
 use crate::{
     store::{Backend, TxFn},
@@ -169,27 +169,17 @@ impl PgBackend {
         })
     }
 
-    /// Runs `f` in one transaction on `conn` and commits if it returns `Ok`; on error the
-    /// transaction is rolled back (dropping a `postgres::Transaction` rolls it back).
-    fn in_txn(conn: &mut PgConn, read_only: bool, f: &mut TxFn<'_>) -> Result<(), TxnError> {
+    /// Runs the write `f` in one transaction on `conn` and commits if it returns `Ok`; on error
+    /// the transaction is rolled back (dropping a `postgres::Transaction` rolls it back).
+    /// READ COMMITTED: `audit_head` takes a row lock, and after waiting for another replica's
+    /// commit it must see that replica's head rather than fail. (Reads use `read_autocommit`.)
+    fn in_txn(conn: &mut PgConn, f: &mut TxFn<'_>) -> Result<(), TxnError> {
         let PgConn { client, stmts } = conn;
-        let txn = if read_only {
-            client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-        } else {
-            // READ COMMITTED: `audit_head` takes a row lock, and after waiting for another
-            // replica's commit it must see that replica's head rather than fail.
-            client.transaction()
-        }
-        .map_err(TxnError::Begin)?;
-        let mut txn = txn;
+        let mut txn = client.transaction().map_err(TxnError::Begin)?;
         let mut tx = tx::PgTx {
             txn: &mut txn,
             stmts,
-            read_only,
+            read_only: false,
         };
         f(&mut tx).map_err(TxnError::Failed)?;
         txn.commit()
@@ -224,22 +214,21 @@ impl PgBackend {
         first
     }
 
-    /// Runs a transaction on `conn`; if it cannot even begin on a connection that was reused
-    /// (the server may have restarted or dropped it), retries once on a fresh connection.
-    fn run(
+    /// Runs a write transaction on `conn`; if it cannot even begin on a connection that was
+    /// reused (the server may have restarted or dropped it), retries once on a fresh one.
+    fn run_write(
         &self,
         conn: &mut PgConn,
         reused: bool,
-        read_only: bool,
         f: &mut TxFn<'_>,
     ) -> Result<(), StoreError> {
-        match Self::in_txn(conn, read_only, f) {
+        match Self::in_txn(conn, f) {
             Ok(()) => Ok(()),
             Err(TxnError::Failed(e)) => Err(e),
             Err(TxnError::Begin(e)) if !reused => Err(StoreError::pg(e)),
             Err(TxnError::Begin(_)) => {
                 *conn = self.connect()?;
-                match Self::in_txn(conn, read_only, f) {
+                match Self::in_txn(conn, f) {
                     Ok(()) => Ok(()),
                     Err(TxnError::Failed(e)) => Err(e),
                     Err(TxnError::Begin(e)) => Err(StoreError::pg(e)),
@@ -297,7 +286,7 @@ impl Backend for PgBackend {
             Some(c) if !c.client.is_closed() => (c, true),
             _ => (self.connect()?, false),
         };
-        let result = self.run(&mut conn, reused, false, f);
+        let result = self.run_write(&mut conn, reused, f);
         if !conn.client.is_closed() {
             *slot = Some(conn);
         }

@@ -16,7 +16,7 @@ use crate::{
 pub(super) struct PgTx<'c, C: GenericClient> {
     pub txn: &'c mut C,
     pub stmts: &'c mut HashMap<&'static str, Statement>,
-    /// Read transactions are `READ ONLY`, where PostgreSQL refuses row locks.
+    /// Reads (autocommit) take no row locks: `audit_head` locks the head only for writers.
     pub read_only: bool,
 }
 
