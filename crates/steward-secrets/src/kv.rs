@@ -15,7 +15,6 @@ use steward_store::{SecretHead, SecretMeta, Tx, VersionInfo, VersionRow};
 use zeroize::Zeroizing;
 
 use crate::{
-    auth::Caller,
     error::{Kind, SecretsError},
     policy::Capability,
     Engine, RequestCtx, Result,
@@ -610,7 +609,6 @@ impl Engine {
                 // Lowering max_versions deletes history for good: that takes `delete`.
                 caller.require(Capability::Delete, env.as_str(), path.as_str())?;
             }
-            update.apply(&mut SecretMeta::default())?;
             Ok((env, path))
         })();
         let (env, path) = match prepared {
@@ -754,10 +752,6 @@ impl Engine {
         .await;
         Self::note_references(&caller, &mut draft);
         self.finish(ctx, draft, r).await
-    }
-
-    pub(crate) fn caller_can_read(&self, caller: &Caller, env: &str, path: &str) -> bool {
-        caller.allows(env, path, Capability::Read)
     }
 }
 

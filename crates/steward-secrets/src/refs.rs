@@ -157,7 +157,7 @@ impl Engine {
             }
             g.0.get(&target).cloned()
         };
-        if !self.caller_can_read(caller, &r.env, &r.path) {
+        if !caller.allows(&r.env, &r.path, crate::policy::Capability::Read) {
             return Err(SecretsError::new(
                 crate::Kind::Forbidden,
                 "permission_denied",
