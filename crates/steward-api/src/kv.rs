@@ -8,7 +8,7 @@ use std::{collections::HashMap, sync::Arc};
 use axum::{
     extract::{Path, Query, State},
     http::{Method, StatusCode},
-    response::Response,
+    response::{IntoResponse, Response},
     Extension,
 };
 use serde::Deserialize;
@@ -166,15 +166,48 @@ fn metadata_json(m: &SecretMetadata) -> Value {
     })
 }
 
+/// The version a watching client already has: `known=N`, or the `If-None-Match` ETag the
+/// middleware copied into the query (`if_none_match`).
+fn headers_known(q: &HashMap<String, String>) -> Option<u64> {
+    q.get("known")
+        .or_else(|| q.get("if_none_match"))
+        .and_then(|v| {
+            v.trim_matches(|c| c == '"' || c == ' ' || c == 'W' || c == '/')
+                .parse()
+                .ok()
+        })
+}
+
+/// Carries an `If-None-Match` header into the query as `if_none_match` (for `wait=`).
+fn with_etag(Query(mut q): Q, headers: &axum::http::HeaderMap) -> Q {
+    if let Some(v) = headers
+        .get(axum::http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        q.insert("if_none_match".into(), v.to_string());
+    }
+    Query(q)
+}
+
+fn not_modified(version: u64) -> Response {
+    let mut resp = StatusCode::NOT_MODIFIED.into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{version}\"")) {
+        resp.headers_mut().insert(axum::http::header::ETAG, v);
+    }
+    resp
+}
+
 /// `/v1/{mount}/{op}` with no path: only listing the root makes sense there.
 pub async fn dispatch_root(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
     method: Method,
+    headers: axum::http::HeaderMap,
     Path((mount, op)): Path<(String, String)>,
     query: Q,
     body: RawBody,
 ) -> Result<Response, ApiError> {
+    let query = with_etag(query, &headers);
     run(st, ctx, method, mount, op, String::new(), query, body).await
 }
 
@@ -183,10 +216,12 @@ pub async fn dispatch(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
     method: Method,
+    headers: axum::http::HeaderMap,
     Path((mount, op, path)): Path<(String, String, String)>,
     query: Q,
     body: RawBody,
 ) -> Result<Response, ApiError> {
+    let query = with_etag(query, &headers);
     run(st, ctx, method, mount, op, path, query, body).await
 }
 
@@ -219,8 +254,36 @@ async fn run(
             "invalid_path",
             "a secret path is required after the operation, e.g. /v1/secret/data/billing/db_password",
         )),
+        ("data", "GET") if q.get("label").is_some_and(|l| l == "pending") => {
+            let value = st.rotations.read_pending(&ctx, &env, &path).await?;
+            let (data, kind) = match value {
+                Value::String(s) => (json!({ "value": s }), "string"),
+                other => (other, "object"),
+            };
+            Ok(vault_data(&ctx, json!({ "data": data, "label": "pending", "value_type": kind })))
+        }
+        ("data", "GET") if q.contains_key("wait") && !ctx.is_audited() => {
+            // A long poll: wait until the latest version differs from the one the client
+            // has (`If-None-Match: "N"` or `known=N`), then answer like a plain read.
+            let known = match headers_known(&q) {
+                Some(v) => v,
+                None => return Err(ApiError::bad_request("invalid_query", "wait= needs the version you have: send If-None-Match: \"N\" (the ETag of your last read) or known=N")),
+            };
+            let wait = crate::rotation::wait_of(&st, &q)?;
+            let latest = st.rotations.wait_for_change(&ctx, &env, &path, known, wait).await?;
+            if latest == Some(known) {
+                return Ok(not_modified(known));
+            }
+            let ctx2 = Arc::new(RequestCtx::new(ctx.request_id.clone(), ctx.token.as_ref().map(|t| t.to_string()), ctx.remote_addr.clone()));
+            let mut q2 = q.clone();
+            q2.remove("wait");
+            Box::pin(run(st, ctx2, method, mount, op, path, Query(q2), body)).await
+        }
         ("data", "GET") => {
-            let version = query_u64(&q, "version")?.filter(|v| *v > 0);
+            let version = match q.get("label") {
+                Some(label) => st.rotations.label_version(&env, &path, label).await?,
+                None => query_u64(&q, "version")?.filter(|v| *v > 0),
+            };
             let resolve = q.get("resolve").is_none_or(|v| v != "false" && v != "0");
             let d = e
                 .read_secret(&ctx, &env, &path, ReadOptions { version, resolve })
@@ -230,10 +293,15 @@ async fn run(
                 other => (other, "object"),
             };
             let custom = (!d.meta.custom.is_empty()).then_some(&d.meta.custom);
-            Ok(vault_data(
+            let mut resp = vault_data(
                 &ctx,
                 ReadJson { data, metadata: version_json(&d.version, &custom), value_type: kind },
-            ))
+            );
+            // The version is the ETag: `?wait=30s` with If-None-Match waits for a new one.
+            if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{}\"", d.version.version)) {
+                resp.headers_mut().insert(axum::http::header::ETAG, v);
+            }
+            Ok(resp)
         }
         ("data", "PUT" | "POST") => {
             let b: WriteBody = decode(&body)?;

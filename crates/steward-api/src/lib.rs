@@ -11,6 +11,7 @@ pub mod error;
 mod kv;
 pub mod metrics;
 mod openapi;
+mod rotation;
 mod sys;
 mod token;
 
@@ -36,6 +37,7 @@ pub use metrics::Metrics;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    pub rotations: Arc<steward_rotation::Rotations>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
 }
@@ -89,6 +91,14 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/sys/policies", any(sys::policies_list))
         .route("/v1/sys/policies/{name}", any(sys::policy))
+        .route("/v1/sys/rotation/status", get(rotation::list))
+        .route(
+            "/v1/sys/rotation/{op}/{env}/{*path}",
+            any(rotation::dispatch),
+        )
+        .route("/v1/sys/events", get(rotation::events))
+        .route("/v1/sys/events/stream", get(rotation::stream))
+        .route("/v1/sys/expiring", get(rotation::expiring))
         .route("/v1/sys/template/render", post(sys::template_render))
         .route("/v1/sys/export/{env}", get(sys::export))
         .route(

@@ -22,6 +22,62 @@ pub struct Config {
     pub store: StoreConfig,
     pub secrets: SecretsConfig,
     pub log: LogConfig,
+    pub rotation: RotationConfig,
+    pub events: EventsConfig,
+}
+
+/// `[rotation]`: the rotation scheduler, expiry warnings and overdue reports.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RotationConfig {
+    /// Rotations that run at once.
+    pub concurrency: usize,
+    /// Scheduled rotations start after a random delay up to this.
+    #[serde(deserialize_with = "de_duration")]
+    pub jitter: Duration,
+    /// First retry delay after a failed step; doubles per attempt up to `retry_max`.
+    #[serde(deserialize_with = "de_duration")]
+    pub retry_base: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub retry_max: Duration,
+    /// How long before `expires_at` to warn; `"0s"` warns at expiry.
+    #[serde(deserialize_with = "de_durations")]
+    pub expiry_warnings: Vec<Duration>,
+    /// How often expiry dates are checked.
+    #[serde(deserialize_with = "de_duration")]
+    pub expiry_scan: Duration,
+    /// A rotation this late is reported overdue.
+    #[serde(deserialize_with = "de_duration")]
+    pub overdue_after: Duration,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        let day = 86_400;
+        Self {
+            concurrency: 4,
+            jitter: Duration::from_secs(2),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            expiry_warnings: [7 * day, 3 * day, day, 0]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            expiry_scan: Duration::from_secs(60),
+            overdue_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `[events]`: where warnings (expiry, failed or overdue rotations) go besides the log.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// A URL that receives each warning as a JSON POST.
+    pub webhook_url: Option<String>,
+    /// `ENV/PATH#FIELD` of the Steward secret whose value signs webhook bodies (never the key
+    /// itself: config files are not secret).
+    pub signing_secret: Option<String>,
 }
 
 /// `[server]`: the HTTP listener.
@@ -219,6 +275,14 @@ impl Config {
         {
             return Err(("url", "must be \"sqlite\" or a postgres:// URL".into()));
         }
+        if !(1..=256).contains(&self.rotation.concurrency) {
+            return Err(("concurrency", "must be between 1 and 256".into()));
+        }
+        if let Some(url) = &self.events.webhook_url {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(("webhook_url", "must be an http:// or https:// URL".into()));
+            }
+        }
         Ok(())
     }
 }
@@ -253,6 +317,19 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
             "invalid duration {s:?} ({e}); write it like \"30s\", \"5m\" or \"1h\""
         ))
     })
+}
+
+fn de_durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| {
+            humantime::parse_duration(s).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?} ({e}); write it like \"7d\", \"1d\" or \"0s\""
+                ))
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -224,7 +224,7 @@ impl Engine {
     }
 
     /// Validates and serializes a value; returns the plaintext bytes.
-    fn encode_value(&self, value: &Value) -> Result<Zeroizing<Vec<u8>>> {
+    pub(crate) fn encode_value(&self, value: &Value) -> Result<Zeroizing<Vec<u8>>> {
         if !matches!(value, Value::String(_) | Value::Object(_)) {
             return Err(SecretsError::invalid(
                 "invalid_value",
@@ -353,6 +353,7 @@ impl Engine {
             } else {
                 value
             };
+            self.note_read(env.as_str(), path.as_str(), &caller.accessor, info.version);
             Ok(SecretData {
                 value,
                 version: VersionMeta::from(&info),
@@ -788,7 +789,11 @@ fn new_head(env: &str, path: &str, now: DateTime<Utc>) -> SecretHead {
 /// The keyring to seal with, checked inside the write transaction: if another replica (or a
 /// rotation that raced this write) made a newer key active, the stored keyring is loaded, so
 /// no data key is ever wrapped under a key that may already be retired.
-fn current_ring(tx: &mut dyn Tx, ring: &Arc<Keyring>, unseal: &UnsealKey) -> Result<Arc<Keyring>> {
+pub(crate) fn current_ring(
+    tx: &mut dyn Tx,
+    ring: &Arc<Keyring>,
+    unseal: &UnsealKey,
+) -> Result<Arc<Keyring>> {
     match tx.sys_get(crate::seal::SYS_ACTIVE)? {
         Some(active) if active.as_slice() != ring.active_id().to_be_bytes() => {
             let blob = tx
@@ -819,7 +824,7 @@ fn prune(tx: &mut dyn Tx, head: &mut SecretHead, default_max: u32) -> Result<()>
 
 /// The write transaction: check-and-set, seal under the next version's AAD, insert, prune.
 #[allow(clippy::too_many_arguments)]
-fn put_version(
+pub(crate) fn put_version(
     tx: &mut dyn Tx,
     ring: &Keyring,
     env: &str,
@@ -873,6 +878,14 @@ fn put_version(
     head.updated_at = now;
     prune(tx, &mut head, default_max)?;
     tx.put_head(&head)?;
+    tx.event_append(&steward_store::EventRow {
+        seq: 0,
+        time: now,
+        kind: "secret.written".into(),
+        env: Some(env.into()),
+        path: Some(path.into()),
+        detail: format!("{{\"version\":{version}}}"),
+    })?;
     Ok(WriteResult {
         version,
         created_time: now,

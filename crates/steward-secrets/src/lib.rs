@@ -14,6 +14,7 @@ mod kv;
 pub mod policy;
 mod refs;
 mod seal;
+mod system;
 mod tokens;
 
 use std::{
@@ -37,6 +38,7 @@ pub use kv::{
     WriteRequest, WriteResult,
 };
 pub use seal::{InitRequest, InitResult, SealMode, SealStatus};
+pub use system::{PreparedWrite, SYSTEM_ACTOR};
 pub use tokens::{PolicyView, TokenCreate, TokenCreated, TokenInfo, MAX_CHILDREN};
 
 /// Result alias for engine operations.
@@ -123,6 +125,7 @@ pub struct Engine {
     initialized: AtomicBool,
     policy_cache: Mutex<PolicyCache>,
     token_cache: auth::TokenCache,
+    reads: Mutex<system::ReadLog>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -145,6 +148,7 @@ impl Engine {
             initialized: AtomicBool::new(false),
             policy_cache: Mutex::new(HashMap::new()),
             token_cache: auth::TokenCache::default(),
+            reads: Mutex::new(HashMap::new()),
         }
     }
 

@@ -110,3 +110,36 @@ pub(crate) fn from_micros(v: i64) -> Result<DateTime<Utc>, crate::StoreError> {
     DateTime::from_timestamp_micros(v)
         .ok_or_else(|| crate::StoreError::Corrupt(format!("timestamp {v} out of range")))
 }
+
+/// One secret's rotation: its configuration and state machine, as a JSON document the rotation
+/// engine owns, plus the next time it is due (indexed, so the scheduler finds due rows fast).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationRow {
+    pub env: String,
+    pub path: String,
+    pub doc: String,
+    pub due_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One durable change event. `seq` orders events across the whole store; a consumer keeps
+/// the last `seq` it saw as its cursor. `detail` is JSON and never holds a secret value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventRow {
+    pub seq: u64,
+    pub time: DateTime<Utc>,
+    pub kind: String,
+    pub env: Option<String>,
+    pub path: Option<String>,
+    pub detail: String,
+}
+
+/// The newest version of a secret a token has read, and when (consumer-aware retirement).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsumerRow {
+    pub env: String,
+    pub path: String,
+    pub accessor: String,
+    pub version: u64,
+    pub seen_at: DateTime<Utc>,
+}

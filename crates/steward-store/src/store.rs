@@ -64,6 +64,7 @@ struct Inner {
     backend: Arc<dyn Backend>,
     jobs: mpsc::Sender<Job>,
     audit_key: Arc<RwLock<Option<SecretKey>>>,
+    commits: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Store {
@@ -91,14 +92,22 @@ impl Store {
     fn start(backend: Arc<dyn Backend>) -> Self {
         let (tx, rx) = mpsc::channel(writer::QUEUE_DEPTH);
         let audit_key = Arc::new(RwLock::new(None));
-        writer::spawn(backend.clone(), rx, audit_key.clone());
+        let (commits_tx, commits) = tokio::sync::watch::channel(0);
+        writer::spawn(backend.clone(), rx, audit_key.clone(), commits_tx);
         Self {
             inner: Arc::new(Inner {
                 backend,
                 jobs: tx,
                 audit_key,
+                commits,
             }),
         }
+    }
+
+    /// A receiver that changes after every committed write batch of this process: watchers
+    /// wait on it instead of polling (other replicas' commits still need a periodic look).
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.commits.clone()
     }
 
     /// `sqlite` or `postgres`.

@@ -3,8 +3,10 @@
 //! transaction (writes: one savepoint inside a group-commit transaction).
 
 use crate::{
-    audit::AuditRecord, PolicyRecord, SecretHead, StoreError, TokenRecord, VersionInfo, VersionRow,
+    audit::AuditRecord, ConsumerRow, EventRow, PolicyRecord, RotationRow, SecretHead, StoreError,
+    TokenRecord, VersionInfo, VersionRow,
 };
+use chrono::{DateTime, Utc};
 
 /// One envelope to re-wrap: env, path, version, sealed envelope.
 pub type RewrapItem = (String, String, u64, Vec<u8>);
@@ -105,6 +107,32 @@ pub trait Tx {
     fn audit_append(&mut self, recs: &[AuditRecord]) -> Result<(), StoreError>;
     /// Entries with seq > `after`, ascending, at most `limit`.
     fn audit_range(&mut self, after: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Secrets whose metadata sets `expires_at`.
+    fn heads_with_expiry(&mut self) -> Result<Vec<SecretHead>, StoreError>;
+
+    /// A rotation row; in a write transaction on PostgreSQL it is locked until commit.
+    fn rotation_get(&mut self, env: &str, path: &str) -> Result<Option<RotationRow>, StoreError>;
+    fn rotation_put(&mut self, row: &RotationRow) -> Result<(), StoreError>;
+    fn rotation_delete(&mut self, env: &str, path: &str) -> Result<bool, StoreError>;
+    /// Every rotation row, by env and path.
+    fn rotation_list(&mut self) -> Result<Vec<RotationRow>, StoreError>;
+    /// Rows due at or before `now`, earliest first, at most `limit`.
+    fn rotation_due(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<RotationRow>, StoreError>;
+
+    /// Appends an event (its `seq` is ignored) and returns the seq it got. Events commit in
+    /// seq order, so a cursor never skips one that commits later.
+    fn event_append(&mut self, ev: &EventRow) -> Result<u64, StoreError>;
+    /// Events with seq > `after`, ascending, at most `limit`.
+    fn events_after(&mut self, after: u64, limit: u32) -> Result<Vec<EventRow>, StoreError>;
+
+    /// Records that a token read a version (keeps the highest version and the latest time).
+    fn consumer_put(&mut self, row: &ConsumerRow) -> Result<(), StoreError>;
+    fn consumers(&mut self, env: &str, path: &str) -> Result<Vec<ConsumerRow>, StoreError>;
 
     fn savepoint(&mut self) -> Result<(), StoreError>;
     fn rollback_savepoint(&mut self) -> Result<(), StoreError>;

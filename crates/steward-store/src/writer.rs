@@ -31,6 +31,7 @@ pub(crate) fn spawn(
     backend: Arc<dyn Backend>,
     mut rx: mpsc::Receiver<Job>,
     audit_key: Arc<RwLock<Option<SecretKey>>>,
+    commits: tokio::sync::watch::Sender<u64>,
 ) {
     std::thread::Builder::new()
         .name("steward-store-writer".into())
@@ -44,13 +45,17 @@ pub(crate) fn spawn(
                     }
                 }
                 let key = audit_key.read().unwrap_or_else(|e| e.into_inner()).clone();
-                run_batch(&*backend, &mut batch, key.as_ref());
+                if run_batch(&*backend, &mut batch, key.as_ref()) {
+                    // Wakes watchers (long polls, event streams) after every commit.
+                    commits.send_modify(|n| *n += 1);
+                }
             }
         })
         .expect("spawning the store writer thread");
 }
 
-fn run_batch(backend: &dyn Backend, batch: &mut [Job], key: Option<&SecretKey>) {
+/// Runs one batch; returns whether it committed.
+fn run_batch(backend: &dyn Backend, batch: &mut [Job], key: Option<&SecretKey>) -> bool {
     let size = batch.len();
     // Jobs refused before the transaction (sealed) are answered on their own.
     let mut refused = vec![false; size];
@@ -103,4 +108,5 @@ fn run_batch(backend: &dyn Backend, batch: &mut [Job], key: Option<&SecretKey>) 
             let _ = done.send(answer);
         }
     }
+    result.is_ok()
 }

@@ -9,6 +9,7 @@ mod commands;
 mod files;
 mod server;
 mod settings;
+mod testhooks;
 
 use std::process::ExitCode;
 

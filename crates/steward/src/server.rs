@@ -95,9 +95,27 @@ fn unseal_key(cfg: &Config, create: bool) -> anyhow::Result<UnsealKey> {
 fn engine_for(cfg: &Config, store: Store) -> Arc<Engine> {
     Arc::new(Engine::new(
         store,
-        Arc::new(SystemClock),
+        crate::testhooks::clock().unwrap_or_else(|| Arc::new(SystemClock)),
         EngineConfig::from(&cfg.secrets),
     ))
+}
+
+fn rotation_settings(cfg: &Config) -> steward_rotation::RotationSettings {
+    let r = &cfg.rotation;
+    steward_rotation::RotationSettings {
+        concurrency: r.concurrency,
+        jitter: r.jitter,
+        retry_base: r.retry_base,
+        retry_max: r.retry_max,
+        expiry_warnings: r.expiry_warnings.clone(),
+        expiry_scan: r.expiry_scan,
+        overdue_after: r.overdue_after,
+        sink: steward_rotation::SinkConfig {
+            webhook_url: cfg.events.webhook_url.clone(),
+            signing_secret: cfg.events.signing_secret.clone(),
+        },
+        ..Default::default()
+    }
 }
 
 fn print_init(cfg: &Config, token: &str, shares: &[zeroize::Zeroizing<String>], threshold: u8) {
@@ -179,8 +197,19 @@ async fn serve(cfg: Config, engine: Arc<Engine>) -> anyhow::Result<()> {
         max_body_bytes: cfg.secrets.max_value_bytes * 2 + 64 * 1024,
         version: env!("CARGO_PKG_VERSION"),
     };
+    let rotations = steward_rotation::Rotations::new(
+        engine.clone(),
+        steward_rotators::Registry::builtin(),
+        rotation_settings(&cfg),
+        crate::testhooks::fault_hook(),
+    );
+    let (sched_stop_tx, mut sched_stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(rotations.clone().run(async move {
+        let _ = sched_stop_rx.wait_for(|s| *s).await;
+    }));
     let state = steward_api::AppState {
         engine,
+        rotations,
         metrics: Arc::new(steward_api::Metrics::default()),
         settings: Arc::new(settings),
     };
@@ -228,6 +257,8 @@ async fn serve(cfg: Config, engine: Arc<Engine>) -> anyhow::Result<()> {
         }
     }
     drop(stop_rx);
+    let _ = sched_stop_tx.send(true);
+    let _ = scheduler.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -178,8 +178,15 @@ impl Api {
             .await
             .unwrap();
         let metrics = Arc::new(Metrics::default());
+        let rotations = steward_rotation::Rotations::new(
+            engine.clone(),
+            steward_rotators::Registry::builtin(),
+            Default::default(),
+            None,
+        );
         let app = steward_api::app(AppState {
             engine: engine.clone(),
+            rotations,
             metrics: metrics.clone(),
             settings: Arc::new(Settings {
                 request_timeout: Duration::from_secs(30),

@@ -72,6 +72,25 @@ ALTER TABLE tokens ADD COLUMN parent TEXT COLLATE "C";
 CREATE INDEX tokens_parent ON tokens (parent);
 "#,
     ),
+    (
+        3,
+        r#"
+CREATE TABLE rotations (
+    env TEXT COLLATE "C" NOT NULL, path TEXT COLLATE "C" NOT NULL, doc TEXT NOT NULL,
+    due_at BIGINT, updated_at BIGINT NOT NULL, PRIMARY KEY (env, path)
+);
+CREATE INDEX rotations_due ON rotations (due_at);
+CREATE TABLE events (
+    seq BIGINT PRIMARY KEY, time BIGINT NOT NULL, kind TEXT NOT NULL, env TEXT, path TEXT,
+    detail TEXT NOT NULL
+);
+CREATE TABLE consumers (
+    env TEXT COLLATE "C" NOT NULL, path TEXT COLLATE "C" NOT NULL,
+    accessor TEXT COLLATE "C" NOT NULL, version BIGINT NOT NULL, seen_at BIGINT NOT NULL,
+    PRIMARY KEY (env, path, accessor)
+);
+"#,
+    ),
 ];
 
 /// A connection and the statements prepared on it.

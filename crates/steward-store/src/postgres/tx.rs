@@ -8,8 +8,10 @@ use postgres::{types::ToSql, GenericClient, Row, Statement};
 use crate::{
     audit::AuditRecord,
     model::{from_micros, to_micros},
-    PolicyRecord, SecretHead, StoreError, TokenRecord, Tx, VersionInfo, VersionRow,
+    ConsumerRow, EventRow, PolicyRecord, RotationRow, SecretHead, StoreError, TokenRecord, Tx,
+    VersionInfo, VersionRow,
 };
+use chrono::{DateTime, Utc};
 
 /// A transaction (writes, audit) or a plain connection in autocommit mode (reads whose every
 /// statement stands alone).
@@ -64,6 +66,30 @@ fn to_info(r: &Row) -> R<VersionInfo> {
         deleted_at: col::<Option<i64>>(r, 2)?.map(from_micros).transpose()?,
         destroyed: col(r, 3)?,
         key_id: key_id(col(r, 4)?)?,
+    })
+}
+
+/// Columns `env, path, meta, current_version, oldest_version, created_at, updated_at`.
+fn head_from(r: &Row) -> R<SecretHead> {
+    Ok(SecretHead {
+        env: col(r, 0)?,
+        path: col(r, 1)?,
+        meta: serde_json::from_str(col(r, 2)?).map_err(|x| corrupt("secret metadata", x))?,
+        current_version: unsigned(col(r, 3)?)?,
+        oldest_version: unsigned(col(r, 4)?)?,
+        created_at: from_micros(col(r, 5)?)?,
+        updated_at: from_micros(col(r, 6)?)?,
+    })
+}
+
+/// Columns `env, path, doc, due_at, updated_at`.
+fn rotation_from(r: &Row) -> R<RotationRow> {
+    Ok(RotationRow {
+        env: col(r, 0)?,
+        path: col(r, 1)?,
+        doc: col(r, 2)?,
+        due_at: col::<Option<i64>>(r, 3)?.map(from_micros).transpose()?,
+        updated_at: from_micros(col(r, 4)?)?,
     })
 }
 
@@ -485,6 +511,143 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
         )?
         .iter()
         .map(audit_from)
+        .collect()
+    }
+
+    fn heads_with_expiry(&mut self) -> R<Vec<SecretHead>> {
+        self.query(
+            "SELECT env, path, meta, current_version, oldest_version, created_at, updated_at FROM secrets
+             WHERE meta::jsonb ->> 'expires_at' IS NOT NULL ORDER BY env, path",
+            &[],
+        )?
+        .iter()
+        .map(head_from)
+        .collect()
+    }
+
+    fn rotation_get(&mut self, env: &str, path: &str) -> R<Option<RotationRow>> {
+        // Writers lock the row: two replicas never run the same rotation step at once.
+        let row = if self.read_only {
+            self.query_opt(
+                "SELECT env, path, doc, due_at, updated_at FROM rotations WHERE env = $1 AND path = $2",
+                &[&env, &path],
+            )?
+        } else {
+            self.query_opt(
+                "SELECT env, path, doc, due_at, updated_at FROM rotations WHERE env = $1 AND path = $2 FOR UPDATE",
+                &[&env, &path],
+            )?
+        };
+        row.as_ref().map(rotation_from).transpose()
+    }
+
+    fn rotation_put(&mut self, row: &RotationRow) -> R<()> {
+        self.exec(
+            "INSERT INTO rotations (env, path, doc, due_at, updated_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (env, path) DO UPDATE SET doc = excluded.doc, due_at = excluded.due_at, updated_at = excluded.updated_at",
+            &[
+                &row.env,
+                &row.path,
+                &row.doc,
+                &row.due_at.map(to_micros),
+                &to_micros(row.updated_at),
+            ],
+        )
+        .map(drop)
+    }
+
+    fn rotation_delete(&mut self, env: &str, path: &str) -> R<bool> {
+        self.exec(
+            "DELETE FROM rotations WHERE env = $1 AND path = $2",
+            &[&env, &path],
+        )
+        .map(|n| n == 1)
+    }
+
+    fn rotation_list(&mut self) -> R<Vec<RotationRow>> {
+        self.query(
+            "SELECT env, path, doc, due_at, updated_at FROM rotations ORDER BY env, path",
+            &[],
+        )?
+        .iter()
+        .map(rotation_from)
+        .collect()
+    }
+
+    fn rotation_due(&mut self, now: DateTime<Utc>, limit: u32) -> R<Vec<RotationRow>> {
+        self.query(
+            "SELECT env, path, doc, due_at, updated_at FROM rotations WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
+            &[&to_micros(now), &i64::from(limit)],
+        )?
+        .iter()
+        .map(rotation_from)
+        .collect()
+    }
+
+    fn event_append(&mut self, ev: &EventRow) -> R<u64> {
+        // Replicas append concurrently: the audit head's row lock (every write transaction
+        // takes it anyway) serializes them, so seq order is commit order and a cursor never
+        // skips an event that commits later with a lower seq.
+        self.query_one("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE", &[])?;
+        let r = self.query_one(
+            "INSERT INTO events (seq, time, kind, env, path, detail)
+             VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events), $1, $2, $3, $4, $5) RETURNING seq",
+            &[&to_micros(ev.time), &ev.kind, &ev.env, &ev.path, &ev.detail],
+        )?;
+        unsigned(col(&r, 0)?)
+    }
+
+    fn events_after(&mut self, after: u64, limit: u32) -> R<Vec<EventRow>> {
+        self.query(
+            "SELECT seq, time, kind, env, path, detail FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&int(after)?, &i64::from(limit)],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(EventRow {
+                seq: unsigned(col(r, 0)?)?,
+                time: from_micros(col(r, 1)?)?,
+                kind: col(r, 2)?,
+                env: col(r, 3)?,
+                path: col(r, 4)?,
+                detail: col(r, 5)?,
+            })
+        })
+        .collect()
+    }
+
+    fn consumer_put(&mut self, row: &ConsumerRow) -> R<()> {
+        self.exec(
+            "INSERT INTO consumers (env, path, accessor, version, seen_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (env, path, accessor) DO UPDATE SET
+               version = GREATEST(consumers.version, excluded.version),
+               seen_at = GREATEST(consumers.seen_at, excluded.seen_at)",
+            &[
+                &row.env,
+                &row.path,
+                &row.accessor,
+                &int(row.version)?,
+                &to_micros(row.seen_at),
+            ],
+        )
+        .map(drop)
+    }
+
+    fn consumers(&mut self, env: &str, path: &str) -> R<Vec<ConsumerRow>> {
+        self.query(
+            "SELECT accessor, version, seen_at FROM consumers WHERE env = $1 AND path = $2 ORDER BY accessor",
+            &[&env, &path],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(ConsumerRow {
+                env: env.into(),
+                path: path.into(),
+                accessor: col(r, 0)?,
+                version: unsigned(col(r, 1)?)?,
+                seen_at: from_micros(col(r, 2)?)?,
+            })
+        })
         .collect()
     }
 

@@ -55,6 +55,24 @@ ALTER TABLE tokens ADD COLUMN parent TEXT;
 CREATE INDEX tokens_parent ON tokens (parent);
 "#,
     ),
+    (
+        3,
+        r#"
+CREATE TABLE rotations (
+    env TEXT NOT NULL, path TEXT NOT NULL, doc TEXT NOT NULL, due_at INTEGER,
+    updated_at INTEGER NOT NULL, PRIMARY KEY (env, path)
+);
+CREATE INDEX rotations_due ON rotations (due_at);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY, time INTEGER NOT NULL, kind TEXT NOT NULL, env TEXT, path TEXT,
+    detail TEXT NOT NULL
+);
+CREATE TABLE consumers (
+    env TEXT NOT NULL, path TEXT NOT NULL, accessor TEXT NOT NULL, version INTEGER NOT NULL,
+    seen_at INTEGER NOT NULL, PRIMARY KEY (env, path, accessor)
+);
+"#,
+    ),
 ];
 
 /// The SQLite backend.

@@ -5,8 +5,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::{
     audit::AuditRecord,
     model::{from_micros, to_micros},
-    PolicyRecord, SecretHead, StoreError, TokenRecord, Tx, VersionInfo, VersionRow,
+    ConsumerRow, EventRow, PolicyRecord, RotationRow, SecretHead, StoreError, TokenRecord, Tx,
+    VersionInfo, VersionRow,
 };
+use chrono::{DateTime, Utc};
 
 pub(super) struct SqliteTx<'c> {
     pub conn: &'c Connection,
@@ -38,6 +40,48 @@ fn to_info(t: (u64, i64, Option<i64>, bool, u32)) -> R<VersionInfo> {
         deleted_at: t.2.map(from_micros).transpose()?,
         destroyed: t.3,
         key_id: t.4,
+    })
+}
+
+type HeadCols = (String, String, String, u64, u64, i64, i64);
+
+fn head_cols(r: &Row<'_>) -> rusqlite::Result<HeadCols> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn to_head(c: HeadCols) -> R<SecretHead> {
+    Ok(SecretHead {
+        env: c.0,
+        path: c.1,
+        meta: serde_json::from_str(&c.2).map_err(|x| corrupt("secret metadata", x))?,
+        current_version: c.3,
+        oldest_version: c.4,
+        created_at: from_micros(c.5)?,
+        updated_at: from_micros(c.6)?,
+    })
+}
+
+type RotationCols = (String, String, String, Option<i64>, i64);
+
+fn rotation_cols(r: &Row<'_>) -> rusqlite::Result<RotationCols> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn to_rotation(c: RotationCols) -> R<RotationRow> {
+    Ok(RotationRow {
+        env: c.0,
+        path: c.1,
+        doc: c.2,
+        due_at: c.3.map(from_micros).transpose()?,
+        updated_at: from_micros(c.4)?,
     })
 }
 
@@ -461,6 +505,183 @@ impl Tx for SqliteTx<'_> {
                     seq,
                     entry,
                     hash: hash32(hash)?,
+                })
+            })
+            .collect()
+    }
+
+    fn heads_with_expiry(&mut self) -> R<Vec<SecretHead>> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT env, path, meta, current_version, oldest_version, created_at, updated_at FROM secrets WHERE json_extract(meta, '$.expires_at') IS NOT NULL ORDER BY env, path",
+            )
+            .and_then(|mut s| s.query_map([], head_cols)?.collect::<Result<Vec<_>, _>>())
+            .map_err(e)?;
+        rows.into_iter().map(to_head).collect()
+    }
+
+    fn rotation_get(&mut self, env: &str, path: &str) -> R<Option<RotationRow>> {
+        self.conn
+            .prepare_cached(
+                "SELECT env, path, doc, due_at, updated_at FROM rotations WHERE env = ?1 AND path = ?2",
+            )
+            .and_then(|mut s| s.query_row([env, path], rotation_cols).optional())
+            .map_err(e)?
+            .map(to_rotation)
+            .transpose()
+    }
+
+    fn rotation_put(&mut self, row: &RotationRow) -> R<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO rotations (env, path, doc, due_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (env, path) DO UPDATE SET doc = excluded.doc, due_at = excluded.due_at, updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    row.env,
+                    row.path,
+                    row.doc,
+                    row.due_at.map(to_micros),
+                    to_micros(row.updated_at)
+                ])
+            })
+            .map(drop)
+            .map_err(e)
+    }
+
+    fn rotation_delete(&mut self, env: &str, path: &str) -> R<bool> {
+        self.conn
+            .prepare_cached("DELETE FROM rotations WHERE env = ?1 AND path = ?2")
+            .and_then(|mut s| s.execute([env, path]))
+            .map(|n| n == 1)
+            .map_err(e)
+    }
+
+    fn rotation_list(&mut self) -> R<Vec<RotationRow>> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT env, path, doc, due_at, updated_at FROM rotations ORDER BY env, path",
+            )
+            .and_then(|mut s| {
+                s.query_map([], rotation_cols)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(e)?;
+        rows.into_iter().map(to_rotation).collect()
+    }
+
+    fn rotation_due(&mut self, now: DateTime<Utc>, limit: u32) -> R<Vec<RotationRow>> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT env, path, doc, due_at, updated_at FROM rotations WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![to_micros(now), limit], rotation_cols)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(e)?;
+        rows.into_iter().map(to_rotation).collect()
+    }
+
+    fn event_append(&mut self, ev: &EventRow) -> R<u64> {
+        // One writer connection: seq order is commit order.
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (seq, time, kind, env, path, detail)
+                 VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?1, ?2, ?3, ?4, ?5) RETURNING seq",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![to_micros(ev.time), ev.kind, ev.env, ev.path, ev.detail],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(e)
+    }
+
+    fn events_after(&mut self, after: u64, limit: u32) -> R<Vec<EventRow>> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, time, kind, env, path, detail FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![after, limit], |r| {
+                    Ok((
+                        r.get::<_, u64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(e)?;
+        rows.into_iter()
+            .map(|(seq, t, kind, env, path, detail)| {
+                Ok(EventRow {
+                    seq,
+                    time: from_micros(t)?,
+                    kind,
+                    env,
+                    path,
+                    detail,
+                })
+            })
+            .collect()
+    }
+
+    fn consumer_put(&mut self, row: &ConsumerRow) -> R<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO consumers (env, path, accessor, version, seen_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (env, path, accessor) DO UPDATE SET
+                   version = MAX(version, excluded.version), seen_at = MAX(seen_at, excluded.seen_at)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    row.env,
+                    row.path,
+                    row.accessor,
+                    row.version,
+                    to_micros(row.seen_at)
+                ])
+            })
+            .map(drop)
+            .map_err(e)
+    }
+
+    fn consumers(&mut self, env: &str, path: &str) -> R<Vec<ConsumerRow>> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT accessor, version, seen_at FROM consumers WHERE env = ?1 AND path = ?2 ORDER BY accessor",
+            )
+            .and_then(|mut s| {
+                s.query_map([env, path], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, u64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(e)?;
+        rows.into_iter()
+            .map(|(accessor, version, t)| {
+                Ok(ConsumerRow {
+                    env: env.into(),
+                    path: path.into(),
+                    accessor,
+                    version,
+                    seen_at: from_micros(t)?,
                 })
             })
             .collect()
