@@ -110,7 +110,12 @@ pub async fn events(
     Extension(ctx): Extension<Arc<RequestCtx>>,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    let after = query_num(&q, "after", 0)?;
+    // `after=latest` starts from the newest event (a watcher that needs no history).
+    let after = if q.get("after").is_some_and(|a| a == "latest") {
+        u64::MAX
+    } else {
+        query_num(&q, "after", 0)?
+    };
     let limit = query_num(&q, "limit", 100)?.min(1000) as u32;
     let wait = wait_of(&st, &q)?;
     let page = st.rotations.events(&ctx, after, limit, wait).await?;

@@ -95,6 +95,12 @@ impl Rotations {
             .authorize(ctx, "events.read", None, Capability::Read)
             .await?;
         let r = async {
+            let after = if after == u64::MAX {
+                // "From now on": start at the newest event.
+                self.engine.store().read(|tx| tx.events_last_seq()).await?
+            } else {
+                after
+            };
             let limit = limit.clamp(1, 1000);
             let deadline = tokio::time::Instant::now() + wait.min(Duration::from_secs(300));
             let mut commits = self.engine.store().commits();

@@ -62,9 +62,10 @@ impl Accounts {
                     );
                 }
                 match usernames {
-                    Some([a, b]) if a != b => {
-                        Ok(Self::Alternating([check_name(kind, a)?, check_name(kind, b)?]))
-                    }
+                    Some([a, b]) if a != b => Ok(Self::Alternating([
+                        check_name(kind, a)?,
+                        check_name(kind, b)?,
+                    ])),
                     Some([_, _]) => bad(
                         "the two `usernames` are the same; name two distinct users with the \
                          same privileges"
@@ -86,7 +87,10 @@ impl Accounts {
         match self {
             Self::Single(u) => u,
             Self::Alternating([a, b]) => {
-                match current.and_then(|c| c.0.get("username")).and_then(Value::as_str) {
+                match current
+                    .and_then(|c| c.0.get("username"))
+                    .and_then(Value::as_str)
+                {
                     Some(cur) if cur == a => b,
                     _ => a,
                 }
@@ -248,9 +252,11 @@ mod tests {
         let cur = cred("app", "current-pw");
         let d = discard_change("t", &single, Some(&cur), &cred("app", "new"), 20).unwrap();
         assert_eq!(d.password, "current-pw");
-        assert!(revoke_change("t", &single, Some(&cur), &cred("app", "old"), 20)
-            .unwrap()
-            .is_none());
+        assert!(
+            revoke_change("t", &single, Some(&cur), &cred("app", "old"), 20)
+                .unwrap()
+                .is_none()
+        );
 
         let alt = Accounts::Alternating(["a".into(), "b".into()]);
         let cur = cred("a", "current-pw");

@@ -42,14 +42,16 @@
 //! - `discard`: the program deletes the pending credential.
 //! - `revoke`: the program deletes the old credential after the grace period.
 
-use std::{collections::BTreeMap, os::unix::process::ExitStatusExt, process::Stdio, time::Duration};
+use std::{
+    collections::BTreeMap, os::unix::process::ExitStatusExt, process::Stdio, time::Duration,
+};
 
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::{support, Credential, RotatorError, Rotator, StepContext};
+use crate::{support, Credential, Rotator, RotatorError, StepContext};
 
 const KIND: &str = "command";
 /// The most stdout kept (a credential is small).
@@ -157,8 +159,9 @@ async fn run(
         "admin".into(),
         cx.admin.map_or(Value::Null, |a| Value::Object(a.0.clone())),
     );
-    let mut input = serde_json::to_vec(&body)
-        .map_err(|e| RotatorError::invalid(format!("command rotator: encoding the request: {e}")))?;
+    let mut input = serde_json::to_vec(&body).map_err(|e| {
+        RotatorError::invalid(format!("command rotator: encoding the request: {e}"))
+    })?;
     input.push(b'\n');
     let secrets = support::secret_values(&[cx.current, credential, cx.admin]);
     let program = &s.command[0];
@@ -307,8 +310,8 @@ mod tests {
         assert!(e.message.contains("empty"), "{e}");
         let e = CommandSettings::parse(&json!({"command": ["rotate.sh"]})).unwrap_err();
         assert!(e.message.contains("absolute"), "{e}");
-        let e = CommandSettings::parse(&json!({"command": ["/x"], "env": {"A=B": "c"}}))
-            .unwrap_err();
+        let e =
+            CommandSettings::parse(&json!({"command": ["/x"], "env": {"A=B": "c"}})).unwrap_err();
         assert!(e.message.contains("A=B"), "{e}");
     }
 

@@ -139,11 +139,8 @@ pub trait Rotator: Send + Sync + 'static {
 
     /// Undo `set` after a failed rotation: afterwards `cx.current` works as before and
     /// `pending` should not.
-    async fn discard(
-        &self,
-        cx: &StepContext<'_>,
-        pending: &Credential,
-    ) -> Result<(), RotatorError>;
+    async fn discard(&self, cx: &StepContext<'_>, pending: &Credential)
+        -> Result<(), RotatorError>;
 
     /// Retire an old credential (the previous one, after the grace period). Must leave
     /// `cx.current` working.

@@ -46,14 +46,14 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use ::mysql::{prelude::Queryable, Conn, OptsBuilder};
+use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
     accounts::{self, Accounts, PasswordChange, Strategy},
-    support, Credential, RotatorError, Rotator, StepContext,
+    support, Credential, Rotator, RotatorError, StepContext,
 };
 
 const KIND: &str = "mysql";
@@ -199,14 +199,20 @@ impl Login {
 /// Maps a client error; `what` says what was being done. Passwords in `secrets` are blanked
 /// from the text (a syntax error message quotes the statement).
 fn map_error(what: &str, e: &::mysql::Error, secrets: &[&str]) -> RotatorError {
-    let m = format!(
-        "mysql rotator: {what}: {}",
-        support::redact(&support::error_chain(e), secrets)
-    );
+    let text = match e {
+        ::mysql::Error::MySqlError(db) => db.to_string(),
+        ::mysql::Error::DriverError(d) => d.to_string(),
+        ::mysql::Error::IoError(io) => io.to_string(),
+        other => support::error_chain(other),
+    };
+    let m = format!("mysql rotator: {what}: {}", support::redact(&text, secrets));
     match e {
         ::mysql::Error::MySqlError(db) => match db.code {
+            1044 => RotatorError::rejected(format!(
+                "{m}; grant the user access to that database, or fix `dbname`"
+            )),
             // Access denied, no password, expired password, account locked.
-            1045 | 1044 | 1698 | 1820 | 1862 | 3118 | 4151 => RotatorError::rejected(format!(
+            1045 | 1698 | 1820 | 1862 | 3118 | 4151 => RotatorError::rejected(format!(
                 "{m}; check the username and password and that the account's host part matches \
                  this client"
             )),
@@ -229,11 +235,11 @@ fn map_error(what: &str, e: &::mysql::Error, secrets: &[&str]) -> RotatorError {
             "{m}; the account uses an authentication plugin this client does not support: use \
              mysql_native_password or caching_sha2_password"
         )),
-        ::mysql::Error::IoError(_) | ::mysql::Error::DriverError(_) | ::mysql::Error::CodecError(_) => {
-            RotatorError::unavailable(format!(
-                "{m}; check that the server is up and that host and port are right"
-            ))
-        }
+        ::mysql::Error::IoError(_)
+        | ::mysql::Error::DriverError(_)
+        | ::mysql::Error::CodecError(_) => RotatorError::unavailable(format!(
+            "{m}; check that the server is up and that host and port are right"
+        )),
         _ => RotatorError::rejected(m),
     }
 }
@@ -302,11 +308,7 @@ fn alter_password(
                 ));
             }
         }
-        map_error(
-            &format!("changing the password of {account}"),
-            &e,
-            &secrets,
-        )
+        map_error(&format!("changing the password of {account}"), &e, &secrets)
     })
 }
 
@@ -418,7 +420,10 @@ mod tests {
     #[test]
     fn settings_defaults_and_errors() {
         let s = MysqlSettings::parse(&json!({"username": "app"})).unwrap();
-        assert_eq!((s.port, s.host_pattern.as_str(), s.dbname), (3306, "%", None));
+        assert_eq!(
+            (s.port, s.host_pattern.as_str(), s.dbname),
+            (3306, "%", None)
+        );
         let e = MysqlSettings::parse(&json!({"username": "app", "host_patern": "%"})).unwrap_err();
         assert!(e.message.contains("host_patern"), "{e}");
         let e = MysqlSettings::parse(&json!({"strategy": "alternating", "usernames": ["a"]}))

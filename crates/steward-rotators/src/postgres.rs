@@ -47,15 +47,15 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use ::postgres::{error::SqlState, Client, Config, NoTls};
+use async_trait::async_trait;
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
     accounts::{self, Accounts, PasswordChange, Strategy},
-    support, Credential, RotatorError, Rotator, StepContext,
+    support, Credential, Rotator, RotatorError, StepContext,
 };
 
 const KIND: &str = "postgres";
@@ -415,15 +415,18 @@ mod tests {
     #[test]
     fn settings_defaults_and_errors() {
         let s = PostgresSettings::parse(&json!({"username": "app"})).unwrap();
-        assert_eq!((s.host.as_str(), s.port, s.dbname.as_str()), ("127.0.0.1", 5432, "postgres"));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.dbname.as_str()),
+            ("127.0.0.1", 5432, "postgres")
+        );
         assert_eq!(s.password_length, 32);
         let e = PostgresSettings::parse(&json!({"username": "app", "prot": 1})).unwrap_err();
         assert!(e.message.contains("prot"), "{e}");
-        let e = PostgresSettings::parse(&json!({"strategy": "rolling", "username": "a"}))
-            .unwrap_err();
+        let e =
+            PostgresSettings::parse(&json!({"strategy": "rolling", "username": "a"})).unwrap_err();
         assert!(e.message.contains("rolling"), "{e}");
-        let e = PostgresSettings::parse(&json!({"username": "a", "password_length": 4}))
-            .unwrap_err();
+        let e =
+            PostgresSettings::parse(&json!({"username": "a", "password_length": 4})).unwrap_err();
         assert!(e.message.contains("16 to 128"), "{e}");
         let e = PostgresSettings::parse(&json!("app")).unwrap_err();
         assert!(e.message.contains("JSON object"), "{e}");

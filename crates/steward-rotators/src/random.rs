@@ -6,7 +6,7 @@ use rand::{seq::SliceRandom, Rng};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{Credential, RotatorError, Rotator, StepContext};
+use crate::{Credential, Rotator, RotatorError, StepContext};
 
 /// The `random` rotator.
 #[derive(Debug, Clone, Copy)]

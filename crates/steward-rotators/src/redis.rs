@@ -49,7 +49,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::{support, Credential, RotatorError, Rotator, StepContext};
+use crate::{support, Credential, Rotator, RotatorError, StepContext};
 
 const KIND: &str = "redis";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -412,7 +412,14 @@ impl Rotator for RedisRotator {
             return Ok(());
         }
         let admin = Login::admin(&s, cx)?;
-        apply(admin, s.persist, s.username, password.into(), Change::Remove).await
+        apply(
+            admin,
+            s.persist,
+            s.username,
+            password.into(),
+            Change::Remove,
+        )
+        .await
     }
 
     async fn revoke(&self, cx: &StepContext<'_>, old: &Credential) -> Result<(), RotatorError> {
@@ -423,7 +430,14 @@ impl Rotator for RedisRotator {
             return Ok(());
         }
         let admin = Login::admin(&s, cx)?;
-        apply(admin, s.persist, s.username, password.into(), Change::Remove).await
+        apply(
+            admin,
+            s.persist,
+            s.username,
+            password.into(),
+            Change::Remove,
+        )
+        .await
     }
 }
 

@@ -131,20 +131,20 @@ pub(crate) fn head_text(bytes: &[u8], max: usize) -> String {
     clean(s)
 }
 
-/// Control characters (other than newline and tab) become spaces, so quoted output cannot
-/// forge log lines or terminal escapes.
+/// One line: line breaks become ` | ` and other control characters spaces, so quoted output
+/// cannot forge log lines or send terminal escapes.
 fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
-                ' '
-            } else {
-                c
-            }
+    s.lines()
+        .map(|l| {
+            l.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect::<String>()
+                .trim()
+                .to_string()
         })
-        .collect::<String>()
-        .trim()
-        .to_string()
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// Runs blocking client code (the sync database and Redis clients) on the blocking pool and
@@ -249,7 +249,11 @@ pub(crate) fn request_body(
 
 /// The credential in a `{"credential": {...}}` answer. The error never quotes the answer (it
 /// may hold the credential).
-pub(crate) fn issued_credential(kind: &str, from: &str, body: &[u8]) -> Result<Credential, RotatorError> {
+pub(crate) fn issued_credential(
+    kind: &str,
+    from: &str,
+    body: &[u8],
+) -> Result<Credential, RotatorError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
         RotatorError::rejected(format!(
             "{kind} rotator: {from} is not JSON (error at line {} column {}); it must be \
@@ -303,6 +307,7 @@ mod tests {
         assert_eq!(head_text(s, 2), "h");
         assert!(!tail_text(s, 7).contains('\u{1b}'));
         assert_eq!(tail_text(b"abc", 10), "abc");
+        assert_eq!(tail_text(b"one\n\ntwo\r\n", 100), "one | two");
     }
 
     #[test]
@@ -319,8 +324,8 @@ mod tests {
     fn issued_credential_requires_an_object_and_never_quotes_the_answer() {
         let c = issued_credential("t", "the answer", br#"{"credential": {"key": "k"}}"#).unwrap();
         assert_eq!(c.str("key").unwrap(), "k");
-        let e = issued_credential("t", "the answer", br#"{"credential": "SECRETVALUE"}"#)
-            .unwrap_err();
+        let e =
+            issued_credential("t", "the answer", br#"{"credential": "SECRETVALUE"}"#).unwrap_err();
         assert!(!e.message.contains("SECRETVALUE"), "{e}");
         let e = issued_credential("t", "the answer", b"SECRETVALUE").unwrap_err();
         assert!(!e.message.contains("SECRETVALUE"), "{e}");

@@ -59,7 +59,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::{support, Credential, RotatorError, Rotator, StepContext};
+use crate::{support, Credential, Rotator, RotatorError, StepContext};
 
 const KIND: &str = "webhook";
 /// The longest answer read (a credential is small).
@@ -161,7 +161,11 @@ async fn call(
 ) -> Result<Vec<u8>, RotatorError> {
     let s = WebhookSettings::parse(cx.settings)?;
     let url = s.url()?;
-    let admin = support::require_admin(KIND, cx, "`signing_key`, the secret shared with the endpoint")?;
+    let admin = support::require_admin(
+        KIND,
+        cx,
+        "`signing_key`, the secret shared with the endpoint",
+    )?;
     let key = admin.str("signing_key")?;
     if key.is_empty() {
         return Err(RotatorError::invalid(
@@ -170,8 +174,9 @@ async fn call(
         ));
     }
     let mut secrets = support::secret_values(&[cx.current, credential, Some(admin)]);
-    let body = serde_json::to_vec(&support::request_body(cx, action, credential))
-        .map_err(|e| RotatorError::invalid(format!("webhook rotator: encoding the request: {e}")))?;
+    let body = serde_json::to_vec(&support::request_body(cx, action, credential)).map_err(|e| {
+        RotatorError::invalid(format!("webhook rotator: encoding the request: {e}"))
+    })?;
     let ts = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -305,12 +310,15 @@ mod tests {
         ok("http://localhost/x").unwrap();
         ok("http://[::1]:9/x").unwrap();
         let e = ok("http://keys.example.com/x?token=abc").unwrap_err();
-        assert!(e.message.contains("allow_http") && !e.message.contains("abc"), "{e}");
+        assert!(
+            e.message.contains("allow_http") && !e.message.contains("abc"),
+            "{e}"
+        );
         WebhookSettings::parse(&json!({"url": "http://10.0.0.1/x", "allow_http": true})).unwrap();
         let e = ok("https://user:pw@example.com/").unwrap_err();
         assert!(e.message.contains("credentials"), "{e}");
-        let e = WebhookSettings::parse(&json!({"url": "https://a/", "timeout": "soon"}))
-            .unwrap_err();
+        let e =
+            WebhookSettings::parse(&json!({"url": "https://a/", "timeout": "soon"})).unwrap_err();
         assert!(e.message.contains("soon"), "{e}");
         let s = WebhookSettings::parse(&json!({"url": "https://a/", "timeout": "2s"})).unwrap();
         assert_eq!(s.timeout, Duration::from_secs(2));

@@ -4,10 +4,10 @@
 //! webhook and shell scripts for the command rotator. Each test makes its own users with random
 //! names and removes them afterwards.
 
-#[path = "common/mod.rs"]
-mod common;
 #[path = "rotators/command.rs"]
 mod command;
+#[path = "common/mod.rs"]
+mod common;
 #[path = "rotators/maria.rs"]
 mod maria;
 #[path = "rotators/pg.rs"]

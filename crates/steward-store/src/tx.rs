@@ -130,6 +130,9 @@ pub trait Tx {
     /// Events with seq > `after`, ascending, at most `limit`.
     fn events_after(&mut self, after: u64, limit: u32) -> Result<Vec<EventRow>, StoreError>;
 
+    /// The highest event seq (0 when there are none).
+    fn events_last_seq(&mut self) -> Result<u64, StoreError>;
+
     /// Records that a token read a version (keeps the highest version and the latest time).
     fn consumer_put(&mut self, row: &ConsumerRow) -> Result<(), StoreError>;
     fn consumers(&mut self, env: &str, path: &str) -> Result<Vec<ConsumerRow>, StoreError>;

@@ -92,6 +92,15 @@ pub enum Command {
     },
     /// Run a command with secrets as environment variables (the child gets them, your shell does not)
     Run(RunArgs),
+    /// Rotate secrets: configure rotators and schedules, rotate now, roll back, see status
+    Rotate {
+        #[command(subcommand)]
+        command: RotateCommand,
+    },
+    /// Print the durable change events (writes, rotations, expiry warnings); --follow waits for more
+    Events(EventsArgs),
+    /// Keep files rendered from templates current; run a reload command when one changes
+    Agent(AgentArgs),
     /// Render templates containing ${secret:ENV/PATH} references
     Template {
         #[command(subcommand)]
@@ -168,6 +177,12 @@ pub enum SecretCommand {
     },
     /// List keys under ENV or ENV/PREFIX
     List { target: String },
+    /// Secrets that expire within a window (or already have), soonest first
+    Expiring {
+        /// e.g. 30d, 7d, 12h
+        #[arg(long, default_value = "30d", value_name = "DURATION")]
+        within: String,
+    },
     /// Show a secret's versions and metadata
     History { target: String },
     /// Make a new version with an older version's value
@@ -274,9 +289,104 @@ pub struct RunArgs {
     /// Only secrets under this prefix; names are relative to it
     #[arg(long, default_value = "")]
     pub prefix: String,
+    /// Watch the injected secrets; when one changes (a rotation), apply --on-change
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: `restart` (SIGTERM, wait --restart-grace, start again with the new
+    /// values) or `signal:NAME` (send NAME, e.g. signal:SIGHUP, to a child that re-reads them)
+    #[arg(long, default_value = "restart", value_name = "ACTION")]
+    pub on_change: String,
+    /// With --on-change restart: how long the child gets to exit before SIGKILL
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub restart_grace: String,
     /// Command and arguments
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RotateCommand {
+    /// Set or replace a secret's rotation: rotator, settings, schedule, grace period.
+    ///
+    /// Example: steward rotate configure prod/db/app --rotator postgres --admin prod/db/admin
+    ///   --settings '{"strategy":"alternating","usernames":["app_a","app_b"]}' --every 30d --grace 1h
+    Configure {
+        /// ENV/PATH of the secret to rotate
+        target: String,
+        /// random, postgres, mysql, redis, webhook or command
+        #[arg(long)]
+        rotator: String,
+        /// Rotator settings as JSON, or @FILE to read them from a file (never secrets)
+        #[arg(long, value_name = "JSON")]
+        settings: Option<String>,
+        /// PATH or ENV/PATH of the secret holding the rotator's admin credential
+        #[arg(long)]
+        admin: Option<String>,
+        /// Rotate every DURATION (presets: 30d, 60d, 90d)
+        #[arg(long, value_name = "DURATION", conflicts_with_all = ["cron", "manual"])]
+        every: Option<String>,
+        /// Rotate on a cron schedule (5 fields, UTC), e.g. "0 3 * * 1"
+        #[arg(long, value_name = "EXPR", conflicts_with = "manual")]
+        cron: Option<String>,
+        /// Only start rotations inside this daily window, "HH:MM-HH:MM" UTC
+        #[arg(long, value_name = "WINDOW")]
+        window: Option<String>,
+        /// The next rotation at exactly this time (RFC 3339), then the schedule goes on
+        #[arg(long, value_name = "TIME")]
+        next_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// Never rotate on a schedule; only `steward rotate now`
+        #[arg(long)]
+        manual: bool,
+        /// How long the previous credential keeps working
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        grace: String,
+        /// consumers (revoke once every recent reader has the new value, or at the end of the
+        /// grace period) or grace (at the end of the grace period)
+        #[arg(long, default_value = "consumers")]
+        retire: String,
+        /// Attempts, each with a fresh value, before the rotation is declared failed
+        #[arg(long, default_value_t = 5)]
+        max_attempts: u32,
+    },
+    /// Rotate now; --wait blocks until it finished or failed
+    Now {
+        target: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// State of one rotation, or of all: step, last outcome, next due, laggard consumers
+    Status { target: Option<String> },
+    /// Make the previous value current again, in the target system too; --wait blocks
+    Rollback {
+        target: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove a secret's rotation config (the secret stays)
+    Remove { target: String },
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Start after this cursor (the `seq` of the last event you saw); `latest` for new ones only
+    #[arg(long, default_value = "0")]
+    pub after: String,
+    /// Keep waiting for new events
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Template to render: SOURCE:DESTINATION (repeatable). The file is written 0600, atomically
+    #[arg(long = "template", value_name = "SRC:DEST", required = true)]
+    pub templates: Vec<String>,
+    /// Run this (through sh -c) after a file changed, e.g. "nginx -s reload"
+    #[arg(long, value_name = "COMMAND")]
+    pub command: Option<String>,
+    /// Render once and exit
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Subcommand, Debug)]

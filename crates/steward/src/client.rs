@@ -36,6 +36,7 @@ impl std::fmt::Display for Unreachable {
 
 impl std::error::Error for Unreachable {}
 
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,

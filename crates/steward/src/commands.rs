@@ -95,6 +95,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { command } => return audit(&client()?, command, out).await,
         Command::Keys { command } => keys(&client()?, command, out).await?,
         Command::Run(args) => return run(&client()?, args).await,
+        Command::Rotate { command } => return crate::watch::rotate(&client()?, command, out).await,
+        Command::Events(args) => crate::watch::events(&client()?, args, out).await?,
+        Command::Agent(args) => crate::watch::agent(&client()?, args).await?,
         Command::Template {
             command: TemplateCommand::Render { input, out: dest },
         } => {
@@ -123,7 +126,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// A malformed argument (exit code 2, like clap's own usage errors).
 #[derive(Debug)]
-pub struct UsageError(String);
+pub struct UsageError(pub String);
 
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -134,13 +137,13 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 /// Splits `ENV/PATH`.
-fn target(s: &str) -> anyhow::Result<(String, String)> {
+pub(crate) fn target(s: &str) -> anyhow::Result<(String, String)> {
     let (env, path) =
         steward_core::names::parse_reference(s).map_err(|e| UsageError(e.to_string()))?;
     Ok((env.to_string(), path.to_string()))
 }
 
-fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -295,6 +298,7 @@ async fn secret(c: &Client, cmd: SecretCommand, out: Output) -> anyhow::Result<E
             let text = Zeroizing::new(text);
             println!("{}", text.as_str());
         }
+        SecretCommand::Expiring { within } => crate::watch::expiring(c, &within, out).await?,
         SecretCommand::List { target: t } => {
             let (env, prefix) = t.split_once('/').unwrap_or((t.as_str(), ""));
             let r = c
@@ -715,7 +719,7 @@ fn to_env_vars(
     Ok(vars)
 }
 
-async fn fetch_vars(
+pub(crate) async fn fetch_vars(
     c: &Client,
     env: &str,
     prefix: &str,
@@ -736,23 +740,85 @@ async fn fetch_vars(
     to_env_vars(&v["data"]["secrets"], prefix)
 }
 
-async fn run(c: &Client, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let vars = fetch_vars(c, &args.env, &args.prefix).await?;
-    let (prog, rest) = args
-        .command
-        .split_first()
-        .context("no command given after --")?;
+/// Starts the child with `vars` in its environment (and without our token).
+fn spawn_child(
+    prog: &str,
+    rest: &[String],
+    vars: &BTreeMap<String, Zeroizing<String>>,
+) -> anyhow::Result<tokio::process::Child> {
     let mut cmd = tokio::process::Command::new(prog);
     cmd.args(rest);
-    for (k, v) in &vars {
+    for (k, v) in vars {
         cmd.env(k, v.as_str());
     }
     // The token stays with us; the child gets secrets, not the means to read more.
     cmd.env_remove("STEWARD_TOKEN");
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot run {prog:?}"))?;
-    drop(vars);
+    cmd.spawn().with_context(|| format!("cannot run {prog:?}"))
+}
+
+fn pid_of(child: &tokio::process::Child) -> Option<nix::unistd::Pid> {
+    child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .map(nix::unistd::Pid::from_raw)
+}
+
+/// What `--on-change` asks for.
+enum OnChange {
+    Restart(std::time::Duration),
+    Signal(nix::sys::signal::Signal),
+}
+
+fn on_change(args: &RunArgs) -> anyhow::Result<OnChange> {
+    if args.on_change == "restart" {
+        let grace = humantime::parse_duration(&args.restart_grace)
+            .map_err(|e| UsageError(format!("--restart-grace {:?}: {e}", args.restart_grace)))?;
+        return Ok(OnChange::Restart(grace));
+    }
+    let name = args.on_change.strip_prefix("signal:").ok_or_else(|| {
+        UsageError(format!(
+            "--on-change {:?} must be `restart` or `signal:NAME` (e.g. signal:SIGHUP)",
+            args.on_change
+        ))
+    })?;
+    let full = if name.starts_with("SIG") {
+        name.to_string()
+    } else {
+        format!("SIG{name}")
+    };
+    let sig: nix::sys::signal::Signal = full.parse().map_err(|_| {
+        UsageError(format!(
+            "--on-change: unknown signal {name:?}; use e.g. signal:SIGHUP or signal:SIGUSR1"
+        ))
+    })?;
+    Ok(OnChange::Signal(sig))
+}
+
+async fn run(c: &Client, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let change = on_change(&args)?;
+    // The cursor is taken before the values are read, so no change in between is missed.
+    let mut cursor = "latest".to_string();
+    if args.watch {
+        crate::watch::next_events(c, &mut cursor, false).await?;
+    }
+    let mut vars = fetch_vars(c, &args.env, &args.prefix).await?;
+    let (prog, rest) = args
+        .command
+        .split_first()
+        .context("no command given after --")?;
+    let mut child = spawn_child(prog, rest, &vars)?;
+    let mut updates = if args.watch {
+        Some(crate::watch::watch_vars(
+            c.clone(),
+            args.env.clone(),
+            args.prefix.clone(),
+            std::mem::take(&mut vars),
+            cursor,
+        ))
+    } else {
+        drop(vars);
+        None
+    };
     // Signals: SIGTERM and SIGHUP sent to `steward run` (by a supervisor, `kill`) are passed
     // on, so the child stops or reloads with us instead of being orphaned. SIGINT is not
     // forwarded: from a terminal it already reaches the whole process group, and a second copy
@@ -761,21 +827,41 @@ async fn run(c: &Client, args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let pid = child
-        .id()
-        .and_then(|p| i32::try_from(p).ok())
-        .map(nix::unistd::Pid::from_raw);
-    let forward = |sig: nix::sys::signal::Signal| {
-        if let Some(pid) = pid {
+    let forward = |child: &tokio::process::Child, sig: nix::sys::signal::Signal| {
+        if let Some(pid) = pid_of(child) {
             let _ = nix::sys::signal::kill(pid, sig);
         }
     };
     let status = loop {
+        let next_update = async {
+            match updates.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             st = child.wait() => break st.context("waiting for the command")?,
-            _ = term.recv() => forward(nix::sys::signal::Signal::SIGTERM),
-            _ = hup.recv() => forward(nix::sys::signal::Signal::SIGHUP),
+            _ = term.recv() => forward(&child, nix::sys::signal::Signal::SIGTERM),
+            _ = hup.recv() => forward(&child, nix::sys::signal::Signal::SIGHUP),
             _ = int.recv() => {}
+            new = next_update => {
+                let Some(new) = new else { updates = None; continue };
+                match &change {
+                    OnChange::Signal(sig) => {
+                        eprintln!("steward run: secrets changed; sending {sig} to the command");
+                        forward(&child, *sig);
+                    }
+                    OnChange::Restart(grace) => {
+                        eprintln!("steward run: secrets changed; restarting the command");
+                        forward(&child, nix::sys::signal::Signal::SIGTERM);
+                        if tokio::time::timeout(*grace, child.wait()).await.is_err() {
+                            eprintln!("steward run: the command did not stop within {}; killing it", humantime::format_duration(*grace));
+                            let _ = child.kill().await;
+                        }
+                        child = spawn_child(prog, rest, &new)?;
+                    }
+                }
+            }
         }
     };
     // A child killed by a signal exits like a shell reports it: 128 + signal number.

@@ -10,6 +10,7 @@ mod files;
 mod server;
 mod settings;
 mod testhooks;
+mod watch;
 
 use std::process::ExitCode;
 

@@ -54,9 +54,12 @@ pub fn password() -> String {
 }
 
 /// Asserts the error has `kind` and mentions none of `secrets`; returns its message.
-pub fn expect_err(r: Result<impl std::fmt::Debug, RotatorError>, kind: ErrorKind, secrets: &[&str]) -> String {
+pub fn expect_err(
+    r: Result<impl std::fmt::Debug, RotatorError>,
+    kind: ErrorKind,
+    secrets: &[&str],
+) -> String {
     let e = r.expect_err("the step should fail");
-    eprintln!("MSG {:?}: {}", e.kind, e.message);
     assert_eq!(e.kind, kind, "wrong kind for: {e}");
     for s in secrets {
         assert!(!e.message.contains(s), "the message leaks a secret: {e}");
@@ -73,7 +76,9 @@ pub fn free_port() -> u16 {
 }
 
 fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}{}",
@@ -90,7 +95,9 @@ fn pg_bin() -> PathBuf {
         .filter(|p| p.join("initdb").exists())
         .collect();
     versions.sort();
-    versions.pop().expect("an initdb under /usr/lib/postgresql/*/bin")
+    versions
+        .pop()
+        .expect("an initdb under /usr/lib/postgresql/*/bin")
 }
 
 /// Runs a command as the `postgres` user (initdb refuses root) when we are root.
@@ -127,12 +134,22 @@ impl PgCluster {
         let admin_password = password();
         let pwfile = dir.path().join("pwfile");
         std::fs::write(&pwfile, format!("{admin_password}\n")).unwrap();
-        run(Command::new("chown").arg("-R").arg("postgres:").arg(dir.path()));
+        run(Command::new("chown")
+            .arg("-R")
+            .arg("postgres:")
+            .arg(dir.path()));
         let data = dir.path().join("data");
         run(as_postgres(&bin.join("initdb"))
             .arg("-D")
             .arg(&data)
-            .args(["-U", "postgres", "--auth=scram-sha-256", "--no-sync", "-E", "UTF8"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ])
             .arg(format!("--pwfile={}", pwfile.display())));
         let port = free_port();
         let opts = format!(

@@ -75,16 +75,29 @@ async fn create_test_revoke_through_stdin_only() {
     assert!(argv.ends_with("--account\nprod\n"), "{argv}");
     let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
     for text in [&argv, &env] {
-        assert!(!text.contains(&key) && !text.contains("admin_tok_9f8e7d6c"), "{text}");
+        assert!(
+            !text.contains(&key) && !text.contains("admin_tok_9f8e7d6c"),
+            "{text}"
+        );
     }
-    assert!(!env.contains("CARGO"), "the environment is not inherited: {env}");
+    assert!(
+        !env.contains("CARGO"),
+        "the environment is not inherited: {env}"
+    );
 
     // Revoke the first key: its test now fails with the script's stderr, key blanked out.
     let after = cx(&settings, Some(&pending), Some(&admin));
     r.revoke(&after, &first).await.unwrap();
     let first_key = first.str("api_key").unwrap().to_string();
-    let m = expect_err(r.test(&after, &first).await, ErrorKind::Rejected, &[&first_key]);
-    assert!(m.contains("exited with code 3") && m.contains("unknown key ***"), "{m}");
+    let m = expect_err(
+        r.test(&after, &first).await,
+        ErrorKind::Rejected,
+        &[&first_key],
+    );
+    assert!(
+        m.contains("exited with code 3") && m.contains("unknown key ***"),
+        "{m}"
+    );
     r.test(&after, &pending).await.unwrap();
 
     // Discard removes a pending key.
@@ -112,7 +125,10 @@ async fn failures_timeouts_and_bad_output() {
         ErrorKind::Rejected,
         &["cur_secret_5a4b3c2d"],
     );
-    assert!(m.contains("code 7") && m.contains("quota exceeded for ***"), "{m}");
+    assert!(
+        m.contains("code 7") && m.contains("quota exceeded for ***"),
+        "{m}"
+    );
 
     // Timeout: Unavailable, and the whole process group is killed.
     let pidfile = dir.path().join("sleep.pid");
@@ -131,9 +147,15 @@ async fn failures_timeouts_and_bad_output() {
         ErrorKind::Unavailable,
         &["cur_secret_5a4b3c2d"],
     );
-    assert!(started.elapsed().as_secs() < 10, "the timeout did not stop the run");
+    assert!(
+        started.elapsed().as_secs() < 10,
+        "the timeout did not stop the run"
+    );
     assert!(m.contains("killed") && m.contains("1s"), "{m}");
-    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+    let pid = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .to_string();
     let mut gone = false;
     for _ in 0..50 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -162,6 +184,10 @@ async fn failures_timeouts_and_bad_output() {
 
     // A program that does not exist: Invalid.
     let settings = json!({"command": ["/nonexistent/rotate"]});
-    let m = expect_err(r.create(&cx(&settings, None, None)).await, ErrorKind::Invalid, &[]);
+    let m = expect_err(
+        r.create(&cx(&settings, None, None)).await,
+        ErrorKind::Invalid,
+        &[],
+    );
     assert!(m.contains("/nonexistent/rotate"), "{m}");
 }

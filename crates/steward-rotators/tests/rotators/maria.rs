@@ -103,7 +103,10 @@ async fn single_strategy_replaces_the_password_and_discard_restores_it() {
     r.set(&plain, &pending).await.unwrap();
     let after = cx(&no_db, Some(&pending), Some(&admin));
     r.revoke(&after, &current).await.unwrap();
-    assert!(can_login(&user, &new), "revoking the same user's old value changes nothing");
+    assert!(
+        can_login(&user, &new),
+        "revoking the same user's old value changes nothing"
+    );
 }
 
 #[tokio::test]
@@ -181,5 +184,9 @@ async fn errors_name_the_problem_and_never_the_password() {
     // Nothing listening: Unavailable.
     let closed = json!({"username": user, "port": free_port()});
     let step = cx(&closed, None, Some(&admin));
-    expect_err(r.set(&step, &pending).await, ErrorKind::Unavailable, &[&new]);
+    expect_err(
+        r.set(&step, &pending).await,
+        ErrorKind::Unavailable,
+        &[&new],
+    );
 }

@@ -16,7 +16,10 @@ async fn single_strategy_replaces_the_password_and_discard_restores_it() {
     let current = login("app", &initial);
     let r = PostgresRotator;
 
-    let pending = r.create(&cx(&settings, Some(&current), Some(&admin))).await.unwrap();
+    let pending = r
+        .create(&cx(&settings, Some(&current), Some(&admin)))
+        .await
+        .unwrap();
     let new = pending.str("password").unwrap().to_string();
     assert_eq!(pending.str("username").unwrap(), "app");
     assert_eq!(new.len(), 24);
@@ -31,7 +34,10 @@ async fn single_strategy_replaces_the_password_and_discard_restores_it() {
     r.set(&step, &pending).await.unwrap();
     r.set(&step, &pending).await.unwrap(); // idempotent
     assert!(pg.can_login("app", &new).await, "the new password logs in");
-    assert!(!pg.can_login("app", &initial).await, "the old password fails");
+    assert!(
+        !pg.can_login("app", &initial).await,
+        "the old password fails"
+    );
     r.test(&step, &pending).await.unwrap();
 
     // A failed rotation: discard gives the current password back.
@@ -73,13 +79,19 @@ async fn alternating_strategy_keeps_the_old_user_until_revoke() {
     let b_pw = b.str("password").unwrap().to_string();
     r.set(&step, &b).await.unwrap();
     r.test(&step, &b).await.unwrap();
-    assert!(pg.can_login("app_a", &a_pw).await, "the old user still works");
+    assert!(
+        pg.can_login("app_a", &a_pw).await,
+        "the old user still works"
+    );
     assert!(pg.can_login("app_b", &b_pw).await, "the new user works");
 
     // After the grace period: revoke A.
     let after = cx(&settings, Some(&b), Some(&admin));
     r.revoke(&after, &a).await.unwrap();
-    assert!(!pg.can_login("app_a", &a_pw).await, "the revoked user fails");
+    assert!(
+        !pg.can_login("app_a", &a_pw).await,
+        "the revoked user fails"
+    );
     assert!(pg.can_login("app_b", &b_pw).await);
 
     // Next rotation B -> A, then a failure: discard leaves A unusable and B untouched.
@@ -89,8 +101,14 @@ async fn alternating_strategy_keeps_the_old_user_until_revoke() {
     r.set(&after, &a2).await.unwrap();
     assert!(pg.can_login("app_a", &a2_pw).await);
     r.discard(&after, &a2).await.unwrap();
-    assert!(!pg.can_login("app_a", &a2_pw).await, "the discarded password fails");
-    assert!(pg.can_login("app_b", &b_pw).await, "the current user is untouched");
+    assert!(
+        !pg.can_login("app_a", &a2_pw).await,
+        "the discarded password fails"
+    );
+    assert!(
+        pg.can_login("app_b", &b_pw).await,
+        "the current user is untouched"
+    );
 }
 
 #[tokio::test]

@@ -94,8 +94,20 @@ async fn set_adds_a_password_and_revoke_removes_the_old_one() {
     r.discard(&after, &p2).await.unwrap();
     r.discard(&after, &p2).await.unwrap(); // idempotent
     assert!(!can_login(&user.0, &p2_pw));
-    assert!(can_login(&user.0, &new), "the current password is untouched");
+    assert!(
+        can_login(&user.0, &new),
+        "the current password is untouched"
+    );
     expect_err(r.test(&after, &p2).await, ErrorKind::Rejected, &[&p2_pw]);
+
+    // `persist: acl_save` on a server without an aclfile: the change is made, the error says
+    // it is not saved.
+    let saving = json!({"username": user.0, "persist": "acl_save"});
+    let step = cx(&saving, Some(&pending), Some(&admin));
+    let p3 = r.create(&step).await.unwrap();
+    let p3_pw = p3.str("password").unwrap().to_string();
+    let m = expect_err(r.set(&step, &p3).await, ErrorKind::Rejected, &[&p3_pw]);
+    assert!(m.contains("not saved"), "{m}");
 }
 
 #[tokio::test]

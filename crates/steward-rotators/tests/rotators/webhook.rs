@@ -36,7 +36,10 @@ fn verify(headers: &HeaderMap, body: &[u8]) -> bool {
     let Ok(ts_n) = ts.parse::<u64>() else {
         return false;
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     if now.abs_diff(ts_n) > 300 {
         return false;
     }
@@ -55,7 +58,11 @@ async fn rotate(State(seen): State<Seen>, headers: HeaderMap, body: Bytes) -> Re
     }
     let v: Value = serde_json::from_slice(&body).unwrap();
     let attempt = headers.get("x-steward-attempt").unwrap().to_str().unwrap();
-    assert_eq!(v["attempt_id"], json!(attempt), "the attempt header is the idempotency key");
+    assert_eq!(
+        v["attempt_id"],
+        json!(attempt),
+        "the attempt header is the idempotency key"
+    );
     let action = v["action"].as_str().unwrap().to_string();
     seen.lock().unwrap().push((action.clone(), v.clone()));
     match action.as_str() {
@@ -113,7 +120,10 @@ async fn create_test_revoke_and_discard_are_signed_requests() {
     let r = WebhookRotator;
 
     let pending = r.create(&step).await.unwrap();
-    assert_eq!(pending.str("api_key").unwrap(), "sk_live_attempt-0001_issued");
+    assert_eq!(
+        pending.str("api_key").unwrap(),
+        "sk_live_attempt-0001_issued"
+    );
     r.set(&step, &pending).await.unwrap(); // sends nothing
     r.test(&step, &pending).await.unwrap();
     r.discard(&step, &pending).await.unwrap();
@@ -128,9 +138,18 @@ async fn create_test_revoke_and_discard_are_signed_requests() {
     assert_eq!(create["path"], json!("app/db"));
     assert_eq!(create["credential"], Value::Null);
     assert_eq!(create["current"]["api_key"], json!("sk_live_old_value"));
-    assert_eq!(seen[1].1["credential"]["api_key"], json!("sk_live_attempt-0001_issued"));
-    assert_eq!(seen[3].1["credential"]["api_key"], json!("sk_live_old_value"));
-    assert_eq!(seen[3].1["current"]["api_key"], json!("sk_live_attempt-0001_issued"));
+    assert_eq!(
+        seen[1].1["credential"]["api_key"],
+        json!("sk_live_attempt-0001_issued")
+    );
+    assert_eq!(
+        seen[3].1["credential"]["api_key"],
+        json!("sk_live_old_value")
+    );
+    assert_eq!(
+        seen[3].1["current"]["api_key"],
+        json!("sk_live_attempt-0001_issued")
+    );
 }
 
 #[tokio::test]
@@ -162,7 +181,8 @@ async fn failures_map_to_kinds_without_leaking() {
     // Timeout -> Unavailable.
     let settings = json!({"url": format!("{base}/slow"), "timeout": "1s"});
     let m = expect_err(
-        r.test(&cx(&settings, Some(&current), Some(&admin)), &current).await,
+        r.test(&cx(&settings, Some(&current), Some(&admin)), &current)
+            .await,
         ErrorKind::Unavailable,
         &[KEY, "sk_live_old_value"],
     );

@@ -616,6 +616,11 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
         .collect()
     }
 
+    fn events_last_seq(&mut self) -> R<u64> {
+        let r = self.query_one("SELECT COALESCE(MAX(seq), 0) FROM events", &[])?;
+        unsigned(col(&r, 0)?)
+    }
+
     fn consumer_put(&mut self, row: &ConsumerRow) -> R<()> {
         self.exec(
             "INSERT INTO consumers (env, path, accessor, version, seen_at) VALUES ($1, $2, $3, $4, $5)

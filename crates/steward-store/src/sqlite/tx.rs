@@ -637,6 +637,13 @@ impl Tx for SqliteTx<'_> {
             .collect()
     }
 
+    fn events_last_seq(&mut self) -> R<u64> {
+        self.conn
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(e)
+    }
+
     fn consumer_put(&mut self, row: &ConsumerRow) -> R<()> {
         self.conn
             .prepare_cached(
