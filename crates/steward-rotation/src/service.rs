@@ -12,7 +12,7 @@ use rand::Rng;
 use serde::Serialize;
 use serde_json::{json, Value};
 use steward_core::SecretPath;
-use steward_rotators::{Credential, Registry, Rotator, RotatorError, StepContext};
+use steward_rotators::{Credential, Registry, RotatorError, StepContext};
 use steward_secrets::{policy::Capability, Engine, Kind, RequestCtx, Result, SecretsError};
 use steward_store::{AuditDraft, EventRow, RotationRow, Tx};
 use tokio::sync::Semaphore;
@@ -710,7 +710,7 @@ impl Rotations {
             let Some(d) = d.as_mut() else {
                 return Ok(vec![]);
             };
-            if d.run.is_some() || !d.next_due.is_some_and(|t| t <= now) {
+            if d.run.is_some() || d.next_due.is_none_or(|t| t > now) {
                 return Ok(vec![]);
             }
             d.run = Some(new_run(RunKind::Rotate, "schedule", now));
@@ -1328,5 +1328,3 @@ fn prepared_path(p: &steward_secrets::PreparedWrite) -> &str {
     p.path()
 }
 
-#[allow(dead_code)]
-fn _assert_rotator_object_safe(_: &dyn Rotator) {}

@@ -304,6 +304,8 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+// Parsed once per process; boxing the large variant would only obscure the clap derive.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum RotateCommand {
     /// Set or replace a secret's rotation: rotator, settings, schedule, grace period.
