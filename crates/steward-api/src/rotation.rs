@@ -136,6 +136,7 @@ pub async fn stream(
         .and_then(|v| v.parse().ok())
     {
         Some(id) => id,
+        None if q.get("after").is_some_and(|a| a == "latest") => u64::MAX,
         None => query_num(&q, "after", 0)?,
     };
     let wait = st

@@ -115,6 +115,10 @@ pub struct Run {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    /// Set when a step failed in a way retrying cannot fix (bad settings or credential): the
+    /// attempt is undone and the rotation fails without further attempts.
+    #[serde(default)]
+    pub give_up: bool,
 }
 
 /// The previous credential, waiting to be revoked.

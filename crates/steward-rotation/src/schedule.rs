@@ -82,8 +82,15 @@ impl Schedule {
             format!("schedule.window: {w:?} is not a window; use \"HH:MM-HH:MM\" in UTC, e.g. \"02:00-04:00\"")
         };
         let (a, b) = w.split_once('-').ok_or_else(bad)?;
-        let a = NaiveTime::from_str(&format!("{}:00", a.trim())).map_err(|_| bad())?;
-        let b = NaiveTime::from_str(&format!("{}:00", b.trim())).map_err(|_| bad())?;
+        let hhmm = |t: &str| {
+            let t = t.trim();
+            let shaped = t.len() == 5 && t.as_bytes()[2] == b':';
+            shaped
+                .then(|| NaiveTime::from_str(&format!("{t}:00")).ok())
+                .flatten()
+                .ok_or_else(bad)
+        };
+        let (a, b) = (hhmm(a)?, hhmm(b)?);
         if a == b {
             return Err(format!("schedule.window: {w:?} is empty"));
         }

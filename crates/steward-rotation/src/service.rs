@@ -13,7 +13,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use steward_core::SecretPath;
 use steward_rotators::{Credential, Registry, RotatorError, StepContext};
-use steward_secrets::{policy::Capability, Engine, Kind, RequestCtx, Result, SecretsError};
+use steward_secrets::{
+    policy::Capability, rewrap_aux, Engine, Kind, RequestCtx, Result, SecretsError,
+};
 use steward_store::{AuditDraft, EventRow, RotationRow, Tx};
 use tokio::sync::Semaphore;
 
@@ -115,7 +117,7 @@ pub struct Rotations {
     owner: String,
     /// Whether this process owns the store alone (SQLite): leases of dead processes are void.
     exclusive: bool,
-    in_flight: Mutex<HashSet<(String, String)>>,
+    in_flight: InFlightSet,
     permits: Arc<Semaphore>,
     fault: Option<FaultHook>,
     pub(crate) last_expiry_scan: Mutex<Option<DateTime<Utc>>>,
@@ -188,13 +190,15 @@ fn grace_of(cfg: &RotationConfig) -> Result<Duration> {
         })
 }
 
+type InFlightSet = Arc<Mutex<HashSet<(String, String)>>>;
+
 /// Removes its key from the in-flight set when dropped, also on panic.
-struct InFlight<'a> {
-    set: &'a Mutex<HashSet<(String, String)>>,
+struct InFlight {
+    set: InFlightSet,
     key: (String, String),
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.set
             .lock()
@@ -221,6 +225,7 @@ impl Rotations {
         fault: Option<FaultHook>,
     ) -> Arc<Self> {
         let exclusive = engine.store().kind() == "sqlite";
+        engine.register_aux_rewrap(Arc::new(rewrap_rows));
         Arc::new(Self {
             engine,
             registry,
@@ -228,7 +233,7 @@ impl Rotations {
             cfg,
             owner: format!("{:016x}", rand::random::<u64>()),
             exclusive,
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: Arc::new(Mutex::new(HashSet::new())),
             fault,
             last_expiry_scan: Mutex::new(None),
         })
@@ -308,7 +313,7 @@ impl Rotations {
         path: &str,
         cfg: RotationConfig,
     ) -> Result<RotationStatus> {
-        let (_, draft) = self
+        let (caller, draft) = self
             .engine
             .authorize(
                 ctx,
@@ -317,7 +322,20 @@ impl Rotations {
                 Capability::Rotate,
             )
             .await?;
-        if let Err(e) = self.validate(env, &cfg) {
+        let checked = self.validate(env, &cfg).and_then(|()| {
+            // The rotator acts with the admin credential: configuring one must not hand a
+            // caller a credential it could not read itself.
+            if let Some(admin) = &cfg.admin {
+                let (ae, ap) = self.admin_target(env, admin)?;
+                caller.require(Capability::Read, &ae, &ap)?;
+            }
+            // The command rotator runs a program on the server: that takes admin.
+            if cfg.rotator == "command" {
+                caller.require(Capability::Admin, env, path)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = checked {
             return self.engine.complete(ctx, draft, Err(e)).await;
         }
         self.engine.mark_audited(ctx);
@@ -625,23 +643,31 @@ impl Rotations {
 
     // ---- the driver ----
 
-    /// Runs `drive` in the background unless this secret is already being driven here.
-    pub fn spawn_drive(self: &Arc<Self>, env: String, path: String, jitter: bool) {
-        let key = (env.clone(), path.clone());
-        if !self
+    /// Marks a secret as being driven here; None if it already is.
+    fn enter(&self, env: &str, path: &str) -> Option<InFlight> {
+        let key = (env.to_string(), path.to_string());
+        let inserted = self
             .in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone())
-        {
+            .insert(key.clone());
+        // The guard is built only after the lock is released, and only when this call took
+        // the key: dropping one would lock the set again and remove another driver's key.
+        inserted.then(|| InFlight {
+            set: self.in_flight.clone(),
+            key,
+        })
+    }
+
+    /// Runs `drive` in the background unless this secret is already being driven here.
+    pub fn spawn_drive(self: &Arc<Self>, env: String, path: String, jitter: bool) {
+        // The guard travels with the task: a secret waiting for a permit is not queued twice.
+        let Some(guard) = self.enter(&env, &path) else {
             return;
-        }
+        };
         let this = self.clone();
         tokio::spawn(async move {
-            let _guard = InFlight {
-                set: &this.in_flight,
-                key,
-            };
+            let _guard = guard;
             if jitter && !this.cfg.jitter.is_zero() {
                 let ms = rand::thread_rng().gen_range(0..=this.cfg.jitter.as_millis() as u64);
                 tokio::time::sleep(StdDuration::from_millis(ms)).await;
@@ -649,14 +675,30 @@ impl Rotations {
             let Ok(_permit) = this.permits.clone().acquire_owned().await else {
                 return;
             };
-            if let Err(e) = this.drive(&env, &path).await {
+            if let Err(e) = this.drive_held(&env, &path).await {
                 tracing::warn!(env = %env, path = %path, error = %e, "rotation step could not be stored; it will be retried");
             }
         });
     }
 
-    /// Advances one secret's rotation as far as it can go now.
+    /// Advances one secret's rotation as far as it can go now. Returns at once when the
+    /// secret is already being driven in this process; a step another replica completed
+    /// meanwhile is not an error.
     pub async fn drive(self: &Arc<Self>, env: &str, path: &str) -> Result<()> {
+        let Some(_guard) = self.enter(env, path) else {
+            return Ok(());
+        };
+        self.drive_held(env, path).await
+    }
+
+    async fn drive_held(self: &Arc<Self>, env: &str, path: &str) -> Result<()> {
+        match self.drive_steps(env, path).await {
+            Err(e) if e.code == "rotation_moved" => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn drive_steps(self: &Arc<Self>, env: &str, path: &str) -> Result<()> {
         // Bounded: each pass either advances the state or returns.
         for _ in 0..64 {
             if self.engine.is_sealed() {
@@ -682,6 +724,12 @@ impl Rotations {
             };
             if run.not_before > now {
                 return Ok(());
+            }
+            if run.step == Step::Create && doc.retire.is_some() {
+                // A new rotation (e.g. `rotate now` while retiring) replaces the previous
+                // credential: revoke the one waiting for retirement first, or it never would be.
+                self.retire_step(env, path, &doc, true).await?;
+                continue;
             }
             if !self.claim(env, path, &run).await? {
                 return Ok(());
@@ -919,6 +967,7 @@ impl Rotations {
         draft.hmacs.insert("run".into(), run.id.clone());
         if run.pending.is_some() && matches!(run.step, Step::Set | Step::Test) {
             let (id, step, msg) = (run.id.clone(), run.step, err.message.clone());
+            let give_up = err.kind == steward_rotators::ErrorKind::Invalid;
             let now = self.now();
             self.update(env, path, Some(draft), move |_, d| {
                 let run = d
@@ -927,6 +976,7 @@ impl Rotations {
                     .filter(|r| r.id == id && r.step == step)
                     .ok_or_else(|| conflict("rotation_moved", "the rotation moved on meanwhile"))?;
                 run.step = Step::Discard;
+                run.give_up |= give_up;
                 run.last_error = Some(format!("{}: {msg}", step.as_str()));
                 run.not_before = now;
                 Ok(vec![])
@@ -936,6 +986,7 @@ impl Rotations {
         }
         let mut run = run.clone();
         run.last_error = Some(format!("{}: {}", run.step.as_str(), err.message));
+        run.give_up |= err.kind == steward_rotators::ErrorKind::Invalid;
         self.retry_or_fail(env, path, &run, draft).await
     }
 
@@ -949,7 +1000,7 @@ impl Rotations {
     ) -> Result<()> {
         let now = self.now();
         let delay = self.backoff(run.attempt);
-        let (id, error) = (run.id.clone(), run.last_error.clone());
+        let (id, error, give_up) = (run.id.clone(), run.last_error.clone(), run.give_up);
         self.update(env, path, Some(draft), move |_, d| {
             let d = d.as_mut().ok_or_else(|| conflict("rotation_moved", "the rotation config was removed"))?;
             let max = d.config.max_attempts;
@@ -957,7 +1008,7 @@ impl Rotations {
                 return Ok(vec![]);
             };
             run.last_error = error.clone().or(run.last_error.take());
-            if run.attempt < max {
+            if run.attempt < max && !give_up && !run.give_up {
                 run.attempt += 1;
                 run.step = Step::Create;
                 run.pending = None;
@@ -1180,6 +1231,7 @@ impl Rotations {
         };
         let result = rotator.revoke(&cx, &old).await;
         let version = retire.current_version;
+        let retired = doc.previous_version;
         let max = doc.config.max_attempts;
         let delay = self.backoff(retire.attempts + 1);
         let draft = self.engine.system_draft(
@@ -1200,7 +1252,7 @@ impl Rotations {
             match result {
                 Ok(()) => {
                     d.retire = None;
-                    Ok(vec![("rotation.retired", json!({"version": version, "reason": reason, "laggards": laggards}))])
+                    Ok(vec![("rotation.retired", json!({"current_version": version, "retired_version": retired, "reason": reason, "laggards": laggards}))])
                 }
                 Err(e) => {
                     let r = d.retire.as_mut().expect("checked above");
@@ -1304,6 +1356,32 @@ impl Rotations {
     }
 }
 
+/// Re-seals every rotation row's pending and previous values under the active key (called in
+/// the transaction that retires old keys after `steward keys rotate`).
+fn rewrap_rows(tx: &mut dyn Tx, ring: &steward_crypto::Keyring) -> Result<()> {
+    for row in tx.rotation_list()? {
+        let mut doc = parse_doc(&row)?;
+        let before = doc.clone();
+        if let Some(run) = doc.run.as_mut() {
+            if let Some(p) = run.pending.as_deref() {
+                let ctx = pending_context(&row.env, &row.path, &run.id);
+                run.pending = Some(b64(&rewrap_aux(ring, &ctx, &unb64(p)?)?));
+            }
+        }
+        if let Some(p) = doc.previous_sealed.as_deref() {
+            let ctx = previous_context(&row.env, &row.path);
+            doc.previous_sealed = Some(b64(&rewrap_aux(ring, &ctx, &unb64(p)?)?));
+        }
+        if doc != before {
+            tx.rotation_put(&RotationRow {
+                doc: serde_json::to_string(&doc).expect("rotation docs serialize"),
+                ..row
+            })?;
+        }
+    }
+    Ok(())
+}
+
 fn new_run(kind: RunKind, reason: &str, now: DateTime<Utc>) -> Run {
     Run {
         id: format!("{:016x}", rand::random::<u64>()),
@@ -1317,6 +1395,7 @@ fn new_run(kind: RunKind, reason: &str, now: DateTime<Utc>) -> Run {
         discard_failures: 0,
         last_error: None,
         lease: None,
+        give_up: false,
     }
 }
 
@@ -1327,4 +1406,3 @@ fn prepared_env(p: &steward_secrets::PreparedWrite) -> &str {
 fn prepared_path(p: &steward_secrets::PreparedWrite) -> &str {
     p.path()
 }
-

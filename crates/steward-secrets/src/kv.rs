@@ -725,7 +725,8 @@ impl Engine {
                     continue;
                 }
                 match self.read_plain(env.as_str(), &path, None).await {
-                    Ok((_, _, value)) => {
+                    Ok((_, info, value)) => {
+                        self.note_read(env.as_str(), &path, &caller.accessor, info.version);
                         let origin = format!("{env}/{path}");
                         let value = self.resolve_value(&caller, value, vec![origin]).await?;
                         out.insert(path, value);

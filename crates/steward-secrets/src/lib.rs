@@ -38,7 +38,7 @@ pub use kv::{
     WriteRequest, WriteResult,
 };
 pub use seal::{InitRequest, InitResult, SealMode, SealStatus};
-pub use system::{PreparedWrite, SYSTEM_ACTOR};
+pub use system::{rewrap_aux, AuxRewrap, PreparedWrite, SYSTEM_ACTOR};
 pub use tokens::{PolicyView, TokenCreate, TokenCreated, TokenInfo, MAX_CHILDREN};
 
 /// Result alias for engine operations.
@@ -126,6 +126,7 @@ pub struct Engine {
     policy_cache: Mutex<PolicyCache>,
     token_cache: auth::TokenCache,
     reads: Mutex<system::ReadLog>,
+    aux_rewrap: RwLock<Vec<system::AuxRewrap>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -149,6 +150,7 @@ impl Engine {
             policy_cache: Mutex::new(HashMap::new()),
             token_cache: auth::TokenCache::default(),
             reads: Mutex::new(HashMap::new()),
+            aux_rewrap: RwLock::new(Vec::new()),
         }
     }
 

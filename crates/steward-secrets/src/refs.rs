@@ -167,9 +167,16 @@ impl Engine {
         let value = match memo {
             Some(v) => v,
             None => {
-                let (_, _, value) = self.read_plain(&r.env, &r.path, None).await.map_err(|e| {
-                    SecretsError::new(e.kind, e.code, format!("reference {target}: {}", e.message))
-                })?;
+                let (_, info, value) =
+                    self.read_plain(&r.env, &r.path, None).await.map_err(|e| {
+                        SecretsError::new(
+                            e.kind,
+                            e.code,
+                            format!("reference {target}: {}", e.message),
+                        )
+                    })?;
+                // Templates and references are consumers too (consumer-aware retirement).
+                self.note_read(&r.env, &r.path, &caller.accessor, info.version);
                 caller
                     .touched
                     .lock()

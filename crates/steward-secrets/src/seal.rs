@@ -416,6 +416,7 @@ impl Engine {
 
     async fn retire_old_keys(&self) -> Result<()> {
         let (_, unseal) = self.keys()?;
+        let aux = self.aux_rewrappers();
         self.store
             .write(None, move |tx: &mut dyn Tx| {
                 let blob = tx
@@ -427,6 +428,11 @@ impl Engine {
                 // Only when nothing still uses an old key (a concurrent rotation may be running).
                 if !tx.envelopes_not_under(ring.active_id(), 1)?.is_empty() {
                     return Ok(());
+                }
+                // Values sealed outside secret versions move to the active key in the same
+                // transaction that retires the old ones.
+                for f in &aux {
+                    f(tx, &ring)?;
                 }
                 for id in ring.key_ids() {
                     if id != ring.active_id() {

@@ -69,9 +69,14 @@ impl PreparedWrite {
     /// Writes the version (and its change event) in `tx`.
     pub fn apply(&self, tx: &mut dyn Tx) -> Result<WriteResult> {
         let ring = current_ring(tx, &self.ring, &self.unseal)?;
+        // In the same transaction as the head it reads, so check-and-set always holds: a
+        // secret that requires CAS still takes the rotation's version.
+        let cas = tx
+            .head(&self.env, &self.path)?
+            .map_or(0, |h| h.current_version);
         let req = WriteRequest {
             value: Value::Null,
-            cas: None,
+            cas: Some(cas),
             metadata: None,
         };
         put_version(
@@ -87,7 +92,45 @@ impl PreparedWrite {
     }
 }
 
+/// Re-seals auxiliary values under the keyring's active key inside a transaction, before old
+/// keys are retired (see [`Engine::register_aux_rewrap`]).
+pub type AuxRewrap = Arc<dyn Fn(&mut dyn Tx, &Keyring) -> Result<()> + Send + Sync>;
+
+/// Re-wraps one auxiliary value (sealed by [`Engine::seal_aux`] with `context`) under the
+/// active key of `ring`.
+pub fn rewrap_aux(ring: &Keyring, context: &str, blob: &[u8]) -> Result<Vec<u8>> {
+    let bad = |e: CryptoError| {
+        SecretsError::internal(format!(
+            "cannot re-wrap the sealed value of {context} ({e})"
+        ))
+    };
+    let old = Envelope::from_bytes(blob).map_err(bad)?;
+    if old.key_id == ring.active_id() {
+        return Ok(blob.to_vec());
+    }
+    Ok(ring
+        .rewrap(&old, &aux_aad(context))
+        .map_err(bad)?
+        .to_bytes())
+}
+
 impl Engine {
+    /// Registers a function that re-seals a layer's auxiliary values (the rotation engine's
+    /// pending and previous credentials) when old keys are retired after a key rotation.
+    pub fn register_aux_rewrap(&self, f: AuxRewrap) {
+        self.aux_rewrap
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(f);
+    }
+
+    pub(crate) fn aux_rewrappers(&self) -> Vec<AuxRewrap> {
+        self.aux_rewrap
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.clock.clone()
     }
