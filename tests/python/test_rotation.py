@@ -782,7 +782,7 @@ def test_retire_when_consumers_moved(server):
     assert time.monotonic() - t0 < 7
     assert d["laggards"] == [] and "retire_deadline" not in d
     ev = wait_event(s, "dev", path, "rotation.retired")
-    assert ev["detail"] == {"version": 2, "reason": "consumers_moved", "laggards": []}
+    assert ev["detail"] == {"current_version": 2, "retired_version": 1, "reason": "consumers_moved", "laggards": []}
     assert len(events_of(s, "dev", path, "rotation.retired")) == 1
 
 
@@ -808,12 +808,12 @@ def test_retire_at_grace_end(server):
     assert status(s, "dev", by_grace)["state"] == "retiring"
 
     ev = wait_event(s, "dev", by_grace, "rotation.retired", timeout=10)
-    assert ev["detail"]["reason"] == "grace_ended" and ev["detail"]["version"] == 2
+    assert ev["detail"]["reason"] == "grace_ended" and ev["detail"]["current_version"] == 2
     assert time.monotonic() - t_finish > 1.5
     # retire=consumers with a consumer that never moves: retired when the grace ends, and the
     # event names who was left behind.
     ev = wait_event(s, "dev", lagging, "rotation.retired", timeout=10)
-    assert ev["detail"] == {"version": 2, "reason": "grace_ended", "laggards": [accessor]}
+    assert ev["detail"] == {"current_version": 2, "retired_version": 1, "reason": "grace_ended", "laggards": [accessor]}
     for p in (by_grace, lagging):
         assert status(s, "dev", p)["state"] == "idle"
         assert len(events_of(s, "dev", p, "rotation.retired")) == 1

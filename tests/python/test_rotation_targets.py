@@ -238,12 +238,6 @@ def test_zero_downtime_redis(server_factory, shared_peers):
         peers.redis_drop_user(user)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Steward bug: a manual rotation started while the previous credential is still retiring "
-    "overwrites the pending retirement in finish (service.rs) without revoking it; only scheduled "
-    "rotations supersede it (drive -> retire_step(superseded=due)). With redis (several passwords "
-    "per user) the superseded password stays valid for good, and no rotation.retired/retire_failed "
-    "event is emitted for it."))
 def test_manual_rotation_supersedes_a_pending_retirement_redis(server_factory, shared_peers):
     """Two manual rotations, the second during the first one's grace period: the credential the
     first one replaced can no longer be kept (Steward only tracks one previous credential), so
