@@ -11,7 +11,7 @@ use crate::{kv, sys, token};
 #[openapi(
     info(
         title = "Steward API",
-        description = "Secrets (Vault KV v2 compatible), tokens, policies, audit and health. Errors: {\"error\": {\"code\", \"message\", \"request_id\"}, \"errors\": [message]}. Authenticate with `Authorization: Bearer <token>` or `X-Vault-Token`."
+        description = "Secrets (Vault KV v2 compatible), rotation, change events, tokens, policies, audit and health. Errors: {\"error\": {\"code\", \"message\", \"request_id\"}, \"errors\": [message]}. Authenticate with `Authorization: Bearer <token>` or `X-Vault-Token`."
     ),
     paths(
         document,
@@ -49,6 +49,15 @@ use crate::{kv, sys, token};
         kv_list,
         kv_versions,
         kv_rollback,
+        rotation_config_put,
+        rotation_config_get,
+        rotation_config_delete,
+        rotation_rotate,
+        rotation_rollback,
+        rotation_list,
+        events_poll,
+        events_stream,
+        expiring_list,
     ),
     components(schemas(
         kv::WriteBody,
@@ -70,10 +79,12 @@ pub async fn document() -> impl IntoResponse {
     Json(ApiDoc::openapi())
 }
 
-/// Read a secret (latest or `?version=N`); `?resolve=false` leaves references unexpanded.
+/// Read a secret (latest, `?version=N` or `?label=current|previous|pending`); `?resolve=false`
+/// leaves references unexpanded. The answer's ETag is the version: `?wait=30s` with
+/// `If-None-Match: "N"` (or `known=N`) waits until the version differs, else answers 304.
 #[utoipa::path(get, path = "/v1/{mount}/data/{path}",
-    params(("mount" = String, Path, description = "`secret` (default environment) or an environment"), ("path" = String, Path), ("version" = Option<u64>, Query), ("resolve" = Option<bool>, Query)),
-    responses((status = 200, description = "data.data, data.metadata, data.value_type"), (status = 403, description = "permission denied"), (status = 404, description = "not found, deleted or destroyed")))]
+    params(("mount" = String, Path, description = "`secret` (default environment) or an environment"), ("path" = String, Path), ("version" = Option<u64>, Query), ("label" = Option<String>, Query, description = "current | previous | pending"), ("resolve" = Option<bool>, Query), ("wait" = Option<String>, Query, description = "long poll duration, e.g. 30s; needs If-None-Match or known"), ("known" = Option<u64>, Query)),
+    responses((status = 200, description = "data.data, data.metadata, data.value_type; ETag: \"N\""), (status = 304, description = "unchanged after wait"), (status = 403, description = "permission denied"), (status = 404, description = "not found, deleted or destroyed")))]
 #[allow(dead_code)]
 fn kv_read() {}
 
@@ -117,3 +128,56 @@ fn kv_versions() {}
 #[utoipa::path(post, path = "/v1/{mount}/rollback/{path}", params(("mount" = String, Path), ("path" = String, Path)), request_body = kv::RollbackBody, responses((status = 200, description = "data.version")))]
 #[allow(dead_code)]
 fn kv_rollback() {}
+
+/// Set or replace a secret's rotation: `{"rotator", "settings", "admin", "schedule": {"every" | "cron", "window", "next_at", "manual"}, "grace", "retire": "consumers" | "grace", "max_attempts"}`. Needs `rotate` on the path, `read` on the admin secret, and `admin` for the command rotator.
+#[utoipa::path(put, path = "/v1/sys/rotation/config/{env}/{path}", params(("env" = String, Path), ("path" = String, Path)), request_body = Object,
+    responses((status = 200, description = "data: rotation status"), (status = 400, description = "invalid_rotation"), (status = 403, description = "permission denied")))]
+#[allow(dead_code)]
+fn rotation_config_put() {}
+
+/// A secret's rotation status (also at `/v1/sys/rotation/status/{env}/{path}`): state, step, attempt, last outcome, next due, versions, laggard consumers.
+#[utoipa::path(get, path = "/v1/sys/rotation/config/{env}/{path}", params(("env" = String, Path), ("path" = String, Path)),
+    responses((status = 200, description = "data: rotation status"), (status = 404, description = "no rotation config")))]
+#[allow(dead_code)]
+fn rotation_config_get() {}
+
+/// Remove a rotation config (the secret stays).
+#[utoipa::path(delete, path = "/v1/sys/rotation/config/{env}/{path}", params(("env" = String, Path), ("path" = String, Path)),
+    responses((status = 204, description = "removed"), (status = 409, description = "rotation_in_progress")))]
+#[allow(dead_code)]
+fn rotation_config_delete() {}
+
+/// Start a rotation now (create, set, test, finish run in the background).
+#[utoipa::path(post, path = "/v1/sys/rotation/rotate/{env}/{path}", params(("env" = String, Path), ("path" = String, Path)),
+    responses((status = 202, description = "data: rotation status"), (status = 404, description = "no rotation config"), (status = 409, description = "rotation_in_progress")))]
+#[allow(dead_code)]
+fn rotation_rotate() {}
+
+/// Make the previous value current again, in the target system too.
+#[utoipa::path(post, path = "/v1/sys/rotation/rollback/{env}/{path}", params(("env" = String, Path), ("path" = String, Path)),
+    responses((status = 202, description = "data: rotation status"), (status = 409, description = "rotation_in_progress or no_previous_version")))]
+#[allow(dead_code)]
+fn rotation_rollback() {}
+
+/// Every rotation the caller may read.
+#[utoipa::path(get, path = "/v1/sys/rotation/status", responses((status = 200, description = "data.rotations")))]
+#[allow(dead_code)]
+fn rotation_list() {}
+
+/// Durable, ordered change events after a cursor: `?after=N|latest&limit=100&wait=30s`. Pass `data.next` as the next `after`.
+#[utoipa::path(get, path = "/v1/sys/events", params(("after" = Option<String>, Query), ("limit" = Option<u32>, Query), ("wait" = Option<String>, Query)),
+    responses((status = 200, description = "data.events, data.next")))]
+#[allow(dead_code)]
+fn events_poll() {}
+
+/// The same events as server-sent events (`id` = seq, `event` = kind); `Last-Event-ID` or `?after=` resumes.
+#[utoipa::path(get, path = "/v1/sys/events/stream", params(("after" = Option<String>, Query)),
+    responses((status = 200, description = "text/event-stream")))]
+#[allow(dead_code)]
+fn events_stream() {}
+
+/// Secrets that expire within `?within=30d` (or already have), soonest first.
+#[utoipa::path(get, path = "/v1/sys/expiring", params(("within" = Option<String>, Query)),
+    responses((status = 200, description = "data.secrets")))]
+#[allow(dead_code)]
+fn expiring_list() {}
