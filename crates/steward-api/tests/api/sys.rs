@@ -423,6 +423,18 @@ const ROUTE_DOCS: &[(&str, &[&str])] = &[
     ("/v1/sys/policies", &["/v1/sys/policies"]),
     ("/v1/sys/policies/{name}", &["/v1/sys/policies/{name}"]),
     ("/v1/sys/template/render", &["/v1/sys/template/render"]),
+    ("/v1/sys/rotation/status", &["/v1/sys/rotation/status"]),
+    (
+        "/v1/sys/rotation/{op}/{env}/{*path}",
+        &[
+            "/v1/sys/rotation/config/{env}/{path}",
+            "/v1/sys/rotation/rotate/{env}/{path}",
+            "/v1/sys/rotation/rollback/{env}/{path}",
+        ],
+    ),
+    ("/v1/sys/events", &["/v1/sys/events"]),
+    ("/v1/sys/events/stream", &["/v1/sys/events/stream"]),
+    ("/v1/sys/expiring", &["/v1/sys/expiring"]),
     ("/v1/sys/export/{env}", &["/v1/sys/export/{env}"]),
     ("/v1/auth/token/create", &["/v1/auth/token/create"]),
     (
