@@ -18,8 +18,8 @@ use steward_core::config::SqliteSync;
 use steward_crypto::SecretKey;
 use steward_store::{
     audit::{AuditEntry, AuditRecord, ChainVerifier},
-    AuditDraft, JobError, PolicyRecord, SecretHead, SecretMeta, Store, StoreError, TokenRecord, Tx,
-    VersionInfo, VersionRow,
+    AuditDraft, ConsumerRow, EventRow, JobError, PolicyRecord, RotationRow, SecretHead, SecretMeta,
+    Store, StoreError, TokenRecord, Tx, VersionInfo, VersionRow,
 };
 
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -819,6 +819,137 @@ async fn sys_insert_new_is_insert_once() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Rotation rows, events, consumers
+// ---------------------------------------------------------------------------------------------
+
+fn rotation(env: &str, path: &str, due: Option<i64>) -> RotationRow {
+    RotationRow {
+        env: env.into(),
+        path: path.into(),
+        doc: format!("{{\"p\":\"{path}\"}}"),
+        due_at: due.map(ts),
+        updated_at: ts(0),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_rows_are_found_by_due_time() {
+    check_both(|store| async move {
+        write(&store, |tx| {
+            tx.rotation_put(&rotation("prod", "b", Some(30)))?;
+            tx.rotation_put(&rotation("prod", "a", Some(10)))?;
+            tx.rotation_put(&rotation("dev", "manual", None))?;
+            tx.rotation_put(&rotation("prod", "later", Some(99)))
+        })
+        .await;
+        let due = read(&store, |tx| tx.rotation_due(ts(30), 10)).await;
+        let names: Vec<_> = due.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(names, ["a", "b"], "earliest first, only those due");
+        assert_eq!(read(&store, |tx| tx.rotation_due(ts(30), 1)).await.len(), 1);
+        // Upsert replaces the doc and the due time.
+        write(&store, |tx| {
+            tx.rotation_put(&rotation("prod", "a", Some(50)))
+        })
+        .await;
+        let a = read(&store, |tx| tx.rotation_get("prod", "a"))
+            .await
+            .unwrap();
+        assert_eq!(a.due_at, Some(ts(50)));
+        let all = read(&store, |tx| tx.rotation_list()).await;
+        let keys: Vec<_> = all
+            .iter()
+            .map(|r| format!("{}/{}", r.env, r.path))
+            .collect();
+        assert_eq!(keys, ["dev/manual", "prod/a", "prod/b", "prod/later"]);
+        assert!(write(&store, |tx| tx.rotation_delete("prod", "a")).await);
+        assert!(!write(&store, |tx| tx.rotation_delete("prod", "a")).await);
+        assert_eq!(read(&store, |tx| tx.rotation_get("prod", "a")).await, None);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_get_consecutive_seqs_in_commit_order() {
+    check_both(|store| async move {
+        assert_eq!(read(&store, |tx| tx.events_last_seq()).await, 0);
+        let mut tasks = vec![];
+        for i in 0..20u8 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.write(None, move |tx| {
+                    tx.event_append(&EventRow {
+                        seq: 0,
+                        time: ts(i64::from(i)),
+                        kind: "test.event".into(),
+                        env: Some("dev".into()),
+                        path: Some(format!("p{i}")),
+                        detail: format!("{{\"i\":{i}}}"),
+                    })
+                })
+                .await
+                .unwrap()
+            }));
+        }
+        let mut seqs = vec![];
+        for t in tasks {
+            seqs.push(t.await.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=20).collect::<Vec<u64>>());
+        assert_eq!(read(&store, |tx| tx.events_last_seq()).await, 20);
+        let page = read(&store, |tx| tx.events_after(5, 3)).await;
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7, 8]);
+        assert_eq!(page[0].kind, "test.event");
+        assert!(read(&store, |tx| tx.events_after(20, 10)).await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consumers_keep_the_highest_version_and_latest_time() {
+    check_both(|store| async move {
+        let row = |acc: &str, version: u64, t: i64| ConsumerRow {
+            env: "prod".into(),
+            path: "db".into(),
+            accessor: acc.into(),
+            version,
+            seen_at: ts(t),
+        };
+        let (a, b, c) = (row("acc.a", 3, 10), row("acc.a", 2, 20), row("acc.b", 1, 5));
+        write(&store, move |tx| {
+            tx.consumer_put(&a)?;
+            tx.consumer_put(&b)?;
+            tx.consumer_put(&c)
+        })
+        .await;
+        let rows = read(&store, |tx| tx.consumers("prod", "db")).await;
+        assert_eq!(rows, vec![row("acc.a", 3, 20), row("acc.b", 1, 5)]);
+        assert!(read(&store, |tx| tx.consumers("prod", "other"))
+            .await
+            .is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heads_with_expiry_lists_only_secrets_that_expire() {
+    check_both(|store| async move {
+        let mut expiring = head("prod", "cert", 1);
+        expiring.meta.expires_at = Some(ts(1000));
+        write(&store, move |tx| {
+            tx.put_head(&head("prod", "plain", 1))?;
+            tx.put_head(&expiring)
+        })
+        .await;
+        let heads = read(&store, |tx| tx.heads_with_expiry()).await;
+        assert_eq!(heads.len(), 1);
+        assert_eq!(heads[0].path, "cert");
+        assert_eq!(heads[0].meta.expires_at, Some(ts(1000)));
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Audit log and the group-commit writer
 // ---------------------------------------------------------------------------------------------
 
@@ -1180,13 +1311,35 @@ async fn pg_replicas_migrate_together_and_share_one_audit_chain() {
 async fn terminate_sessions(db: &str) {
     let admin = pg_admin_url().expect("postgres tests are on");
     pg_exec(
-        admin,
+        admin.clone(),
         format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE datname = '{db}' AND pid <> pg_backend_pid()"
         ),
     )
     .await;
+    // pg_terminate_backend only signals: wait until the sessions are really gone, so the test
+    // sees dead idle connections and not one dying in the middle of its next query.
+    let db = db.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("admin connection");
+        for _ in 0..200 {
+            let n: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&db],
+                )
+                .expect("count sessions")
+                .get(0);
+            if n == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("sessions of {db} did not end after pg_terminate_backend");
+    })
+    .await
+    .expect("wait task");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1278,7 +1431,8 @@ async fn pg_text_keys_are_bytewise_collated() {
         })
         .await
         .unwrap();
-        assert_eq!(collations.len(), 7, "{collations:?}");
+        // sys, secrets, secret_versions, tokens, policies; rotations, events, consumers.
+        assert_eq!(collations.len(), 14, "{collations:?}");
         for (col, coll) in collations {
             assert_eq!(coll.as_deref(), Some("C"), "{col}");
         }

@@ -81,8 +81,8 @@ CREATE TABLE rotations (
 );
 CREATE INDEX rotations_due ON rotations (due_at);
 CREATE TABLE events (
-    seq BIGINT PRIMARY KEY, time BIGINT NOT NULL, kind TEXT NOT NULL, env TEXT, path TEXT,
-    detail TEXT NOT NULL
+    seq BIGINT PRIMARY KEY, time BIGINT NOT NULL, kind TEXT NOT NULL, env TEXT COLLATE "C",
+    path TEXT COLLATE "C", detail TEXT NOT NULL
 );
 CREATE TABLE consumers (
     env TEXT COLLATE "C" NOT NULL, path TEXT COLLATE "C" NOT NULL,
