@@ -81,6 +81,16 @@ pub async fn once(engine: &Engine, key: String, event: EventRow) -> Result<bool>
         .await
 }
 
+/// Waits for this process's next commit, at most a second (other replicas' commits are seen by
+/// looking again) and never past `deadline`.
+async fn next_commit(
+    commits: &mut tokio::sync::watch::Receiver<u64>,
+    deadline: tokio::time::Instant,
+) {
+    let until = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+    let _ = tokio::time::timeout_at(until, commits.changed()).await;
+}
+
 impl Rotations {
     /// Events after `after` that the caller may see, waiting up to `wait` for one to arrive.
     pub async fn events(
@@ -132,12 +142,7 @@ impl Rotations {
                         next: cursor,
                     });
                 }
-                // Woken by this process's commits; other replicas' are seen within a second.
-                let _ = tokio::time::timeout_at(
-                    deadline.min(tokio::time::Instant::now() + Duration::from_secs(1)),
-                    commits.changed(),
-                )
-                .await;
+                next_commit(&mut commits, deadline).await;
             }
         }
         .await;
@@ -168,11 +173,7 @@ impl Rotations {
                 if version != Some(known) || tokio::time::Instant::now() >= deadline {
                     return Ok(version);
                 }
-                let _ = tokio::time::timeout_at(
-                    deadline.min(tokio::time::Instant::now() + Duration::from_secs(1)),
-                    commits.changed(),
-                )
-                .await;
+                next_commit(&mut commits, deadline).await;
             }
         }
         .await;

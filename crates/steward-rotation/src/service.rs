@@ -1020,21 +1020,7 @@ impl Rotations {
                 )]);
             }
             let reason = run.last_error.clone().unwrap_or_else(|| "unknown".into());
-            let attempts = run.attempt;
-            d.run = None;
-            d.failures += 1;
-            d.last = Some(LastRun {
-                at: now,
-                outcome: "failed".into(),
-                version: None,
-                error: Some(reason.clone()),
-                attempts,
-            });
-            d.next_due = d.config.schedule.next_due(now);
-            Ok(vec![(
-                "rotation.failed",
-                json!({"run": id, "attempts": attempts, "reason": reason}),
-            )])
+            Ok(fail_run(d, now, reason))
         })
         .await?;
         Ok(())
@@ -1070,18 +1056,7 @@ impl Rotations {
                 run.last_error.clone().unwrap_or_default(),
                 err.message
             );
-            let attempts = run.attempt;
-            d.run = None;
-            d.failures += 1;
-            d.last = Some(LastRun {
-                at: now,
-                outcome: "failed".into(),
-                version: None,
-                error: Some(reason.clone()),
-                attempts,
-            });
-            d.next_due = d.config.schedule.next_due(now);
-            Ok(vec![("rotation.failed", json!({"run": id, "attempts": attempts, "reason": reason}))])
+            Ok(fail_run(d, now, reason))
         })
         .await?;
         Ok(())
@@ -1380,6 +1355,27 @@ fn rewrap_rows(tx: &mut dyn Tx, ring: &steward_crypto::Keyring) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Ends the doc's run as failed (current untouched), plans the next scheduled try, and returns
+/// the `rotation.failed` event.
+fn fail_run(d: &mut RotationDoc, now: DateTime<Utc>, reason: String) -> Events {
+    let Some(run) = d.run.take() else {
+        return vec![];
+    };
+    d.failures += 1;
+    d.last = Some(LastRun {
+        at: now,
+        outcome: "failed".into(),
+        version: None,
+        error: Some(reason.clone()),
+        attempts: run.attempt,
+    });
+    d.next_due = d.config.schedule.next_due(now);
+    vec![(
+        "rotation.failed",
+        json!({"run": run.id, "attempts": run.attempt, "reason": reason}),
+    )]
 }
 
 fn new_run(kind: RunKind, reason: &str, now: DateTime<Utc>) -> Run {

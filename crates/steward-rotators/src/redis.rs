@@ -351,6 +351,29 @@ async fn apply(
     .await
 }
 
+/// Removes `cred`'s password from the ACL user (discard and revoke), unless it is the current
+/// one: removing that would lock the application out.
+async fn remove_unless_current(
+    cx: &StepContext<'_>,
+    cred: &Credential,
+) -> Result<(), RotatorError> {
+    let s = RedisSettings::parse(cx.settings)?;
+    s.check_user(cred)?;
+    let password = cred.str("password")?;
+    if cx.current.and_then(|c| c.str("password").ok()) == Some(password) {
+        return Ok(());
+    }
+    let admin = Login::admin(&s, cx)?;
+    apply(
+        admin,
+        s.persist,
+        s.username,
+        password.into(),
+        Change::Remove,
+    )
+    .await
+}
+
 #[async_trait]
 impl Rotator for RedisRotator {
     fn kind(&self) -> &'static str {
@@ -404,40 +427,11 @@ impl Rotator for RedisRotator {
         cx: &StepContext<'_>,
         pending: &Credential,
     ) -> Result<(), RotatorError> {
-        let s = RedisSettings::parse(cx.settings)?;
-        s.check_user(pending)?;
-        let password = pending.str("password")?;
-        if cx.current.and_then(|c| c.str("password").ok()) == Some(password) {
-            // The pending value is the current one: removing it would lock the user out.
-            return Ok(());
-        }
-        let admin = Login::admin(&s, cx)?;
-        apply(
-            admin,
-            s.persist,
-            s.username,
-            password.into(),
-            Change::Remove,
-        )
-        .await
+        remove_unless_current(cx, pending).await
     }
 
     async fn revoke(&self, cx: &StepContext<'_>, old: &Credential) -> Result<(), RotatorError> {
-        let s = RedisSettings::parse(cx.settings)?;
-        s.check_user(old)?;
-        let password = old.str("password")?;
-        if cx.current.and_then(|c| c.str("password").ok()) == Some(password) {
-            return Ok(());
-        }
-        let admin = Login::admin(&s, cx)?;
-        apply(
-            admin,
-            s.persist,
-            s.username,
-            password.into(),
-            Change::Remove,
-        )
-        .await
+        remove_unless_current(cx, old).await
     }
 }
 

@@ -248,20 +248,35 @@ impl Engine {
 
     /// Opens a stored envelope, reloading the keyring once if another replica rotated it.
     async fn open(&self, env: &str, path: &str, v: u64, blob: &[u8]) -> Result<Value> {
-        let envelope = Envelope::from_bytes(blob).map_err(|e| crypto_err(env, path, v, e))?;
         let aad = steward_crypto::aad_for(env, path, v);
+        self.open_json(blob, &aad, &format!("{env}/{path} v{v}"), |e| {
+            crypto_err(env, path, v, e)
+        })
+        .await
+    }
+
+    /// Opens an envelope holding JSON, reloading the keyring once if another replica rotated
+    /// it; `what` names the value in errors.
+    pub(crate) async fn open_json(
+        &self,
+        blob: &[u8],
+        aad: &[u8],
+        what: &str,
+        bad: impl Fn(CryptoError) -> SecretsError,
+    ) -> Result<Value> {
+        let envelope = Envelope::from_bytes(blob).map_err(&bad)?;
         let mut ring = self.ring()?;
-        let plain = match ring.open(&envelope, &aad) {
+        let plain = match ring.open(&envelope, aad) {
             Err(CryptoError::UnknownKey(_)) => {
                 self.refresh_ring().await?;
                 ring = self.ring()?;
-                ring.open(&envelope, &aad)
+                ring.open(&envelope, aad)
             }
             other => other,
         }
-        .map_err(|e| crypto_err(env, path, v, e))?;
+        .map_err(&bad)?;
         serde_json::from_slice(&plain)
-            .map_err(|e| SecretsError::internal(format!("{env}/{path} v{v} is not JSON: {e}")))
+            .map_err(|e| SecretsError::internal(format!("{what} is not JSON: {e}")))
     }
 
     /// Reads one version (latest when `version` is None) and decrypts it.

@@ -209,20 +209,7 @@ impl Engine {
                 "cannot decrypt the sealed value of {context} ({e}); the row may have been tampered with"
             ))
         };
-        let envelope = Envelope::from_bytes(blob).map_err(bad)?;
-        let aad = aux_aad(context);
-        let mut ring = self.ring()?;
-        let plain = match ring.open(&envelope, &aad) {
-            Err(CryptoError::UnknownKey(_)) => {
-                self.refresh_ring().await?;
-                ring = self.ring()?;
-                ring.open(&envelope, &aad)
-            }
-            other => other,
-        }
-        .map_err(bad)?;
-        serde_json::from_slice(&plain)
-            .map_err(|e| SecretsError::internal(format!("sealed value of {context}: {e}")))
+        self.open_json(blob, &aux_aad(context), context, bad).await
     }
 
     /// Reads and decrypts a version (the current one when `version` is None) without a caller:
