@@ -6,8 +6,9 @@
    at a time, each timed from `POST /v1/sys/rotation/rotate/dev/bench/pg-app` to the moment the
    client receives that run's `rotation.finished` event from a long poll on
    `/v1/sys/events?after=CURSOR&wait=10s` (woken by the server's commit, so no polling interval
-   is added). The next rotation starts only after the previous credential was revoked
-   (`rotation.retired`, state idle), so every run is create/set/test/finish + revoke.
+   is added). Config: retire "consumers", grace "0s", so the previous credential is revoked
+   right after finish; the next rotation starts only after that (`rotation.retired`, state
+   idle), so every run is create/set/test/finish + revoke (the revoke is timed separately).
    The floor, interleaved with Steward's runs: `ALTER ROLE ... PASSWORD` on an open admin
    connection plus a fresh login (and SELECT 1) as that user, done directly with psycopg.
 2. Read latency of `GET /v1/dev/data/bench/read` (wrk -t1 -c16 --latency, --duration s) on a
@@ -19,6 +20,7 @@ Usage: python3 bench/rotation.py [--rotations 100] [--due 1000] [--duration 10]
                                  [--skip-pg-rotator] [--postgres]
 Needs: a release build (built if missing), wrk, PostgreSQL server binaries (initdb, pg_ctl),
 psycopg 3; with --postgres, PostgreSQL on 127.0.0.1:5432 trusting user postgres.
+BENCH_KEEP_LOGS=DIR copies the servers' logs there (the rotator server logs at info, as JSON).
 """
 import argparse, concurrent.futures, datetime, http.client, json, math, os, re, secrets, shutil, signal
 import socket, statistics, string, subprocess, sys, tempfile, threading, time, uuid
@@ -325,7 +327,7 @@ def part_rotator(args, tmp, cleanup, results):
                     return ev, now, wall
         raise TimeoutError(f"no {kind} event in time")
 
-    steward_ms, cycle_ms, server_ms, post_ms, lag_ms = [], [], [], [], []
+    steward_ms, cycle_ms, post_ms = [], [], []
     floor_ms, floor_fresh_ms = [], []
     runs = []
     total = args.rotations + WARMUP
@@ -397,7 +399,6 @@ def part_rotator(args, tmp, cleanup, results):
         "ratio_median": statistics.median(steward_ms) / statistics.median(floor_ms),
         "ratio_median_fresh_admin": statistics.median(steward_ms) / statistics.median(floor_fresh_ms),
         "breakdown_median_ms": breakdown,
-        "log": st.log,
     }
 
 
@@ -453,6 +454,60 @@ def parse_latency(s):
     return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 
 
+class MetricsSampler(threading.Thread):
+    """Scrapes /metrics every `interval` s: the server-side latency histogram of the KV route,
+    to see when slow reads happened inside a wrk window (buckets: 2.5, 5, 10, 25 ms ...)."""
+
+    ROUTE = 'route="/v1/{mount}/{op}/{*path}"'
+
+    def __init__(self, port, interval=0.25):
+        super().__init__(daemon=True)
+        self.port, self.interval = port, interval
+        self.samples = []  # (time, {le: cumulative count}, count)
+        self.halt = threading.Event()
+
+    def run(self):
+        conn = None
+        while not self.halt.is_set():
+            t = time.time()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                conn.request("GET", "/metrics")
+                text = conn.getresponse().read().decode()
+            except (OSError, http.client.HTTPException):
+                conn = None
+                continue
+            buckets, count = {}, 0
+            for line in text.splitlines():
+                if self.ROUTE not in line:
+                    continue
+                m = re.match(r'steward_http_request_duration_seconds_bucket\{.*le="([^"]+)".*\} (\S+)', line)
+                if m:
+                    buckets[m.group(1)] = buckets.get(m.group(1), 0) + float(m.group(2))
+                m = re.match(r"steward_http_request_duration_seconds_count\{.*\} (\S+)", line)
+                if m:
+                    count += float(m.group(1))
+            self.samples.append((t, buckets, count))
+            self.halt.wait(max(0.0, self.interval - (time.time() - t)))
+        if conn:
+            conn.close()
+
+    def slow_share(self, t0, t1):
+        """Requests answered in [t0, t1] (to the sampling interval) and the shares slower than
+        5, 10 and 25 ms, server-side."""
+        inside = [s for s in self.samples if t0 - self.interval / 2 <= s[0] <= t1 + self.interval / 2]
+        if len(inside) < 2:
+            return None
+        (_, b0, c0), (_, b1, c1) = inside[0], inside[-1]
+        n = c1 - c0
+        if n <= 0:
+            return None
+        share = lambda le: 1 - (b1.get(le, 0) - b0.get(le, 0)) / n
+        return {"from": inside[0][0], "to": inside[-1][0], "requests": int(n),
+                "over_5ms": share("0.005"), "over_10ms": share("0.01"), "over_25ms": share("0.025")}
+
+
 def parallel(port, token, items, fn, threads=8):
     """Runs fn(api, item) for every item on `threads` keep-alive connections."""
     local = threading.local()
@@ -471,7 +526,7 @@ def parallel(port, token, items, fn, threads=8):
     return out
 
 
-def part_reads(label, args, tmp, cleanup, results, store_url=None):
+def part_reads(label, args, tmp, cleanup, results, store_url=None, after_load=None):
     config = '[rotation]\nconcurrency = 4\njitter = "2s"\n\n[log]\nlevel = "warn"\n'
     st = Steward(tmp, f"reads-{label}", config, store_url=store_url, log_level="warn")
     cleanup.push(f"steward ({label})", st.stop)
@@ -482,32 +537,43 @@ def part_reads(label, args, tmp, cleanup, results, store_url=None):
     parallel(st.port, st.token, names, lambda a, p: a.call("PUT", f"/v1/dev/data/{p}", {"data": {"password": rand_password()}}))
     write_s = time.time() - t0
     # All due at one instant T, far enough out for the configuration and the idle measurement.
-    due = time.time() + max(5.0, 3 * write_s + 3) + args.duration + 3
+    due = time.time() + max(5.0, 3 * write_s + 3) + 3 + args.duration + 1.5
     due = math.ceil(due)
     cfg = {"rotator": "random", "settings": {"length": 32}, "schedule": {"next_at": rfc3339(due)}}
     t0 = time.time()
     parallel(st.port, st.token, names, lambda a, p: a.call("PUT", f"/v1/sys/rotation/config/dev/{p}", cfg))
     config_s = time.time() - t0
+    if after_load:
+        after_load()
     idle_start = due - args.duration - 1.5
-    if time.time() > idle_start:
+    if time.time() > idle_start - 3:
         raise SystemExit(f"[{label}] configuring {n} rotations took {config_s:.1f} s, past the idle window; rerun")
     s0 = api.call("GET", f"/v1/sys/rotation/status/dev/{names[0]}")["data"]
     assert parse_time(s0["next_due"]) == due, s0
     cursor = latest_cursor(api)
     print(f"[reads {label}] {n} secrets written in {write_s:.1f} s, configured in {config_s:.1f} s; due at {rfc3339(due)}", flush=True)
     url = f"http://127.0.0.1:{st.port}/v1/dev/data/bench/read"
+    sampler = MetricsSampler(st.port)
+    sampler.start()
+    cleanup.push("metrics sampler", sampler.halt.set)
+    time.sleep(max(0.0, idle_start - 2.5 - time.time()))
+    wrk(url, st.token, 2)  # warm-up, not reported
     time.sleep(max(0.0, idle_start - time.time()))
     idle = wrk(url, st.token, args.duration)
     time.sleep(max(0.0, due - time.time()))
     loaded = wrk(url, st.token, args.duration)
+    sampler.halt.set()
+    sampler.join()
 
-    # Afterwards: every secret rotated once, and how long the batch took.
+    # Afterwards: every secret rotated once and its previous value retired (state idle), and
+    # how long the batch took.
     deadline = time.time() + 600
     while True:
         rows = api.call("GET", "/v1/sys/rotation/status", timeout=120)["data"]["rotations"]
         rows = [r for r in rows if r["path"].startswith("due/")]
         done = sum(1 for r in rows if r["rotations"] >= 1 and r["state"] != "rotating")
-        if done == n or time.time() > deadline:
+        idle_rows = sum(1 for r in rows if r["rotations"] >= 1 and r["state"] == "idle")
+        if idle_rows == n or time.time() > deadline:
             break
         time.sleep(1)
     failures = sum(r["failures"] for r in rows)
@@ -521,17 +587,22 @@ def part_reads(label, args, tmp, cleanup, results, store_url=None):
     in_idle = sum(1 for e in evs if e["kind"].startswith("rotation.") and e["kind"] != "rotation.configured"
                   and idle["start"] <= parse_time(e["time"]) <= idle["end"])
     batch_s = (finished[-1] - started[0]) if finished and started else float("nan")
+    slow = {"idle": sampler.slow_share(idle["start"], idle["end"]),
+            "loaded": sampler.slow_share(loaded["start"], loaded["end"])}
+    if started and finished:
+        slow["batch"] = sampler.slow_share(started[0], finished[-1])
+        slow["after_batch"] = sampler.slow_share(finished[-1], loaded["end"])
     st.stop()
     results[f"reads_{label}"] = {
         "idle": idle, "loaded": loaded, "ratio_p99": loaded["p99_ms"] / idle["p99_ms"],
-        "due": n, "rotated": done, "failures": failures, "started_before_due": early,
+        "due": n, "rotated": done, "ended_idle": idle_rows, "failures": failures, "started_before_due": early,
         "rotation_events_in_idle_window": in_idle,
         "first_start_after_due_s": started[0] - due if started else None,
         "last_finish_after_due_s": finished[-1] - due if finished else None,
         "batch_s": batch_s, "rotations_per_s": len(finished) / batch_s if finished else 0,
         "finished_in_wrk_window": in_window, "retired": len(retired),
         "last_retire_after_due_s": retired[-1] - due if retired else None,
-        "write_s": write_s, "config_s": config_s,
+        "write_s": write_s, "config_s": config_s, "server_side_slow_reads": slow,
     }
 
 
@@ -565,6 +636,7 @@ def main():
     def on_term(*_):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
     results = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(), "load_before": loadavg(),
                "binary": BIN, "wrk": f"-t1 -c16 -d{args.duration}s"}
     print(f"load average before: {results['load_before']}", flush=True)
@@ -578,11 +650,17 @@ def main():
         if args.postgres:
             db = pg_db()
             cleanup.push(f"database {db}", lambda: drop_db(db))
-            part_reads("postgres", args, tmp, cleanup, results, store_url=f"{PG}/{db}")
+            # ANALYZE after the bulk load: the fresh tables otherwise get their statistics from
+            # autovacuum at some random moment, which changes plans mid-measurement.
+            analyze = lambda: run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qc", "ANALYZE"])
+            part_reads("postgres", args, tmp, cleanup, results, store_url=f"{PG}/{db}", after_load=analyze)
         results["load_after"] = loadavg()
-        rot_log = results.get("rotator", {}).pop("log", None)
-        if rot_log and os.environ.get("BENCH_KEEP_LOG"):
-            shutil.copy(rot_log, os.environ["BENCH_KEEP_LOG"])
+        keep = os.environ.get("BENCH_KEEP_LOGS")  # a directory: the servers' logs are copied there
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            for f in os.listdir(tmp):
+                if f.endswith(".log"):
+                    shutil.copy(os.path.join(tmp, f), keep)
     finally:
         cleanup.run()
     print(json.dumps(results, indent=2))
@@ -612,8 +690,12 @@ def print_table(results):
         for name, w in (("idle", x["idle"]), (f"{x['due']} rotations due", x["loaded"])):
             print(f"  {name:<56}{w['rps']:>9.0f}{w['p50_ms']:>9.2f}{w['p99_ms']:>9.2f}")
         print(f"  loaded p99 / idle p99: {x['ratio_p99']:.2f}x (goal <= 2x -> {'met' if x['ratio_p99'] <= 2 else 'NOT met'}); "
-              f"{x['rotated']}/{x['due']} rotated, {x['failures']} failures; batch {x['batch_s']:.1f} s "
-              f"= {x['rotations_per_s']:.0f} rotations/s; {x['finished_in_wrk_window']} finished inside the wrk window")
+              f"{x['rotated']}/{x['due']} rotated ({x['ended_idle']} idle after), {x['failures']} failures; batch {x['batch_s']:.1f} s "
+              f"= {x['rotations_per_s']:.0f} rotations/s; {x['finished_in_wrk_window']} finished inside the wrk window; "
+              f"last finish +{x['last_finish_after_due_s']:.1f} s, {x['retired']} retired by +{x['last_retire_after_due_s'] or 0:.1f} s after due")
+        sl = x.get("server_side_slow_reads") or {}
+        parts = [f"{k} {v['over_5ms'] * 100:.2f}% / {v['over_10ms'] * 100:.2f}%" for k, v in sl.items() if v]
+        print("  reads slower than 5 ms / 10 ms (server-side, /metrics): " + ", ".join(parts))
     print(f"load average before {results['load_before']}, after {results.get('load_after')}")
 
 
