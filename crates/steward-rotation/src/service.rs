@@ -774,6 +774,10 @@ impl Rotations {
 
     /// Takes (or renews) the run's lease; false if another live replica holds it.
     async fn claim(&self, env: &str, path: &str, run: &Run) -> Result<bool> {
+        if self.exclusive {
+            // One process owns an embedded store: there is nobody to keep out, so no write.
+            return Ok(true);
+        }
         let now = self.now();
         let (owner, exclusive, lease) = (self.owner.clone(), self.exclusive, self.cfg.lease);
         let (id, step) = (run.id.clone(), run.step);
@@ -1096,11 +1100,7 @@ impl Rotations {
         };
         let mut draft = self.engine.system_draft("rotation.finish", env, path);
         draft.hmacs.insert("run".into(), run.id.clone());
-        let (id, kind, consumer_check) = (
-            run.id.clone(),
-            run.kind,
-            std_to_chrono(self.cfg.consumer_check),
-        );
+        let (id, kind) = (run.id.clone(), run.kind);
         self.update(env, path, Some(draft), move |tx, d| {
             let d = d.as_mut().ok_or_else(|| conflict("rotation_moved", "the rotation config was removed"))?;
             let attempts = match d.run.as_ref().filter(|r| r.id == id && r.step == Step::Finish) {
@@ -1121,7 +1121,8 @@ impl Rotations {
                     deadline: now + grace,
                     attempts: 0,
                     next_try: match d.config.retire {
-                        RetireMode::Consumers => now + consumer_check.min(grace),
+                        // Checked right away: with no laggard the previous credential goes now.
+                        RetireMode::Consumers => now,
                         RetireMode::Grace => now + grace,
                     },
                     last_error: None,
@@ -1301,13 +1302,16 @@ impl Rotations {
             .await?;
         let overdue_after = std_to_chrono(self.cfg.overdue_after);
         for row in due {
+            let doc = parse_doc(&row)?;
             if let Some(at) = row.due_at.filter(|at| *at + overdue_after < now) {
-                let doc = parse_doc(&row)?;
                 if doc.run.is_none() && doc.next_due == Some(at) {
                     self.warn_overdue(&row.env, &row.path, at).await?;
                 }
             }
-            self.spawn_drive(row.env, row.path, true);
+            // Jitter spreads scheduled starts; retries and retirements are already spread
+            // by their own times and go at once.
+            let scheduled_start = doc.run.is_none() && doc.retire.is_none();
+            self.spawn_drive(row.env, row.path, scheduled_start);
         }
         crate::expiry::scan_if_due(self).await
     }

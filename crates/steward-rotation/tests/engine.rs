@@ -222,6 +222,14 @@ fn config(schedule: Schedule) -> RotationConfig {
     }
 }
 
+/// A manual rotation whose previous credential stays until the grace period ends.
+fn manual_grace() -> RotationConfig {
+    RotationConfig {
+        retire: steward_rotation::RetireMode::Grace,
+        ..config(manual())
+    }
+}
+
 fn manual() -> Schedule {
     Schedule {
         manual: true,
@@ -246,7 +254,7 @@ async fn a_rotation_makes_one_new_current_version_and_keeps_the_previous_one_wor
     let h = Harness::new().await;
     let rot = h.rotations();
     h.put("initial").await;
-    rot.configure(&h.ctx(), "dev", "app/db", config(manual()))
+    rot.configure(&h.ctx(), "dev", "app/db", manual_grace())
         .await
         .unwrap();
     rot.rotate_now(&h.ctx(), "dev", "app/db").await.unwrap();
@@ -587,7 +595,7 @@ async fn a_manual_rotation_while_retiring_revokes_the_waiting_credential_first()
     let h = Harness::new().await;
     let rot = h.rotations();
     h.put("initial").await;
-    rot.configure(&h.ctx(), "dev", "app/db", config(manual()))
+    rot.configure(&h.ctx(), "dev", "app/db", manual_grace())
         .await
         .unwrap();
     rot.rotate_now(&h.ctx(), "dev", "app/db").await.unwrap();
@@ -601,4 +609,28 @@ async fn a_manual_rotation_while_retiring_revokes_the_waiting_credential_first()
     assert_eq!(valid.len(), 2, "current and one previous: {valid:?}");
     let retired = h.events(&rot, "rotation.retired").await;
     assert_eq!(retired[0]["reason"], "superseded");
+}
+
+#[tokio::test]
+async fn with_no_recent_consumer_the_previous_credential_is_revoked_at_once() {
+    let h = Harness::new().await;
+    let rot = h.rotations();
+    h.put("initial").await;
+    rot.configure(&h.ctx(), "dev", "app/db", config(manual()))
+        .await
+        .unwrap();
+    rot.rotate_now(&h.ctx(), "dev", "app/db").await.unwrap();
+    let mut s = settle(&rot, &h).await;
+    for _ in 0..500 {
+        if s.state == "idle" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        s = rot.status(&h.ctx(), "dev", "app/db").await.unwrap();
+    }
+    assert_eq!(s.state, "idle");
+    assert!(!h.target.valid.lock().unwrap().contains("initial"));
+    let retired = h.events(&rot, "rotation.retired").await;
+    assert_eq!(retired[0]["reason"], "consumers_moved");
+    assert_eq!(retired[0]["retired_version"], 1);
 }
