@@ -27,7 +27,16 @@ pub const SYSTEM_ACTOR: &str = "steward";
 const MAX_PENDING_READS: usize = 100_000;
 
 /// Reads noted since the last flush: (env, path, accessor) -> (version, time).
-pub(crate) type ReadLog = HashMap<(String, String, String), (u64, DateTime<Utc>)>;
+/// Keyed by a hash of (env, path, accessor), so a repeated read (the common case) allocates
+/// nothing; the row keeps the names.
+pub(crate) type ReadLog = HashMap<u64, ConsumerRow>;
+
+fn read_key(env: &str, path: &str, accessor: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (env, path, accessor).hash(&mut h);
+    h.finish()
+}
 
 /// Associated data of auxiliary sealed values; distinct from secret versions' (`aad_for`).
 fn aux_aad(context: &str) -> Vec<u8> {
@@ -245,27 +254,34 @@ impl Engine {
     /// Notes that `accessor` read `version` of a secret; flushed by [`Engine::take_reads`].
     pub(crate) fn note_read(&self, env: &str, path: &str, accessor: &str, version: u64) {
         let now = self.clock.now();
+        let key = read_key(env, path, accessor);
         let mut log = self.reads.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (env.to_string(), path.to_string(), accessor.to_string());
-        if log.len() >= MAX_PENDING_READS && !log.contains_key(&key) {
+        if let Some(row) = log.get_mut(&key) {
+            if row.env == env && row.path == path && row.accessor == accessor {
+                row.version = row.version.max(version);
+                row.seen_at = now;
+                return;
+            }
+        }
+        if log.len() >= MAX_PENDING_READS {
             return;
         }
-        let slot = log.entry(key).or_insert((version, now));
-        slot.0 = slot.0.max(version);
-        slot.1 = now;
+        // New, or (astronomically rarely) a hash collision: the newer read wins the slot.
+        log.insert(
+            key,
+            ConsumerRow {
+                env: env.to_string(),
+                path: path.to_string(),
+                accessor: accessor.to_string(),
+                version,
+                seen_at: now,
+            },
+        );
     }
 
     /// The reads noted since the last call, for the caller to store (`Tx::consumer_put`).
     pub fn take_reads(&self) -> Vec<ConsumerRow> {
         let log = std::mem::take(&mut *self.reads.lock().unwrap_or_else(|e| e.into_inner()));
-        log.into_iter()
-            .map(|((env, path, accessor), (version, seen_at))| ConsumerRow {
-                env,
-                path,
-                accessor,
-                version,
-                seen_at,
-            })
-            .collect()
+        log.into_values().collect()
     }
 }
