@@ -66,7 +66,13 @@ fn status_line(s: &Value) -> String {
     };
     let step = s["step"]
         .as_str()
-        .map(|st| format!(" step={st} attempt={}", s["attempt"]))
+        .map(|st| {
+            let err = s["last_error"]
+                .as_str()
+                .map(|e| format!(" last_error={e:?}"))
+                .unwrap_or_default();
+            format!(" step={st} attempt={}{err}", s["attempt"])
+        })
         .unwrap_or_default();
     let laggards = s["laggards"].as_array().map(|a| a.len()).unwrap_or(0);
     let lag = if laggards > 0 {
