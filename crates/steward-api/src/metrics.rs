@@ -21,6 +21,11 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
 /// All metrics of one server.
 #[derive(Debug)]
 pub struct Metrics {
@@ -29,6 +34,11 @@ pub struct Metrics {
     pub latency: Family<RouteLabels, Histogram>,
     pub store_errors: Counter,
     pub sealed: Gauge<i64, AtomicI64>,
+    /// Configured rotations by state (idle, rotating, retiring); set when scraped.
+    pub rotations: Family<StateLabels, Gauge<i64, AtomicI64>>,
+    /// Rotations finished and failed since the configs were made (sums over secrets).
+    pub rotations_done: Gauge<i64, AtomicI64>,
+    pub rotations_failed: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -58,12 +68,33 @@ impl Default for Metrics {
             store_errors.clone(),
         );
         registry.register("sealed", "1 while the server is sealed", sealed.clone());
+        let rotations = Family::<StateLabels, Gauge<i64, AtomicI64>>::default();
+        let rotations_done = Gauge::<i64, AtomicI64>::default();
+        let rotations_failed = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "rotations",
+            "Secrets with a rotation config, by state (idle, rotating, retiring)",
+            rotations.clone(),
+        );
+        registry.register(
+            "rotations_completed",
+            "Rotations that finished, summed over the configured secrets",
+            rotations_done.clone(),
+        );
+        registry.register(
+            "rotations_failed",
+            "Rotations that failed after their last attempt, summed over the configured secrets",
+            rotations_failed.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             store_errors,
             sealed,
+            rotations,
+            rotations_done,
+            rotations_failed,
         }
     }
 }

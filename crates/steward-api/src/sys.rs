@@ -39,6 +39,22 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
 pub async fn metrics(State(st): State<AppState>) -> Response {
     // Gauges of state are read when scraped, not maintained on every request.
     st.metrics.sealed.set(i64::from(st.engine.is_sealed()));
+    if let Ok(c) = st.rotations.counts().await {
+        for (state, n) in [
+            ("idle", c.idle),
+            ("rotating", c.rotating),
+            ("retiring", c.retiring),
+        ] {
+            st.metrics
+                .rotations
+                .get_or_create(&crate::metrics::StateLabels {
+                    state: state.into(),
+                })
+                .set(n as i64);
+        }
+        st.metrics.rotations_done.set(c.completed as i64);
+        st.metrics.rotations_failed.set(c.failed as i64);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -28,4 +28,4 @@ pub use events::{EventPage, EventView, SinkConfig};
 pub use expiry::ExpiringSecret;
 pub use model::{RetireMode, RotationConfig, RotationDoc};
 pub use schedule::Schedule;
-pub use service::{FaultHook, RotationSettings, RotationStatus, Rotations};
+pub use service::{FaultHook, RotationCounts, RotationSettings, RotationStatus, Rotations};

@@ -108,6 +108,16 @@ pub struct RotationStatus {
     pub failures: u64,
 }
 
+/// Rotation counts for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RotationCounts {
+    pub idle: u64,
+    pub rotating: u64,
+    pub retiring: u64,
+    pub completed: u64,
+    pub failed: u64,
+}
+
 /// The rotation service. One per process; cheap to share behind an `Arc`.
 pub struct Rotations {
     pub(crate) engine: Arc<Engine>,
@@ -429,6 +439,27 @@ impl Rotations {
                 Ok(())
             })
             .await
+    }
+
+    /// Counts by state and outcome over every configured secret (for `/metrics`, which is
+    /// not authenticated: numbers only, no names).
+    pub async fn counts(&self) -> Result<RotationCounts> {
+        if self.engine.is_sealed() {
+            return Err(SecretsError::sealed());
+        }
+        let rows = self.engine.store().read(|tx| tx.rotation_list()).await?;
+        let mut c = RotationCounts::default();
+        for row in &rows {
+            let doc = parse_doc(row)?;
+            match (&doc.run, &doc.retire) {
+                (Some(_), _) => c.rotating += 1,
+                (None, Some(_)) => c.retiring += 1,
+                (None, None) => c.idle += 1,
+            }
+            c.completed += doc.rotations;
+            c.failed += doc.failures;
+        }
+        Ok(c)
     }
 
     /// One secret's rotation status.

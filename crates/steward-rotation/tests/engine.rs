@@ -271,6 +271,9 @@ async fn a_rotation_makes_one_new_current_version_and_keeps_the_previous_one_wor
     assert_eq!(h.events(&rot, "rotation.finished").await.len(), 1);
     let calls = h.target.calls.lock().unwrap().clone();
     assert_eq!(calls, ["create", "set", "test"]);
+    let c = rot.counts().await.unwrap();
+    assert_eq!((c.idle, c.rotating, c.retiring), (0, 0, 1));
+    assert_eq!((c.completed, c.failed), (1, 0));
 }
 
 #[tokio::test]
