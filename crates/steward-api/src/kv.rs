@@ -189,12 +189,50 @@ fn with_etag(Query(mut q): Q, headers: &axum::http::HeaderMap) -> Q {
     Query(q)
 }
 
-fn not_modified(version: u64) -> Response {
-    let mut resp = StatusCode::NOT_MODIFIED.into_response();
+/// Sets `ETag: "N"`: the version is the ETag (`?wait=` with If-None-Match waits for a new one).
+fn with_version_etag(mut resp: Response, version: u64) -> Response {
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{version}\"")) {
         resp.headers_mut().insert(axum::http::header::ETAG, v);
     }
     resp
+}
+
+/// A value as Vault's `data` (strings wrapped as `{"value": ...}`) and Steward's `value_type`.
+fn data_and_kind(value: Value) -> (Value, &'static str) {
+    match value {
+        Value::String(s) => (json!({ "value": s }), "string"),
+        other => (other, "object"),
+    }
+}
+
+/// `GET data/<path>`: latest, `?version=N` or `?label=current|previous`.
+async fn read_data(
+    st: &AppState,
+    ctx: &RequestCtx,
+    env: &str,
+    path: &str,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let version = match q.get("label") {
+        Some(label) => st.rotations.label_version(env, path, label).await?,
+        None => query_u64(q, "version")?.filter(|v| *v > 0),
+    };
+    let resolve = q.get("resolve").is_none_or(|v| v != "false" && v != "0");
+    let d = st
+        .engine
+        .read_secret(ctx, env, path, ReadOptions { version, resolve })
+        .await?;
+    let (data, kind) = data_and_kind(d.value);
+    let custom = (!d.meta.custom.is_empty()).then_some(&d.meta.custom);
+    let resp = vault_data(
+        ctx,
+        ReadJson {
+            data,
+            metadata: version_json(&d.version, &custom),
+            value_type: kind,
+        },
+    );
+    Ok(with_version_etag(resp, d.version.version))
 }
 
 /// `/v1/{mount}/{op}` with no path: only listing the root makes sense there.
@@ -256,13 +294,10 @@ async fn run(
         )),
         ("data", "GET") if q.get("label").is_some_and(|l| l == "pending") => {
             let value = st.rotations.read_pending(&ctx, &env, &path).await?;
-            let (data, kind) = match value {
-                Value::String(s) => (json!({ "value": s }), "string"),
-                other => (other, "object"),
-            };
+            let (data, kind) = data_and_kind(value);
             Ok(vault_data(&ctx, json!({ "data": data, "label": "pending", "value_type": kind })))
         }
-        ("data", "GET") if q.contains_key("wait") && !ctx.is_audited() => {
+        ("data", "GET") if q.contains_key("wait") => {
             // A long poll: wait until the latest version differs from the one the client
             // has (`If-None-Match: "N"` or `known=N`), then answer like a plain read.
             let known = match headers_known(&q) {
@@ -272,37 +307,11 @@ async fn run(
             let wait = crate::rotation::wait_of(&st, &q)?;
             let latest = st.rotations.wait_for_change(&ctx, &env, &path, known, wait).await?;
             if latest == Some(known) {
-                return Ok(not_modified(known));
+                return Ok(with_version_etag(StatusCode::NOT_MODIFIED.into_response(), known));
             }
-            let ctx2 = Arc::new(RequestCtx::new(ctx.request_id.clone(), ctx.token.as_ref().map(|t| t.to_string()), ctx.remote_addr.clone()));
-            let mut q2 = q.clone();
-            q2.remove("wait");
-            Box::pin(run(st, ctx2, method, mount, op, path, Query(q2), body)).await
+            read_data(&st, &ctx, &env, &path, &q).await
         }
-        ("data", "GET") => {
-            let version = match q.get("label") {
-                Some(label) => st.rotations.label_version(&env, &path, label).await?,
-                None => query_u64(&q, "version")?.filter(|v| *v > 0),
-            };
-            let resolve = q.get("resolve").is_none_or(|v| v != "false" && v != "0");
-            let d = e
-                .read_secret(&ctx, &env, &path, ReadOptions { version, resolve })
-                .await?;
-            let (data, kind) = match d.value {
-                Value::String(s) => (json!({ "value": s }), "string"),
-                other => (other, "object"),
-            };
-            let custom = (!d.meta.custom.is_empty()).then_some(&d.meta.custom);
-            let mut resp = vault_data(
-                &ctx,
-                ReadJson { data, metadata: version_json(&d.version, &custom), value_type: kind },
-            );
-            // The version is the ETag: `?wait=30s` with If-None-Match waits for a new one.
-            if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{}\"", d.version.version)) {
-                resp.headers_mut().insert(axum::http::header::ETAG, v);
-            }
-            Ok(resp)
-        }
+        ("data", "GET") => read_data(&st, &ctx, &env, &path, &q).await,
         ("data", "PUT" | "POST") => {
             let b: WriteBody = decode(&body)?;
             let value = match (b.data, b.value) {

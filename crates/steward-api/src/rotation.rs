@@ -14,6 +14,7 @@ use axum::{
     },
     Extension,
 };
+use futures_util::StreamExt;
 use serde_json::json;
 use steward_rotation::RotationConfig;
 use steward_secrets::RequestCtx;
@@ -148,62 +149,42 @@ pub async fn stream(
         .rotations
         .events(&ctx, after, 100, Duration::ZERO)
         .await?;
+    let deadline = tokio::time::Instant::now() + wait;
     let rot = st.rotations.clone();
-    let token = ctx.token.as_ref().map(|t| t.to_string());
-    let remote = ctx.remote_addr.clone();
-    let request_id = ctx.request_id.clone();
-    let stream = async_stream(rot, first, token, remote, request_id, wait);
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response())
-}
-
-fn async_stream(
-    rot: Arc<steward_rotation::Rotations>,
-    first: steward_rotation::EventPage,
-    token: Option<String>,
-    remote: Option<String>,
-    request_id: String,
-    wait: Duration,
-) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
-    tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut page = first;
-        loop {
-            for ev in &page.events {
-                let data = serde_json::to_string(ev).unwrap_or_default();
-                let e = Event::default()
-                    .id(ev.seq.to_string())
-                    .event(ev.kind.clone())
-                    .data(data);
-                if tx.send(e).await.is_err() {
-                    return;
-                }
+    // Each later wait is its own audited read under the same request context (and token).
+    let start = (Some(first.events), first.next);
+    let pages = futures_util::stream::unfold(start, move |(ready, cursor)| {
+        let (rot, ctx) = (rot.clone(), ctx.clone());
+        async move {
+            // Events in hand go out first; only then does the stream wait for more.
+            if let Some(events) = ready {
+                return Some((events, (None, cursor)));
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
-                return;
+                return None;
             }
-            // Each wait is its own audited read, under the same token.
-            let ctx = RequestCtx::new(request_id.clone(), token.clone(), remote.clone());
-            page = match rot
-                .events(&ctx, page.next, 100, left.min(Duration::from_secs(25)))
+            let page = rot
+                .events(&ctx, cursor, 100, left.min(Duration::from_secs(25)))
                 .await
-            {
-                Ok(p) => p,
-                Err(_) => return,
-            };
+                .ok()?;
+            Some((page.events, (None, page.next)))
         }
     });
-    tokio_stream_from(rx)
-}
-
-/// An mpsc receiver as a stream of `Ok` items.
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Event>,
-) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok)))
+    let events = pages.flat_map(|evs| {
+        futures_util::stream::iter(evs.into_iter().map(|ev| {
+            let data = serde_json::to_string(&ev).unwrap_or_default();
+            Ok::<_, Infallible>(
+                Event::default()
+                    .id(ev.seq.to_string())
+                    .event(ev.kind.clone())
+                    .data(data),
+            )
+        }))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// `GET /v1/sys/expiring?within=30d`: secrets that expire within the window (or have).

@@ -81,6 +81,11 @@ pub async fn once(engine: &Engine, key: String, event: EventRow) -> Result<bool>
         .await
 }
 
+/// Whether a caller may learn that a secret exists and changed: `read` or `list` on it.
+pub(crate) fn may_see(caller: &steward_secrets::Caller, env: &str, path: &str) -> bool {
+    caller.allows(env, path, Capability::Read) || caller.allows(env, path, Capability::List)
+}
+
 /// Waits for this process's next commit, at most a second (other replicas' commits are seen by
 /// looking again) and never past `deadline`.
 async fn next_commit(
@@ -126,10 +131,7 @@ impl Rotations {
                 for row in rows {
                     cursor = row.seq;
                     let visible = match (&row.env, &row.path) {
-                        (Some(e), Some(p)) => {
-                            caller.allows(e, p, Capability::Read)
-                                || caller.allows(e, p, Capability::List)
-                        }
+                        (Some(e), Some(p)) => may_see(&caller, e, p),
                         _ => caller.is_root(),
                     };
                     if visible {

@@ -147,12 +147,9 @@ impl Rotations {
                 .store()
                 .read(|tx| tx.heads_with_expiry())
                 .await?;
-            Ok(heads
+            let mut list: Vec<ExpiringSecret> = heads
                 .into_iter()
-                .filter(|h| {
-                    caller.allows(&h.env, &h.path, Capability::Read)
-                        || caller.allows(&h.env, &h.path, Capability::List)
-                })
+                .filter(|h| crate::events::may_see(&caller, &h.env, &h.path))
                 .filter_map(|h| {
                     let exp = h.meta.expires_at?;
                     (exp <= horizon).then(|| ExpiringSecret {
@@ -165,13 +162,11 @@ impl Rotations {
                         path: h.path,
                     })
                 })
-                .collect::<Vec<_>>())
+                .collect();
+            list.sort_by_key(|s| s.expires_at);
+            Ok(list)
         }
         .await;
-        let mut r = r;
-        if let Ok(list) = r.as_mut() {
-            list.sort_by_key(|s| s.expires_at);
-        }
         self.engine.complete(ctx, draft, r).await
     }
 }

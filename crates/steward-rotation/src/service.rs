@@ -810,34 +810,35 @@ impl Rotations {
             return Ok(true);
         }
         let now = self.now();
-        let (owner, exclusive, lease) = (self.owner.clone(), self.exclusive, self.cfg.lease);
+        let (owner, lease) = (self.owner.clone(), self.cfg.lease);
         let (id, step) = (run.id.clone(), run.step);
-        let claimed = Arc::new(Mutex::new(false));
-        let flag = claimed.clone();
-        self.update(env, path, None, move |_, d| {
-            let Some(run) = d.as_mut().and_then(|d| d.run.as_mut()) else {
-                return Ok(vec![]);
-            };
-            if run.id != id || run.step != step {
-                return Ok(vec![]);
-            }
-            let held = run
-                .lease
-                .as_ref()
-                .is_some_and(|l| l.owner != owner && l.until > now && !exclusive);
-            if held {
-                return Ok(vec![]);
-            }
-            run.lease = Some(Lease {
-                owner,
-                until: now + std_to_chrono(lease),
-            });
-            *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            Ok(vec![])
-        })
-        .await?;
-        let ok = *claimed.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(ok)
+        let doc = self
+            .update(env, path, None, move |_, d| {
+                let Some(run) = d.as_mut().and_then(|d| d.run.as_mut()) else {
+                    return Ok(vec![]);
+                };
+                if run.id != id || run.step != step {
+                    return Ok(vec![]);
+                }
+                let held = run
+                    .lease
+                    .as_ref()
+                    .is_some_and(|l| l.owner != owner && l.until > now);
+                if !held {
+                    run.lease = Some(Lease {
+                        owner,
+                        until: now + std_to_chrono(lease),
+                    });
+                }
+                Ok(vec![])
+            })
+            .await?;
+        // Claimed when the stored run is still this step and its lease names this process.
+        Ok(doc
+            .run
+            .filter(|r| r.id == run.id && r.step == run.step)
+            .and_then(|r| r.lease)
+            .is_some_and(|l| l.owner == self.owner))
     }
 
     /// The current, previous and admin credentials, decrypted.
@@ -1138,10 +1139,9 @@ impl Rotations {
                 Some(r) => r.attempt,
                 None => return Err(conflict("rotation_moved", "the rotation moved on meanwhile")),
             };
-            let old = tx.head(prepared_env(&prepared), prepared_path(&prepared))?
-                .map(|h| h.current_version)
-                .filter(|v| *v > 0);
             let written = prepared.apply(tx)?;
+            // A new version is always the one after the head's: the replaced one is derived.
+            let old = Some(written.version - 1).filter(|v| *v > 0);
             d.previous_version = old;
             d.current_version = Some(written.version);
             if prev_sealed.is_some() {
@@ -1428,12 +1428,4 @@ fn new_run(kind: RunKind, reason: &str, now: DateTime<Utc>) -> Run {
         lease: None,
         give_up: false,
     }
-}
-
-fn prepared_env(p: &steward_secrets::PreparedWrite) -> &str {
-    p.env()
-}
-
-fn prepared_path(p: &steward_secrets::PreparedWrite) -> &str {
-    p.path()
 }

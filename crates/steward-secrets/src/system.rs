@@ -67,14 +67,6 @@ impl std::fmt::Debug for PreparedWrite {
 }
 
 impl PreparedWrite {
-    pub fn env(&self) -> &str {
-        &self.env
-    }
-
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
     /// Writes the version (and its change event) in `tx`.
     pub fn apply(&self, tx: &mut dyn Tx) -> Result<WriteResult> {
         let ring = current_ring(tx, &self.ring, &self.unseal)?;
