@@ -131,6 +131,9 @@ pub struct Rotations {
     permits: Arc<Semaphore>,
     fault: Option<FaultHook>,
     pub(crate) last_expiry_scan: Mutex<Option<DateTime<Utc>>>,
+    /// Held from taking the noted reads until they are committed, so a retirement check that
+    /// flushes never reads `consumers` while another flush's rows are still on their way.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Rotations {
@@ -246,6 +249,7 @@ impl Rotations {
             in_flight: Arc::new(Mutex::new(HashSet::new())),
             fault,
             last_expiry_scan: Mutex::new(None),
+            flushing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -1283,6 +1287,7 @@ impl Rotations {
 
     /// Stores the reads noted since the last flush (who read which version).
     pub async fn flush_reads(&self) -> Result<()> {
+        let _flushing = self.flushing.lock().await;
         let reads = self.engine.take_reads();
         if reads.is_empty() {
             return Ok(());
