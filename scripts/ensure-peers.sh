@@ -8,13 +8,16 @@ command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 command -v pg_dump >/dev/null 2>&1 || need_apt+=(postgresql-client)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v mysqladmin >/dev/null 2>&1 || need_apt+=(mariadb-client)
+# The alerting acceptance tests run Prometheus and amtool against Steward.
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "ensure-peers: installing ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import hvac, pytest, requests, psycopg, pymysql, redis' >/dev/null 2>&1; then
+if ! python3 -c 'import hvac, pytest, requests, psycopg, pymysql, redis, aiosmtpd' >/dev/null 2>&1; then
   echo "ensure-peers: installing Python test requirements"
   python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 fi

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+mod alerting;
 mod kv;
 pub mod metrics;
 mod openapi;
@@ -22,7 +23,7 @@ use axum::{
     http::{header, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{any, get, post},
+    routing::{any, delete, get, post},
     Json, Router,
 };
 use serde::Serialize;
@@ -38,6 +39,7 @@ pub use metrics::Metrics;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub rotations: Arc<steward_rotation::Rotations>,
+    pub alerting: Arc<steward_alerting::Alerting>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
 }
@@ -99,6 +101,29 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sys/events", get(rotation::events))
         .route("/v1/sys/events/stream", get(rotation::stream))
         .route("/v1/sys/expiring", get(rotation::expiring))
+        .route("/api/v2/alerts", get(alerting::get_alerts).post(alerting::post_alerts))
+        .route("/api/v2/alerts/groups", get(alerting::get_groups))
+        .route("/api/v2/silences", get(alerting::get_silences).post(alerting::post_silence))
+        .route(
+            "/api/v2/silence/{id}",
+            get(alerting::get_silence).delete(alerting::delete_silence),
+        )
+        .route("/api/v2/status", get(alerting::status))
+        .route("/api/v2/receivers", get(alerting::receivers))
+        .route("/v1/sys/alerting/alerts", get(alerting::list))
+        .route("/v1/sys/alerting/alerts/{fp}", get(alerting::show))
+        .route("/v1/sys/alerting/alerts/{fp}/ack", post(alerting::ack))
+        .route("/v1/sys/alerting/groups", get(alerting::groups))
+        .route("/v1/sys/alerting/dead-letters", get(alerting::dead_letters))
+        .route("/v1/sys/alerting/dead-letters/replay", post(alerting::replay))
+        .route("/v1/sys/alerting/outbox", get(alerting::outbox))
+        .route("/v1/sys/alerting/log", get(alerting::log))
+        .route("/v1/sys/alerting/notify-test/{channel}", post(alerting::notify_test))
+        .route(
+            "/v1/sys/alerting/maintenance",
+            get(alerting::windows).post(alerting::start_window),
+        )
+        .route("/v1/sys/alerting/maintenance/{id}", delete(alerting::end_window))
         .route("/v1/sys/template/render", post(sys::template_render))
         .route("/v1/sys/export/{env}", get(sys::export))
         .route(

@@ -24,6 +24,7 @@ pub struct Config {
     pub log: LogConfig,
     pub rotation: RotationConfig,
     pub events: EventsConfig,
+    pub alerting: crate::alerting::AlertingConfig,
 }
 
 /// `[rotation]`: the rotation scheduler, expiry warnings and overdue reports.
@@ -310,7 +311,7 @@ fn find_key(text: &str, key: &str) -> (usize, usize) {
     (1, 1)
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!(

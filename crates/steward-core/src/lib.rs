@@ -2,6 +2,7 @@
 //! injectable clock. This crate does no IO (the config loader takes text, not a path it opens).
 #![forbid(unsafe_code)]
 
+pub mod alerting;
 pub mod clock;
 pub mod config;
 pub mod names;

@@ -122,6 +122,17 @@ pub struct RotationRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A JSON document owned by one subsystem (`kind`, e.g. `alert`, `silence`, `outbox`), keyed
+/// by `id` within its kind, with an optional due time (indexed per kind) for work queues.
+/// Subsystems whose data is a set of documents share this table instead of adding one each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRow {
+    pub kind: String,
+    pub id: String,
+    pub doc: String,
+    pub due_at: Option<DateTime<Utc>>,
+}
+
 /// One durable change event. `seq` orders events across the whole store; a consumer keeps
 /// the last `seq` it saw as its cursor. `detail` is JSON and never holds a secret value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

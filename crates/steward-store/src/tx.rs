@@ -3,7 +3,7 @@
 //! transaction (writes: one savepoint inside a group-commit transaction).
 
 use crate::{
-    audit::AuditRecord, ConsumerRow, EventRow, PolicyRecord, RotationRow, SecretHead, StoreError,
+    audit::AuditRecord, ConsumerRow, EventRow, PolicyRecord, RecordRow, RotationRow, SecretHead, StoreError,
     TokenRecord, VersionInfo, VersionRow,
 };
 use chrono::{DateTime, Utc};
@@ -136,6 +136,31 @@ pub trait Tx {
     /// Records that a token read a version (keeps the highest version and the latest time).
     fn consumer_put(&mut self, row: &ConsumerRow) -> Result<(), StoreError>;
     fn consumers(&mut self, env: &str, path: &str) -> Result<Vec<ConsumerRow>, StoreError>;
+
+    /// A record; in a write transaction on PostgreSQL it is locked until commit.
+    fn record_get(&mut self, kind: &str, id: &str) -> Result<Option<RecordRow>, StoreError>;
+    /// Inserts or replaces a record.
+    fn record_put(&mut self, row: &RecordRow) -> Result<(), StoreError>;
+    fn record_delete(&mut self, kind: &str, id: &str) -> Result<bool, StoreError>;
+    /// Records of `kind` with id > `after`, by id, at most `limit`.
+    fn record_list(
+        &mut self,
+        kind: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<RecordRow>, StoreError>;
+    /// Records of `kind` due at or before `now`, earliest first (then by id), at most `limit`.
+    fn record_due(
+        &mut self,
+        kind: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<RecordRow>, StoreError>;
+    /// Deletes the records of `kind` due before `before` (pruning); returns how many.
+    fn record_delete_due(&mut self, kind: &str, before: DateTime<Utc>)
+        -> Result<u64, StoreError>;
+    /// How many records `kind` has.
+    fn record_count(&mut self, kind: &str) -> Result<u64, StoreError>;
 
     fn savepoint(&mut self) -> Result<(), StoreError>;
     fn rollback_savepoint(&mut self) -> Result<(), StoreError>;

@@ -18,7 +18,7 @@ use steward_core::config::SqliteSync;
 use steward_crypto::SecretKey;
 use steward_store::{
     audit::{AuditEntry, AuditRecord, ChainVerifier},
-    AuditDraft, ConsumerRow, EventRow, JobError, PolicyRecord, RotationRow, SecretHead, SecretMeta,
+    AuditDraft, ConsumerRow, EventRow, JobError, PolicyRecord, RecordRow, RotationRow, SecretHead, SecretMeta,
     Store, StoreError, TokenRecord, Tx, VersionInfo, VersionRow,
 };
 
@@ -864,6 +864,44 @@ async fn rotation_rows_are_found_by_due_time() {
         assert!(write(&store, |tx| tx.rotation_delete("prod", "a")).await);
         assert!(!write(&store, |tx| tx.rotation_delete("prod", "a")).await);
         assert_eq!(read(&store, |tx| tx.rotation_get("prod", "a")).await, None);
+    })
+    .await;
+}
+
+fn record(kind: &str, id: &str, due: Option<i64>) -> RecordRow {
+    RecordRow {
+        kind: kind.into(),
+        id: id.into(),
+        doc: format!("{{\"id\":\"{id}\"}}"),
+        due_at: due.map(ts),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_are_listed_by_id_and_found_by_due_time_per_kind() {
+    check_both(|store| async move {
+        write(&store, |tx| {
+            tx.record_put(&record("outbox", "b", Some(30)))?;
+            tx.record_put(&record("outbox", "a", Some(10)))?;
+            tx.record_put(&record("outbox", "c", None))?;
+            tx.record_put(&record("alert", "a", Some(1)))
+        })
+        .await;
+        let due = read(&store, |tx| tx.record_due("outbox", ts(30), 10)).await;
+        let ids: Vec<_> = due.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"], "earliest first, only due rows of the kind");
+        let page = read(&store, |tx| tx.record_list("outbox", "a", 10)).await;
+        let ids: Vec<_> = page.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["b", "c"], "after the cursor, by id");
+        assert_eq!(read(&store, |tx| tx.record_count("outbox")).await, 3);
+        write(&store, |tx| tx.record_put(&record("outbox", "a", Some(50)))).await;
+        let a = read(&store, |tx| tx.record_get("outbox", "a")).await.unwrap();
+        assert_eq!(a.due_at, Some(ts(50)), "upsert replaces");
+        assert_eq!(write(&store, |tx| tx.record_delete_due("outbox", ts(40))).await, 1);
+        assert!(write(&store, |tx| tx.record_delete("outbox", "a")).await);
+        assert!(!write(&store, |tx| tx.record_delete("outbox", "a")).await);
+        assert_eq!(read(&store, |tx| tx.record_count("outbox")).await, 1);
+        assert_eq!(read(&store, |tx| tx.record_count("alert")).await, 1);
     })
     .await;
 }

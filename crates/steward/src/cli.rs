@@ -108,6 +108,26 @@ pub enum Command {
     },
     /// Print every secret under a prefix as dotenv or JSON
     Export(ExportArgs),
+    /// Alerts: list, show, acknowledge; the dead letters and the notification log
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
+    /// Silences (Alertmanager-compatible): mute new notifications of matching alerts
+    Silence {
+        #[command(subcommand)]
+        command: SilenceCommand,
+    },
+    /// Notification channels: send a test notification
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
+    /// Maintenance windows: mute matching alerts while you work (deploys, backups)
+    Maintenance {
+        #[command(subcommand)]
+        command: MaintenanceCommand,
+    },
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -415,4 +435,99 @@ pub struct ExportArgs {
 pub enum ExportFormat {
     Dotenv,
     Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlertsCommand {
+    /// List alerts (firing, pending, and resolved ones not yet notified)
+    #[command(after_help = "Examples:\n  steward alerts list\n  steward alerts list 'severity=\"critical\"' -o json")]
+    List {
+        /// Matchers every listed alert satisfies, e.g. 'service=~"db|api"'
+        matchers: Vec<String>,
+    },
+    /// Show one alert: labels, annotations, receivers, what mutes it
+    Show { fingerprint: String },
+    /// Acknowledge an alert's groups: no more reminders or escalation; the resolve still goes out
+    Ack {
+        /// An alert fingerprint (see `alerts list`) or a group id
+        target: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Notifications that could not be delivered; --replay sends them again
+    DeadLetters {
+        /// Move them (all, or --id ones) back to the outbox with fresh attempts
+        #[arg(long)]
+        replay: bool,
+        /// Only these notification ids
+        #[arg(long = "id", value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Notifications waiting in the outbox (first attempt or retry)
+    Pending,
+    /// The notification log: what was sent to which channel and when, newest first
+    Log {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SilenceCommand {
+    /// Add a silence; prints its id
+    #[command(after_help = "Example:\n  steward silence add 'alertname=\"DiskFull\"' 'host=db1' --duration 2h --comment 'resizing the volume'")]
+    Add {
+        /// Matchers (at least one): name="value", name!="value", name=~"regex", name!~"regex"
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        /// How long from now (or from --start)
+        #[arg(long, default_value = "1h")]
+        duration: String,
+        /// Start time (RFC 3339) [default: now]
+        #[arg(long)]
+        start: Option<String>,
+        /// Why (shown to everyone who sees the silence)
+        #[arg(long, required = true)]
+        comment: String,
+        /// Who [default: the token's display name]
+        #[arg(long, default_value = "")]
+        author: String,
+    },
+    /// List silences (active, pending and recently expired)
+    List,
+    /// End a silence now
+    Expire { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NotifyCommand {
+    /// Send a test notification through CHANNEL now and report the outcome
+    Test { channel: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MaintenanceCommand {
+    /// Open a window; prints its id (close it with `maintenance end ID`)
+    #[command(after_help = "Example (a deploy muting its own service):\n  id=$(steward maintenance start 'service=\"api\"' --duration 30m --comment deploy)\n  ./deploy.sh; steward maintenance end \"$id\"")]
+    Start {
+        /// Matchers of the alerts it mutes; none mutes every alert
+        matchers: Vec<String>,
+        /// Length of the window (one-off) or of each occurrence (with --cron)
+        #[arg(long, default_value = "1h")]
+        duration: String,
+        /// A recurring window: cron expression for each start, e.g. "0 2 * * SUN"
+        #[arg(long)]
+        cron: Option<String>,
+        /// Time zone of --cron (IANA name)
+        #[arg(long)]
+        timezone: Option<String>,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Close a window now
+    End { id: String },
+    /// List windows (from the config and opened through the API)
+    List,
 }

@@ -3,6 +3,7 @@
 //! and a documented exit code (see `docs/cli.md`).
 #![forbid(unsafe_code)]
 
+mod alerts;
 mod cli;
 mod client;
 mod commands;

@@ -203,13 +203,17 @@ async fn serve(cfg: Config, engine: Arc<Engine>) -> anyhow::Result<()> {
         rotation_settings(&cfg),
         crate::testhooks::fault_hook(),
     );
+    let alerting = steward_alerting::Alerting::new(engine.clone(), &cfg.alerting)
+        .map_err(|e| anyhow::anyhow!("invalid [alerting] configuration: {e}"))?;
     let (sched_stop_tx, mut sched_stop_rx) = tokio::sync::watch::channel(false);
+    let alerting_task = tokio::spawn(alerting.clone().run(sched_stop_tx.subscribe()));
     let scheduler = tokio::spawn(rotations.clone().run(async move {
         let _ = sched_stop_rx.wait_for(|s| *s).await;
     }));
     let state = steward_api::AppState {
         engine,
         rotations,
+        alerting,
         metrics: Arc::new(steward_api::Metrics::default()),
         settings: Arc::new(settings),
     };
@@ -259,6 +263,7 @@ async fn serve(cfg: Config, engine: Arc<Engine>) -> anyhow::Result<()> {
     drop(stop_rx);
     let _ = sched_stop_tx.send(true);
     let _ = scheduler.await;
+    let _ = alerting_task.await;
     tracing::info!("stopped");
     Ok(())
 }

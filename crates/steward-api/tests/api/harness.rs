@@ -184,9 +184,12 @@ impl Api {
             Default::default(),
             None,
         );
+        let alerting = steward_alerting::Alerting::new(engine.clone(), &Default::default())
+            .expect("the default alerting config compiles");
         let app = steward_api::app(AppState {
             engine: engine.clone(),
             rotations,
+            alerting,
             metrics: metrics.clone(),
             settings: Arc::new(Settings {
                 request_timeout: Duration::from_secs(30),

@@ -91,6 +91,16 @@ CREATE TABLE consumers (
 );
 "#,
     ),
+    (
+        4,
+        r#"
+CREATE TABLE records (
+    kind TEXT COLLATE "C" NOT NULL, id TEXT COLLATE "C" NOT NULL, doc TEXT NOT NULL,
+    due_at BIGINT, PRIMARY KEY (kind, id)
+);
+CREATE INDEX records_due ON records (kind, due_at);
+"#,
+    ),
 ];
 
 /// A connection and the statements prepared on it.

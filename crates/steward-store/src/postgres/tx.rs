@@ -8,7 +8,7 @@ use postgres::{types::ToSql, GenericClient, Row, Statement};
 use crate::{
     audit::AuditRecord,
     model::{from_micros, to_micros},
-    ConsumerRow, EventRow, PolicyRecord, RotationRow, SecretHead, StoreError, TokenRecord, Tx,
+    ConsumerRow, EventRow, PolicyRecord, RecordRow, RotationRow, SecretHead, StoreError, TokenRecord, Tx,
     VersionInfo, VersionRow,
 };
 use chrono::{DateTime, Utc};
@@ -90,6 +90,16 @@ fn rotation_from(r: &Row) -> R<RotationRow> {
         doc: col(r, 2)?,
         due_at: col::<Option<i64>>(r, 3)?.map(from_micros).transpose()?,
         updated_at: from_micros(col(r, 4)?)?,
+    })
+}
+
+/// Columns `kind, id, doc, due_at`.
+fn record_from(r: &Row) -> R<RecordRow> {
+    Ok(RecordRow {
+        kind: col(r, 0)?,
+        id: col(r, 1)?,
+        doc: col(r, 2)?,
+        due_at: col::<Option<i64>>(r, 3)?.map(from_micros).transpose()?,
     })
 }
 
@@ -654,6 +664,65 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
             })
         })
         .collect()
+    }
+
+    fn record_get(&mut self, kind: &str, id: &str) -> R<Option<RecordRow>> {
+        let sql = if self.read_only {
+            "SELECT kind, id, doc, due_at FROM records WHERE kind = $1 AND id = $2"
+        } else {
+            "SELECT kind, id, doc, due_at FROM records WHERE kind = $1 AND id = $2 FOR UPDATE"
+        };
+        self.query_opt(sql, &[&kind, &id])?
+            .as_ref()
+            .map(record_from)
+            .transpose()
+    }
+
+    fn record_put(&mut self, row: &RecordRow) -> R<()> {
+        self.exec(
+            "INSERT INTO records (kind, id, doc, due_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (kind, id) DO UPDATE SET doc = excluded.doc, due_at = excluded.due_at",
+            &[&row.kind, &row.id, &row.doc, &row.due_at.map(to_micros)],
+        )
+        .map(drop)
+    }
+
+    fn record_delete(&mut self, kind: &str, id: &str) -> R<bool> {
+        self.exec("DELETE FROM records WHERE kind = $1 AND id = $2", &[&kind, &id])
+            .map(|n| n == 1)
+    }
+
+    fn record_list(&mut self, kind: &str, after: &str, limit: u32) -> R<Vec<RecordRow>> {
+        self.query(
+            "SELECT kind, id, doc, due_at FROM records WHERE kind = $1 AND id > $2 ORDER BY id LIMIT $3",
+            &[&kind, &after, &i64::from(limit)],
+        )?
+        .iter()
+        .map(record_from)
+        .collect()
+    }
+
+    fn record_due(&mut self, kind: &str, now: DateTime<Utc>, limit: u32) -> R<Vec<RecordRow>> {
+        self.query(
+            "SELECT kind, id, doc, due_at FROM records WHERE kind = $1 AND due_at <= $2
+             ORDER BY due_at, id LIMIT $3",
+            &[&kind, &to_micros(now), &i64::from(limit)],
+        )?
+        .iter()
+        .map(record_from)
+        .collect()
+    }
+
+    fn record_delete_due(&mut self, kind: &str, before: DateTime<Utc>) -> R<u64> {
+        self.exec(
+            "DELETE FROM records WHERE kind = $1 AND due_at < $2",
+            &[&kind, &to_micros(before)],
+        )
+    }
+
+    fn record_count(&mut self, kind: &str) -> R<u64> {
+        let r = self.query_one("SELECT COUNT(*) FROM records WHERE kind = $1", &[&kind])?;
+        unsigned(col(&r, 0)?)
     }
 
     fn savepoint(&mut self) -> R<()> {

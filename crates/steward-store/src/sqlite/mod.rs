@@ -73,6 +73,16 @@ CREATE TABLE consumers (
 );
 "#,
     ),
+    (
+        4,
+        r#"
+CREATE TABLE records (
+    kind TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL, due_at INTEGER,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX records_due ON records (kind, due_at);
+"#,
+    ),
 ];
 
 /// The SQLite backend.

@@ -5,7 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::{
     audit::AuditRecord,
     model::{from_micros, to_micros},
-    ConsumerRow, EventRow, PolicyRecord, RotationRow, SecretHead, StoreError, TokenRecord, Tx,
+    ConsumerRow, EventRow, PolicyRecord, RecordRow, RotationRow, SecretHead, StoreError, TokenRecord, Tx,
     VersionInfo, VersionRow,
 };
 use chrono::{DateTime, Utc};
@@ -82,6 +82,21 @@ fn to_rotation(c: RotationCols) -> R<RotationRow> {
         doc: c.2,
         due_at: c.3.map(from_micros).transpose()?,
         updated_at: from_micros(c.4)?,
+    })
+}
+
+type RecordCols = (String, String, String, Option<i64>);
+
+fn record_cols(r: &Row<'_>) -> rusqlite::Result<RecordCols> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn to_record(c: RecordCols) -> R<RecordRow> {
+    Ok(RecordRow {
+        kind: c.0,
+        id: c.1,
+        doc: c.2,
+        due_at: c.3.map(from_micros).transpose()?,
     })
 }
 
@@ -692,6 +707,81 @@ impl Tx for SqliteTx<'_> {
                 })
             })
             .collect()
+    }
+
+    fn record_get(&mut self, kind: &str, id: &str) -> R<Option<RecordRow>> {
+        self.conn
+            .prepare_cached("SELECT kind, id, doc, due_at FROM records WHERE kind = ?1 AND id = ?2")
+            .and_then(|mut s| s.query_row([kind, id], record_cols).optional())
+            .map_err(e)?
+            .map(to_record)
+            .transpose()
+    }
+
+    fn record_put(&mut self, row: &RecordRow) -> R<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO records (kind, id, doc, due_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kind, id) DO UPDATE SET doc = excluded.doc, due_at = excluded.due_at",
+            )
+            .and_then(|mut s| {
+                s.execute(params![row.kind, row.id, row.doc, row.due_at.map(to_micros)])
+            })
+            .map(drop)
+            .map_err(e)
+    }
+
+    fn record_delete(&mut self, kind: &str, id: &str) -> R<bool> {
+        self.conn
+            .prepare_cached("DELETE FROM records WHERE kind = ?1 AND id = ?2")
+            .and_then(|mut s| s.execute([kind, id]))
+            .map(|n| n == 1)
+            .map_err(e)
+    }
+
+    fn record_list(&mut self, kind: &str, after: &str, limit: u32) -> R<Vec<RecordRow>> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT kind, id, doc, due_at FROM records WHERE kind = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![kind, after, limit], record_cols)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(e)?;
+        rows.into_iter().map(to_record).collect()
+    }
+
+    fn record_due(&mut self, kind: &str, now: DateTime<Utc>, limit: u32) -> R<Vec<RecordRow>> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT kind, id, doc, due_at FROM records WHERE kind = ?1 AND due_at <= ?2
+                 ORDER BY due_at, id LIMIT ?3",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![kind, to_micros(now), limit], record_cols)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(e)?;
+        rows.into_iter().map(to_record).collect()
+    }
+
+    fn record_delete_due(&mut self, kind: &str, before: DateTime<Utc>) -> R<u64> {
+        self.conn
+            .prepare_cached("DELETE FROM records WHERE kind = ?1 AND due_at < ?2")
+            .and_then(|mut s| s.execute(params![kind, to_micros(before)]))
+            .map(|n| n as u64)
+            .map_err(e)
+    }
+
+    fn record_count(&mut self, kind: &str) -> R<u64> {
+        self.conn
+            .prepare_cached("SELECT COUNT(*) FROM records WHERE kind = ?1")
+            .and_then(|mut s| s.query_row([kind], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+            .map_err(e)
     }
 
     fn savepoint(&mut self) -> R<()> {

@@ -1,0 +1,1208 @@
+//! The `Alerting` service: owns the [`Pipeline`], persists it through the store, runs the
+//! evaluation loop (events to alerts, flushes, delivery, heartbeat, log pruning), and offers
+//! the operations behind the API and the CLI, each authorized against `sys/<area>` and
+//! audited like every other request.
+//!
+//! Persistence (`records` kinds): `alert` (per fingerprint), `group` (notification state),
+//! `silence`, `maintenance`, `rulecount`, `outbox`, `dead`, `notifylog`; the event cursor is
+//! the `sys` key `alerting/events/cursor`. Ingested alerts are written before the request is
+//! answered; a group's new state and the notifications it produced commit together.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use steward_core::alerting::{AlertingConfig, DeliveryConfig, HeartbeatConfig};
+use steward_secrets::{policy::Capability, Caller, Engine, RequestCtx, Result, SecretsError};
+use steward_store::AuditDraft;
+use steward_store::{RecordRow, Tx};
+use tokio::sync::{watch, Notify, Semaphore};
+use zeroize::Zeroizing;
+
+use crate::{
+    channels::{Channel, SecretSource, SendError},
+    config::{build_channels, Compiled},
+    matchers::{parse_list, Matcher},
+    model::{fingerprint, Labels, Notification},
+    mutes::{ApiMatcher, CompiledWindow, Maintenance, Silence},
+    outbox::{backoff, LogEntry, OutboxItem, DEAD, LOG, OUTBOX},
+    pipeline::{Ack, AlertDoc, AlertInfo, Flush, GroupState, Pipeline, CHANNEL_FAILING},
+    rules::{Action, Counter, RuleEngine},
+    ConfigError,
+};
+
+const CURSOR_KEY: &str = "alerting/events/cursor";
+const TICK: Duration = Duration::from_millis(200);
+
+/// An alert as the Alertmanager API v2 posts it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostableAlert {
+    pub labels: Labels,
+    #[serde(default)]
+    pub annotations: Labels,
+    #[serde(default)]
+    pub starts_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub ends_at: Option<DateTime<Utc>>,
+    #[serde(default, rename = "generatorURL")]
+    pub generator_url: String,
+}
+
+/// A silence as the Alertmanager API v2 posts it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostableSilence {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub matchers: Vec<ApiMatcher>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    #[serde(default)]
+    pub created_by: String,
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// A maintenance window request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceRequest {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub matchers: Vec<String>,
+    #[serde(default)]
+    pub starts_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub ends_at: Option<DateTime<Utc>>,
+    /// Instead of `ends_at`: how long from the start, e.g. `30m`.
+    #[serde(default)]
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub cron: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// A window as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowInfo {
+    #[serde(flatten)]
+    pub doc: Maintenance,
+    pub active: bool,
+    pub current_end: Option<DateTime<Utc>>,
+    pub next_start: Option<DateTime<Utc>>,
+}
+
+/// The alerting service.
+pub struct Alerting {
+    engine: Arc<Engine>,
+    pipeline: Mutex<Pipeline>,
+    rules: Mutex<RuleEngine>,
+    channels: HashMap<String, Arc<dyn Channel>>,
+    delivery: DeliveryConfig,
+    heartbeat: Option<HeartbeatConfig>,
+    http: reqwest::Client,
+    wake: Notify,
+    in_flight: Mutex<HashSet<String>>,
+    permits: Arc<Semaphore>,
+    /// When the loop last completed a pass (the dead man's switch beats only while it does).
+    last_pass: Mutex<Option<DateTime<Utc>>>,
+    /// How far `endsAt` may move before a re-posted alert is written again.
+    slack: ChronoDuration,
+}
+
+impl std::fmt::Debug for Alerting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerting")
+            .field("channels", &self.channels.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn bad(code: &'static str, msg: impl Into<String>) -> SecretsError {
+    SecretsError::invalid(code, msg)
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> SecretsError {
+    SecretsError::internal(format!("stored {what} does not parse ({e})"))
+}
+
+impl Alerting {
+    /// Compiles the config and builds the channels (nothing is read from the store yet).
+    pub fn new(engine: Arc<Engine>, cfg: &AlertingConfig) -> std::result::Result<Arc<Self>, ConfigError> {
+        let compiled = Compiled::compile(cfg)?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ConfigError::new("alerting", format!("cannot build the HTTP client: {e}")))?;
+        let channels = build_channels(cfg, &http)?;
+        if let Some(h) = &cfg.heartbeat {
+            if h.url.is_none() == h.url_secret.is_none() {
+                return Err(ConfigError::new(
+                    "alerting.heartbeat",
+                    "set exactly one of url and url_secret",
+                ));
+            }
+        }
+        let rules = RuleEngine::new(compiled.rules.clone(), HashMap::new());
+        let slack = ChronoDuration::from_std(compiled.resolve_timeout / 4)
+            .unwrap_or(ChronoDuration::seconds(60))
+            .min(ChronoDuration::seconds(60));
+        Ok(Arc::new(Self {
+            engine,
+            pipeline: Mutex::new(Pipeline::new(compiled)),
+            rules: Mutex::new(rules),
+            channels,
+            permits: Arc::new(Semaphore::new(cfg.delivery.concurrency.max(1))),
+            delivery: cfg.delivery.clone(),
+            heartbeat: cfg.heartbeat.clone(),
+            http,
+            wake: Notify::new(),
+            in_flight: Mutex::new(HashSet::new()),
+            last_pass: Mutex::new(None),
+            slack,
+        }))
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.engine.clock().now()
+    }
+
+    fn pipe(&self) -> std::sync::MutexGuard<'_, Pipeline> {
+        self.pipeline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads alerts, groups, silences, windows and flap counters from the store.
+    pub async fn load(&self) -> Result<()> {
+        let all = |kind: &'static str| async move {
+            let mut out = Vec::new();
+            let mut after = String::new();
+            loop {
+                let a = after.clone();
+                let page = self
+                    .engine
+                    .store()
+                    .read(move |tx| tx.record_list(kind, &a, 5000))
+                    .await
+                    .map_err(SecretsError::from)?;
+                let done = page.len() < 5000;
+                if let Some(last) = page.last() {
+                    after = last.id.clone();
+                }
+                out.extend(page);
+                if done {
+                    return Ok::<_, SecretsError>(out);
+                }
+            }
+        };
+        let now = self.now();
+        let groups = all("group")
+            .await?
+            .into_iter()
+            .map(|r| serde_json::from_str::<GroupState>(&r.doc).map_err(|e| corrupt("group", e)))
+            .collect::<Result<Vec<_>>>()?;
+        let alerts = all("alert")
+            .await?
+            .into_iter()
+            .map(|r| Ok((r.id, serde_json::from_str::<AlertDoc>(&r.doc).map_err(|e| corrupt("alert", e))?)))
+            .collect::<Result<Vec<_>>>()?;
+        let silences = all("silence").await?;
+        let windows = all("maintenance").await?;
+        let counters = all("rulecount").await?;
+        let mut p = self.pipe();
+        p.restore(groups, alerts, now);
+        for s in silences {
+            let s: Silence = serde_json::from_str(&s.doc).map_err(|e| corrupt("silence", e))?;
+            p.set_silence(s).map_err(|e| corrupt("silence", e))?;
+        }
+        for w in windows {
+            let m: Maintenance = serde_json::from_str(&w.doc).map_err(|e| corrupt("maintenance window", e))?;
+            let key = format!("maintenance {}", m.id);
+            p.set_window(CompiledWindow::compile(m, &key).map_err(|e| corrupt("maintenance window", e))?);
+        }
+        drop(p);
+        let mut r = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        for c in counters {
+            if let Ok(v) = serde_json::from_str::<Counter>(&c.doc) {
+                r.counters.insert(c.id, v);
+            }
+        }
+        Ok(())
+    }
+
+    /// The loop: every 200 ms (or when woken) follow events, evaluate, deliver; beat the
+    /// heartbeat and prune the log on their own intervals. Ends when `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut loaded = false;
+        let mut last_beat: Option<DateTime<Utc>> = None;
+        let mut last_prune: Option<DateTime<Utc>> = None;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if !loaded {
+                match self.load().await {
+                    Ok(()) => loaded = true,
+                    Err(e) => tracing::warn!(error = %e, "alerting: cannot load state yet; retrying"),
+                }
+            }
+            if loaded {
+                let ok = self.follow_events().await.is_ok() & self.evaluate().await.is_ok();
+                self.clone().deliver().await;
+                let now = self.now();
+                if ok {
+                    *self.last_pass.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+                }
+                if let Some(h) = &self.heartbeat {
+                    if ok && last_beat.is_none_or(|t| now - t >= crate::pipeline::dur(h.interval)) {
+                        last_beat = Some(now);
+                        self.beat(h).await;
+                    }
+                }
+                if last_prune.is_none_or(|t| now - t >= ChronoDuration::minutes(10)) {
+                    last_prune = Some(now);
+                    let before = now - crate::pipeline::dur(self.delivery.log_retention);
+                    let _ = self
+                        .engine
+                        .store()
+                        .write(None, move |tx: &mut dyn Tx| tx.record_delete_due(LOG, before))
+                        .await;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Turns new events into alerts; the cursor, counters and alerts commit together.
+    async fn follow_events(&self) -> Result<()> {
+        let store = self.engine.store();
+        let cursor = store
+            .read(|tx| tx.sys_get(CURSOR_KEY))
+            .await
+            .map_err(SecretsError::from)?;
+        let cursor = match cursor {
+            Some(v) => String::from_utf8_lossy(&v).parse::<u64>().unwrap_or(0),
+            None => {
+                // First start: alert on what happens from now on, not on history.
+                let last = store.read(|tx| tx.events_last_seq()).await.map_err(SecretsError::from)?;
+                store
+                    .write(None, move |tx: &mut dyn Tx| tx.sys_put(CURSOR_KEY, last.to_string().as_bytes()))
+                    .await
+                    .map_err(SecretsError::from)?;
+                return Ok(());
+            }
+        };
+        let events = store
+            .read(move |tx| tx.events_after(cursor, 256))
+            .await
+            .map_err(SecretsError::from)?;
+        let Some(last) = events.last().map(|e| e.seq) else {
+            return Ok(());
+        };
+        let now = self.now();
+        let mut puts: Vec<RecordRow> = Vec::new();
+        let mut outbox = Vec::new();
+        {
+            let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = self.pipe();
+            for ev in &events {
+                let (actions, counters) = rules.on_event(ev, now);
+                for (id, c) in counters {
+                    puts.push(RecordRow {
+                        kind: "rulecount".into(),
+                        id,
+                        doc: serde_json::to_string(&c).expect("counters serialize"),
+                        due_at: None,
+                    });
+                }
+                for a in actions {
+                    match a {
+                        Action::Raise(mut doc) => {
+                            let fp = fingerprint(&doc.labels);
+                            if let Some(old) = p.get(&fp) {
+                                if old.state(now) != crate::model::AlertState::Resolved {
+                                    doc.fire_at = old.fire_at;
+                                }
+                            }
+                            let (fp, _) = p.upsert(doc, now, ChronoDuration::zero());
+                            puts.push(alert_row(&fp, p.get(&fp).expect("just inserted")));
+                        }
+                        Action::Resolve(fp) => {
+                            if p.resolve(&fp, now) {
+                                puts.push(alert_row(&fp, p.get(&fp).expect("present")));
+                            }
+                        }
+                        Action::Change(labels, summary) => {
+                            for n in p.change(labels, summary, now) {
+                                outbox.push(OutboxItem::new(n, now));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let has_outbox = !outbox.is_empty();
+        store
+            .write(None, move |tx: &mut dyn Tx| {
+                for r in &puts {
+                    tx.record_put(r)?;
+                }
+                for o in &outbox {
+                    tx.record_put(&o.row(OUTBOX, Some(o.first_at)))?;
+                }
+                tx.sys_put(CURSOR_KEY, last.to_string().as_bytes())
+            })
+            .await
+            .map_err(SecretsError::from)?;
+        if has_outbox {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// One evaluation; its group states and notifications commit together or not at all.
+    async fn evaluate(&self) -> Result<()> {
+        let now = self.now();
+        let flush = self.pipe().evaluate(now);
+        self.persist(flush, now, None).await.map(drop)
+    }
+
+    /// Writes a flush (group states, deletions, outbox rows), with `draft` as its audit
+    /// entry when a request caused it; undoes it in memory if the write fails.
+    async fn persist(&self, flush: Flush, now: DateTime<Utc>, draft: Option<AuditDraft>) -> Result<usize> {
+        if flush.is_empty() && draft.is_none() {
+            return Ok(0);
+        }
+        let groups: Vec<RecordRow> = flush
+            .groups_put
+            .iter()
+            .map(|g| RecordRow {
+                kind: "group".into(),
+                id: g.id.clone(),
+                doc: serde_json::to_string(g).expect("groups serialize"),
+                due_at: None,
+            })
+            .collect();
+        let deleted = flush.groups_deleted.clone();
+        let alerts_deleted = flush.alerts_deleted.clone();
+        let items: Vec<RecordRow> = flush
+            .notifications
+            .iter()
+            .map(|n| OutboxItem::new(n.clone(), now).row(OUTBOX, Some(now)))
+            .collect();
+        let count = items.len();
+        let r = self
+            .engine
+            .store()
+            .write(draft, move |tx: &mut dyn Tx| -> Result<()> {
+                for g in &groups {
+                    tx.record_put(g)?;
+                }
+                for g in &deleted {
+                    tx.record_delete("group", g)?;
+                }
+                for a in &alerts_deleted {
+                    tx.record_delete("alert", a)?;
+                }
+                for i in &items {
+                    tx.record_put(i)?;
+                }
+                Ok(())
+            })
+            .await;
+        match r {
+            Ok(()) => {
+                if count > 0 {
+                    self.wake.notify_one();
+                }
+                Ok(count)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "alerting: cannot store a flush; it will be evaluated again");
+                self.pipe().undo(flush, now);
+                Err(e)
+            }
+        }
+    }
+
+    // ---- delivery ------------------------------------------------------------------------
+
+    async fn deliver(self: Arc<Self>) {
+        let now = self.now();
+        let rows = match self
+            .engine
+            .store()
+            .read(|tx| tx.record_list(OUTBOX, "", 5000))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "alerting: cannot read the outbox");
+                return;
+            }
+        };
+        let mut heads: HashSet<(String, String)> = HashSet::new();
+        for row in rows {
+            let Ok(item) = serde_json::from_str::<OutboxItem>(&row.doc) else {
+                tracing::error!(id = %row.id, "alerting: an outbox row does not parse; moving it aside");
+                let id = row.id.clone();
+                let _ = self
+                    .engine
+                    .store()
+                    .write(None, move |tx: &mut dyn Tx| {
+                        tx.record_delete(OUTBOX, &id).map(drop)
+                    })
+                    .await;
+                continue;
+            };
+            let n = &item.notification;
+            // Only the oldest notification per channel and group goes out: order is kept.
+            if !heads.insert((n.channel.clone(), n.dedup_key.clone())) {
+                continue;
+            }
+            if row.due_at.is_some_and(|d| d > now) {
+                continue;
+            }
+            {
+                let mut f = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                if !f.insert(row.id.clone()) {
+                    continue;
+                }
+            }
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                return;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let id = item.notification.id.clone();
+                me.send_one(item).await;
+                me.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                drop(permit);
+            });
+        }
+    }
+
+    async fn send_one(&self, mut item: OutboxItem) {
+        let channel = item.notification.channel.clone();
+        let result = match self.channels.get(&channel) {
+            Some(ch) => ch.send(&item.notification, &Secrets(self.engine.clone())).await,
+            None => Err(SendError::permanent(format!(
+                "channel {channel:?} is no longer configured"
+            ))),
+        };
+        let now = self.now();
+        item.attempts += 1;
+        let id = item.notification.id.clone();
+        match result {
+            Ok(()) => {
+                let log = LogEntry::new(&item, now, "sent", None).row();
+                let r = self
+                    .engine
+                    .store()
+                    .write(None, move |tx: &mut dyn Tx| {
+                        tx.record_delete(OUTBOX, &id)?;
+                        tx.record_put(&log)
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "alerting: sent, but cannot record it; it may be sent again");
+                }
+                self.channel_recovered(&channel, now).await;
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                let retry = match &e {
+                    SendError::Retryable { retry_after, .. } if item.attempts < self.delivery.max_attempts => {
+                        Some(backoff(
+                            item.attempts,
+                            self.delivery.retry_base,
+                            self.delivery.retry_max,
+                            *retry_after,
+                        ))
+                    }
+                    _ => None,
+                };
+                item.last_error = Some(reason.clone());
+                match retry {
+                    Some(wait) => {
+                        tracing::warn!(channel = %channel, attempt = item.attempts, error = %reason, "alerting: send failed; will retry");
+                        let due = now + crate::pipeline::dur(wait);
+                        let log = LogEntry::new(&item, now, "retry", Some(reason)).row();
+                        let row = item.row(OUTBOX, Some(due));
+                        let _ = self
+                            .engine
+                            .store()
+                            .write(None, move |tx: &mut dyn Tx| {
+                                tx.record_put(&row)?;
+                                tx.record_put(&log)
+                            })
+                            .await;
+                    }
+                    None => {
+                        tracing::error!(channel = %channel, attempt = item.attempts, error = %reason, "alerting: notification moved to the dead letters");
+                        item.dead_at = Some(now);
+                        let log = LogEntry::new(&item, now, "dead", Some(reason.clone())).row();
+                        let row = item.row(DEAD, None);
+                        let _ = self
+                            .engine
+                            .store()
+                            .write(None, move |tx: &mut dyn Tx| {
+                                tx.record_delete(OUTBOX, &id)?;
+                                tx.record_put(&row)?;
+                                tx.record_put(&log)
+                            })
+                            .await;
+                        self.channel_failed(&channel, &reason, now).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn failing_labels(channel: &str) -> Labels {
+        [
+            ("alertname".to_string(), CHANNEL_FAILING.to_string()),
+            ("channel".to_string(), channel.to_string()),
+            ("severity".to_string(), "critical".to_string()),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    /// A channel that dead-letters raises `StewardChannelFailing` through the other channels.
+    async fn channel_failed(&self, channel: &str, reason: &str, now: DateTime<Utc>) {
+        let doc = AlertDoc {
+            labels: Self::failing_labels(channel),
+            annotations: [(
+                "summary".to_string(),
+                format!("Notifications to channel {channel} fail: {reason}"),
+            )]
+            .into_iter()
+            .collect(),
+            starts_at: now,
+            ends_at: None,
+            generator_url: String::new(),
+            updated_at: now,
+            fire_at: None,
+            source: "steward".into(),
+        };
+        let row = {
+            let mut p = self.pipe();
+            let (fp, write) = p.upsert(doc, now, ChronoDuration::zero());
+            write.then(|| alert_row(&fp, p.get(&fp).expect("present")))
+        };
+        if let Some(row) = row {
+            let _ = self
+                .engine
+                .store()
+                .write(None, move |tx: &mut dyn Tx| tx.record_put(&row))
+                .await;
+        }
+    }
+
+    async fn channel_recovered(&self, channel: &str, now: DateTime<Utc>) {
+        let fp = fingerprint(&Self::failing_labels(channel));
+        let row = {
+            let mut p = self.pipe();
+            p.resolve(&fp, now).then(|| alert_row(&fp, p.get(&fp).expect("present")))
+        };
+        if let Some(row) = row {
+            let _ = self
+                .engine
+                .store()
+                .write(None, move |tx: &mut dyn Tx| tx.record_put(&row))
+                .await;
+        }
+    }
+
+    async fn beat(&self, h: &HeartbeatConfig) {
+        let url = match (&h.url, &h.url_secret) {
+            (Some(u), _) => Zeroizing::new(u.clone()),
+            (None, Some(r)) => match Secrets(self.engine.clone()).resolve(r).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(error = %e, "alerting: heartbeat URL unavailable");
+                    return;
+                }
+            },
+            _ => return,
+        };
+        let body = serde_json::json!({"status": "ok", "time": self.now(), "source": "steward"});
+        match self.http.post(url.as_str()).json(&body).send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => tracing::warn!(status = r.status().as_u16(), "alerting: heartbeat refused"),
+            Err(_) => tracing::warn!("alerting: heartbeat endpoint unreachable"),
+        }
+    }
+
+    // ---- operations for the API ----------------------------------------------------------
+
+    async fn auth(&self, ctx: &RequestCtx, action: &str, area: &str, cap: Capability) -> Result<(Caller, AuditDraft)> {
+        let (caller, draft) = self.engine.authorize(ctx, action, None, cap).await?;
+        if let Err(e) = caller.require(cap, "sys", area) {
+            return self.engine.complete(ctx, draft, Err(e)).await;
+        }
+        Ok((caller, draft))
+    }
+
+    /// `POST /api/v2/alerts`: validates, applies, and stores alerts before answering.
+    pub async fn ingest(&self, ctx: &RequestCtx, alerts: Vec<PostableAlert>) -> Result<usize> {
+        let (_, draft) = self.auth(ctx, "alerts.post", "alerts", Capability::Write).await?;
+        let now = self.now();
+        for (i, a) in alerts.iter().enumerate() {
+            let check = (|| {
+                if a.labels.is_empty() {
+                    return Err(bad("invalid_alert", format!("alert {i}: labels are empty; every alert needs at least one label (e.g. alertname)")));
+                }
+                for (k, v) in &a.labels {
+                    if Matcher::new(k, crate::matchers::MatchOp::Eq, v).is_err() {
+                        return Err(bad("invalid_alert", format!("alert {i}: {k:?} is not a label name (letters, digits and '_')")));
+                    }
+                }
+                if let (Some(s), Some(e)) = (a.starts_at, a.ends_at) {
+                    if e < s {
+                        return Err(bad("invalid_alert", format!("alert {i}: endsAt is before startsAt")));
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(e) = check {
+                return self.engine.complete(ctx, draft, Err(e)).await;
+            }
+        }
+        let timeout = {
+            let p = self.pipe();
+            crate::pipeline::dur(p.cfg.resolve_timeout)
+        };
+        let n = alerts.len();
+        let rows: Vec<RecordRow> = {
+            let mut p = self.pipe();
+            let mut rows = Vec::new();
+            for a in alerts {
+                let starts = a.starts_at.unwrap_or(now);
+                let doc = AlertDoc {
+                    labels: a.labels,
+                    annotations: a.annotations,
+                    starts_at: starts,
+                    ends_at: Some(a.ends_at.unwrap_or(now + timeout)),
+                    generator_url: a.generator_url,
+                    updated_at: now,
+                    fire_at: None,
+                    source: "api".into(),
+                };
+                let (fp, write) = p.upsert(doc, now, self.slack);
+                if write {
+                    rows.push(alert_row(&fp, p.get(&fp).expect("present")));
+                }
+            }
+            rows
+        };
+        self.engine.mark_audited(ctx);
+        self.engine
+            .store()
+            .write(Some(draft), move |tx: &mut dyn Tx| -> Result<()> {
+                for r in &rows {
+                    tx.record_put(r)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(n)
+    }
+
+    /// Every alert (`filter`: matchers every listed alert satisfies).
+    pub async fn alerts(&self, ctx: &RequestCtx, filter: &[String]) -> Result<Vec<AlertInfo>> {
+        let (_, draft) = self.auth(ctx, "alerts.list", "alerts", Capability::Read).await?;
+        let r = parse_list(filter)
+            .map_err(|e| bad("invalid_filter", e.to_string()))
+            .map(|m| {
+                self.pipe()
+                    .list(self.now())
+                    .into_iter()
+                    .filter(|a| crate::matchers::all_match(&m, &a.doc.labels))
+                    .collect()
+            });
+        self.engine.complete(ctx, draft, r).await
+    }
+
+    pub async fn alert(&self, ctx: &RequestCtx, fp: &str) -> Result<AlertInfo> {
+        let (_, draft) = self.auth(ctx, "alerts.read", "alerts", Capability::Read).await?;
+        let r = self
+            .pipe()
+            .info_of(fp, self.now())
+            .ok_or_else(|| SecretsError::not_found(format!("no alert has fingerprint {fp:?}; `steward alerts list` shows them")));
+        self.engine.complete(ctx, draft, r).await
+    }
+
+    /// Groups with their members.
+    pub async fn groups(&self, ctx: &RequestCtx) -> Result<Vec<(GroupState, Vec<AlertInfo>)>> {
+        let (_, draft) = self.auth(ctx, "alerts.groups", "alerts", Capability::Read).await?;
+        let now = self.now();
+        let out = {
+            let p = self.pipe();
+            p.group_list()
+                .into_iter()
+                .map(|(g, fps)| {
+                    let alerts = fps.iter().filter_map(|f| p.info_of(f, now)).collect();
+                    (g, alerts)
+                })
+                .collect()
+        };
+        self.engine.complete(ctx, draft, Ok(out)).await
+    }
+
+    /// Acknowledges the groups of an alert (or a group id): reminders and escalation stop;
+    /// channels already notified hear of it; the resolve still goes out.
+    pub async fn ack(&self, ctx: &RequestCtx, target: &str, comment: &str) -> Result<Vec<String>> {
+        let (caller, draft) = self.auth(ctx, "alerts.ack", "alerts", Capability::Write).await?;
+        let now = self.now();
+        let ack = Ack {
+            by: caller.display_name.clone(),
+            at: now,
+            comment: comment.to_string(),
+        };
+        let flush = self.pipe().ack(target, ack, now);
+        if flush.groups_put.is_empty() {
+            let known = self.pipe().get(target).is_some();
+            let e = if known {
+                bad("already_acknowledged", format!("every group of {target:?} is already acknowledged"))
+            } else {
+                SecretsError::not_found(format!("no alert or group is {target:?}; `steward alerts list` shows fingerprints"))
+            };
+            return self.engine.complete(ctx, draft, Err(e)).await;
+        }
+        let groups: Vec<String> = flush.groups_put.iter().map(|g| g.id.clone()).collect();
+        self.engine.mark_audited(ctx);
+        self.persist(flush, now, Some(draft)).await?;
+        Ok(groups)
+    }
+
+    pub async fn silences(&self, ctx: &RequestCtx) -> Result<Vec<Silence>> {
+        let (_, draft) = self.auth(ctx, "silences.list", "silences", Capability::Read).await?;
+        let s = self.pipe().silences();
+        self.engine.complete(ctx, draft, Ok(s)).await
+    }
+
+    pub async fn silence(&self, ctx: &RequestCtx, id: &str) -> Result<Silence> {
+        let (_, draft) = self.auth(ctx, "silences.read", "silences", Capability::Read).await?;
+        let s = self
+            .pipe()
+            .silence(id)
+            .ok_or_else(|| SecretsError::not_found(format!("no silence has id {id:?}")));
+        self.engine.complete(ctx, draft, s).await
+    }
+
+    /// Creates (or, with an id, updates) a silence; returns its id.
+    pub async fn put_silence(&self, ctx: &RequestCtx, s: PostableSilence) -> Result<String> {
+        let (caller, draft) = self.auth(ctx, "silences.put", "silences", Capability::Write).await?;
+        let now = self.now();
+        let check = (|| {
+            if s.matchers.is_empty() {
+                return Err(bad("invalid_silence", "a silence needs at least one matcher"));
+            }
+            for m in &s.matchers {
+                m.compile().map_err(|e| bad("invalid_silence", e.to_string()))?;
+            }
+            if s.ends_at <= s.starts_at {
+                return Err(bad("invalid_silence", "endsAt must be after startsAt"));
+            }
+            if s.ends_at <= now {
+                return Err(bad("invalid_silence", "endsAt is in the past; a silence must end in the future"));
+            }
+            if let Some(id) = &s.id {
+                if self.pipe().silence(id).is_none() {
+                    return Err(SecretsError::not_found(format!("no silence has id {id:?}; omit the id to create one")));
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = check {
+            return self.engine.complete(ctx, draft, Err(e)).await;
+        }
+        let silence = Silence {
+            id: s.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            matchers: s.matchers,
+            starts_at: s.starts_at.max(now - ChronoDuration::seconds(1)).min(s.starts_at.max(now)),
+            ends_at: s.ends_at,
+            created_by: if s.created_by.is_empty() { caller.display_name.clone() } else { s.created_by },
+            comment: s.comment,
+            updated_at: now,
+        };
+        self.store_silence(ctx, draft, silence).await
+    }
+
+    async fn store_silence(&self, ctx: &RequestCtx, draft: AuditDraft, s: Silence) -> Result<String> {
+        let row = RecordRow {
+            kind: "silence".into(),
+            id: s.id.clone(),
+            doc: serde_json::to_string(&s).expect("silences serialize"),
+            due_at: Some(s.ends_at),
+        };
+        self.engine.mark_audited(ctx);
+        self.engine
+            .store()
+            .write(Some(draft), move |tx: &mut dyn Tx| tx.record_put(&row))
+            .await
+            .map_err(SecretsError::from)?;
+        let id = s.id.clone();
+        self.pipe()
+            .set_silence(s)
+            .map_err(|e| bad("invalid_silence", e.to_string()))?;
+        Ok(id)
+    }
+
+    /// Ends a silence now (it stays listed as expired).
+    pub async fn expire_silence(&self, ctx: &RequestCtx, id: &str) -> Result<()> {
+        let (_, draft) = self.auth(ctx, "silences.expire", "silences", Capability::Write).await?;
+        let now = self.now();
+        let found = self.pipe().silence(id);
+        let s = match found {
+            None => {
+                let e = SecretsError::not_found(format!("no silence has id {id:?}"));
+                return self.engine.complete(ctx, draft, Err(e)).await;
+            }
+            Some(s) if s.state(now) == "expired" => {
+                let e = bad("already_expired", format!("silence {id:?} has already expired"));
+                return self.engine.complete(ctx, draft, Err(e)).await;
+            }
+            Some(s) => s,
+        };
+        let s = Silence {
+            ends_at: now,
+            starts_at: s.starts_at.min(now),
+            updated_at: now,
+            ..s
+        };
+        self.store_silence(ctx, draft, s).await.map(drop)
+    }
+
+    pub async fn windows(&self, ctx: &RequestCtx) -> Result<Vec<WindowInfo>> {
+        let (_, draft) = self.auth(ctx, "maintenance.list", "maintenance", Capability::Read).await?;
+        let now = self.now();
+        let out = self
+            .pipe()
+            .windows()
+            .iter()
+            .map(|w| {
+                let span = w.active_span(now);
+                WindowInfo {
+                    doc: w.doc.clone(),
+                    active: span.is_some(),
+                    current_end: span.map(|s| s.1),
+                    next_start: w.next_start(now),
+                }
+            })
+            .collect();
+        self.engine.complete(ctx, draft, Ok(out)).await
+    }
+
+    /// Opens a maintenance window (one-off by default: from now for `duration`).
+    pub async fn start_window(&self, ctx: &RequestCtx, req: MaintenanceRequest) -> Result<WindowInfo> {
+        let (caller, draft) = self.auth(ctx, "maintenance.start", "maintenance", Capability::Write).await?;
+        let now = self.now();
+        let built = (|| {
+            let duration = req
+                .duration
+                .as_deref()
+                .map(|d| {
+                    humantime::parse_duration(d)
+                        .map_err(|e| bad("invalid_window", format!("duration {d:?} is not a duration ({e}); e.g. \"30m\"")))
+                })
+                .transpose()?;
+            let (starts_at, ends_at) = if req.cron.is_some() {
+                (None, None)
+            } else {
+                let s = req.starts_at.unwrap_or(now);
+                let e = match (req.ends_at, duration) {
+                    (Some(e), _) => e,
+                    (None, Some(d)) => s + crate::pipeline::dur(d),
+                    (None, None) => {
+                        return Err(bad("invalid_window", "give duration (e.g. \"30m\") or ends_at, or cron and duration"))
+                    }
+                };
+                if e <= s || e <= now {
+                    return Err(bad("invalid_window", "the window must end after it starts and in the future"));
+                }
+                (Some(s), Some(e))
+            };
+            let doc = Maintenance {
+                id: uuid::Uuid::new_v4().to_string(),
+                name: req.name.clone(),
+                matchers: req.matchers.clone(),
+                starts_at,
+                ends_at,
+                cron: req.cron.clone(),
+                duration_secs: duration.map(|d| d.as_secs()),
+                timezone: req.timezone.clone(),
+                comment: req.comment.clone(),
+                created_by: caller.display_name.clone(),
+            };
+            CompiledWindow::compile(doc, "window").map_err(|e| bad("invalid_window", e.message))
+        })();
+        let w = match built {
+            Ok(w) => w,
+            Err(e) => return self.engine.complete(ctx, draft, Err(e)).await,
+        };
+        let row = RecordRow {
+            kind: "maintenance".into(),
+            id: w.doc.id.clone(),
+            doc: serde_json::to_string(&w.doc).expect("windows serialize"),
+            due_at: w.doc.ends_at,
+        };
+        self.engine.mark_audited(ctx);
+        self.engine
+            .store()
+            .write(Some(draft), move |tx: &mut dyn Tx| tx.record_put(&row))
+            .await
+            .map_err(SecretsError::from)?;
+        let span = w.active_span(now);
+        let info = WindowInfo {
+            doc: w.doc.clone(),
+            active: span.is_some(),
+            current_end: span.map(|s| s.1),
+            next_start: w.next_start(now),
+        };
+        self.pipe().set_window(w);
+        Ok(info)
+    }
+
+    /// Closes a window opened through the API (config windows are changed in the config).
+    pub async fn end_window(&self, ctx: &RequestCtx, id: &str) -> Result<()> {
+        let (_, draft) = self.auth(ctx, "maintenance.end", "maintenance", Capability::Write).await?;
+        if id.starts_with("config:") {
+            let e = bad("config_window", "this window comes from [[alerting.maintenance]]; change the config to remove it");
+            return self.engine.complete(ctx, draft, Err(e)).await;
+        }
+        if !self.pipe().windows().iter().any(|w| w.doc.id == id) {
+            let e = SecretsError::not_found(format!("no maintenance window has id {id:?}"));
+            return self.engine.complete(ctx, draft, Err(e)).await;
+        }
+        self.engine.mark_audited(ctx);
+        let i = id.to_string();
+        self.engine
+            .store()
+            .write(Some(draft), move |tx: &mut dyn Tx| tx.record_delete("maintenance", &i).map(drop))
+            .await
+            .map_err(SecretsError::from)?;
+        self.pipe().remove_window(id);
+        // Alerts held back by the window notify at their next flush.
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    pub async fn dead_letters(&self, ctx: &RequestCtx) -> Result<Vec<OutboxItem>> {
+        let (_, draft) = self.auth(ctx, "alerts.dead_letters", "alerts", Capability::Read).await?;
+        let r = self.list_kind(DEAD).await;
+        self.engine.complete(ctx, draft, r).await
+    }
+
+    async fn list_kind(&self, kind: &'static str) -> Result<Vec<OutboxItem>> {
+        let rows = self
+            .engine
+            .store()
+            .read(move |tx| tx.record_list(kind, "", 10_000))
+            .await
+            .map_err(SecretsError::from)?;
+        rows.iter()
+            .map(|r| serde_json::from_str(&r.doc).map_err(|e| corrupt("notification", e)))
+            .collect()
+    }
+
+    /// Pending notifications (the outbox).
+    pub async fn pending(&self, ctx: &RequestCtx) -> Result<Vec<OutboxItem>> {
+        let (_, draft) = self.auth(ctx, "alerts.outbox", "alerts", Capability::Read).await?;
+        let r = self.list_kind(OUTBOX).await;
+        self.engine.complete(ctx, draft, r).await
+    }
+
+    /// Moves dead letters (all, or `ids`) back to the outbox with fresh attempts.
+    pub async fn replay(&self, ctx: &RequestCtx, ids: Option<Vec<String>>) -> Result<usize> {
+        let (_, draft) = self.auth(ctx, "alerts.replay", "alerting", Capability::Admin).await?;
+        let now = self.now();
+        self.engine.mark_audited(ctx);
+        let n = self
+            .engine
+            .store()
+            .write(Some(draft), move |tx: &mut dyn Tx| -> Result<usize> {
+                let rows = tx.record_list(DEAD, "", 10_000)?;
+                let mut n = 0;
+                for r in rows {
+                    if ids.as_ref().is_some_and(|ids| !ids.contains(&r.id)) {
+                        continue;
+                    }
+                    let mut item: OutboxItem = serde_json::from_str(&r.doc).map_err(|e| corrupt("notification", e))?;
+                    item.attempts = 0;
+                    item.dead_at = None;
+                    tx.record_delete(DEAD, &r.id)?;
+                    tx.record_put(&item.row(OUTBOX, Some(now)))?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+            .await?;
+        self.wake.notify_one();
+        Ok(n)
+    }
+
+    /// Sends a test notification to one channel at once and reports the outcome.
+    pub async fn notify_test(&self, ctx: &RequestCtx, channel: &str) -> Result<Value> {
+        let (_, draft) = self.auth(ctx, "alerts.notify_test", "alerting", Capability::Admin).await?;
+        let Some(ch) = self.channels.get(channel) else {
+            let mut names: Vec<&String> = self.channels.keys().collect();
+            names.sort();
+            let e = SecretsError::not_found(format!("no channel is named {channel:?} (configured: {names:?})"));
+            return self.engine.complete(ctx, draft, Err(e)).await;
+        };
+        let now = self.now();
+        let n = Notification::sample(channel, now);
+        let r = ch.send(&n, &Secrets(self.engine.clone())).await;
+        let mut item = OutboxItem::new(n, now);
+        item.attempts = 1;
+        let (outcome, err) = match &r {
+            Ok(()) => ("sent", None),
+            Err(e) => ("failed", Some(e.to_string())),
+        };
+        let log = LogEntry::new(&item, now, outcome, err.clone()).row();
+        self.engine.mark_audited(ctx);
+        self.engine
+            .store()
+            .write(Some(draft), move |tx: &mut dyn Tx| tx.record_put(&log))
+            .await
+            .map_err(SecretsError::from)?;
+        match r {
+            Ok(()) => Ok(serde_json::json!({"channel": channel, "outcome": "sent"})),
+            Err(e) => Err(SecretsError::new(
+                steward_secrets::Kind::Unavailable,
+                "channel_failed",
+                format!("channel {channel:?}: {e}"),
+            )),
+        }
+    }
+
+    /// The notification log, newest first.
+    pub async fn log(&self, ctx: &RequestCtx, limit: u32) -> Result<Vec<LogEntry>> {
+        let (_, draft) = self.auth(ctx, "alerts.log", "alerts", Capability::Read).await?;
+        let r = self
+            .engine
+            .store()
+            .read(move |tx| tx.record_list(LOG, "", limit.min(10_000)))
+            .await
+            .map_err(SecretsError::from)
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|r| serde_json::from_str(&r.doc).map_err(|e| corrupt("log entry", e)))
+                    .collect()
+            });
+        self.engine.complete(ctx, draft, r).await
+    }
+
+    pub fn receivers(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.pipe().cfg.receivers.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Alerts by state (for /metrics: numbers only).
+    pub fn counts(&self) -> (usize, usize) {
+        let p = self.pipe();
+        (p.alert_count(), p.group_count())
+    }
+
+    /// Raises or refreshes an alert from inside Steward (checks, backups, deploys).
+    pub async fn raise(&self, labels: Labels, annotations: Labels) -> Result<String> {
+        let now = self.now();
+        let doc = AlertDoc {
+            labels,
+            annotations,
+            starts_at: now,
+            ends_at: None,
+            generator_url: String::new(),
+            updated_at: now,
+            fire_at: None,
+            source: "steward".into(),
+        };
+        let (fp, row) = {
+            let mut p = self.pipe();
+            let (fp, write) = p.upsert(doc, now, ChronoDuration::zero());
+            let row = write.then(|| alert_row(&fp, p.get(&fp).expect("present")));
+            (fp, row)
+        };
+        if let Some(row) = row {
+            self.engine
+                .store()
+                .write(None, move |tx: &mut dyn Tx| tx.record_put(&row))
+                .await
+                .map_err(SecretsError::from)?;
+        }
+        Ok(fp)
+    }
+
+    /// Resolves an alert raised with [`Alerting::raise`].
+    pub async fn resolve(&self, labels: &Labels) -> Result<bool> {
+        let now = self.now();
+        let fp = fingerprint(labels);
+        let row = {
+            let mut p = self.pipe();
+            p.resolve(&fp, now).then(|| alert_row(&fp, p.get(&fp).expect("present")))
+        };
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        self.engine
+            .store()
+            .write(None, move |tx: &mut dyn Tx| tx.record_put(&row))
+            .await
+            .map_err(SecretsError::from)?;
+        Ok(true)
+    }
+}
+
+fn alert_row(fp: &str, doc: &AlertDoc) -> RecordRow {
+    RecordRow {
+        kind: "alert".into(),
+        id: fp.to_string(),
+        doc: serde_json::to_string(doc).expect("alerts serialize"),
+        due_at: None,
+    }
+}
+
+/// Resolves channel credentials from Steward secrets (`ENV/PATH#FIELD`).
+struct Secrets(Arc<Engine>);
+
+#[async_trait]
+impl SecretSource for Secrets {
+    async fn resolve(&self, reference: &str) -> std::result::Result<Zeroizing<String>, String> {
+        let (target, field) = reference
+            .split_once('#')
+            .ok_or_else(|| format!("secret reference {reference:?} needs a field: ENV/PATH#FIELD"))?;
+        let (env, path) = target
+            .split_once('/')
+            .ok_or_else(|| format!("secret reference {reference:?} needs ENV/PATH#FIELD"))?;
+        let (_, _, value) = self
+            .0
+            .system_read(env, path, None)
+            .await
+            .map_err(|e| format!("cannot read {env}/{path}: {}", e.message))?;
+        match value.get(field) {
+            Some(Value::String(s)) => Ok(Zeroizing::new(s.clone())),
+            Some(_) => Err(format!("{env}/{path}#{field} is not a string")),
+            None => Err(format!("{env}/{path} has no field {field:?}")),
+        }
+    }
+}
