@@ -496,13 +496,14 @@ impl Pipeline {
         for gid in gids {
             let before = self.groups.get(&gid).map(|g| g.state.clone());
             for fp in self.groups[&gid].members.clone() {
-                if !muted.contains_key(&fp) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = muted.entry(fp) {
+                    let fp = slot.key();
                     let m = self
                         .alerts
-                        .get(&fp)
-                        .map(|a| self.mute_of(&idx, &fp, &a.labels, now).is_muted())
+                        .get(fp)
+                        .map(|a| self.mute_of(&idx, fp, &a.labels, now).is_muted())
                         .unwrap_or(false);
-                    muted.insert(fp, m);
+                    slot.insert(m);
                 }
             }
             let changed = self.flush_group(&gid, &muted, now, &mut flush);

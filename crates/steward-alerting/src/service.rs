@@ -113,7 +113,10 @@ pub struct Alerting {
     heartbeat: Option<HeartbeatConfig>,
     http: reqwest::Client,
     wake: Notify,
-    in_flight: Mutex<HashSet<String>>,
+    /// Delivery order per (channel, dedup key): keys with a send in flight, and the oldest
+    /// pending notification of keys waiting for a retry (later ones wait behind it).
+    order: Mutex<Order>,
+    counters: Counters,
     permits: Arc<Semaphore>,
     /// When the loop last completed a pass (the dead man's switch beats only while it does).
     last_pass: Mutex<Option<DateTime<Utc>>>,
@@ -170,7 +173,8 @@ impl Alerting {
             heartbeat: cfg.heartbeat.clone(),
             http,
             wake: Notify::new(),
-            in_flight: Mutex::new(HashSet::new()),
+            order: Mutex::new(Order::default()),
+            counters: Counters::default(),
             last_pass: Mutex::new(None),
             slack,
         }))
@@ -254,7 +258,7 @@ impl Alerting {
             }
             if !loaded {
                 match self.load().await {
-                    Ok(()) => loaded = true,
+                    Ok(()) => loaded = self.load_order().await.is_ok(),
                     Err(e) => tracing::warn!(error = %e, "alerting: cannot load state yet; retrying"),
                 }
             }
@@ -443,12 +447,24 @@ impl Alerting {
 
     // ---- delivery ------------------------------------------------------------------------
 
+    /// Finds the oldest pending notification per key once, after a restart (the order map
+    /// is in memory; the outbox is the truth).
+    async fn load_order(&self) -> Result<()> {
+        let rows = self.list_kind(OUTBOX).await?;
+        let mut o = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        for item in rows {
+            let key = (item.notification.channel.clone(), item.notification.dedup_key.clone());
+            o.waiting.entry(key).or_insert(item.notification.id.clone());
+        }
+        Ok(())
+    }
+
     async fn deliver(self: Arc<Self>) {
         let now = self.now();
         let rows = match self
             .engine
             .store()
-            .read(|tx| tx.record_list(OUTBOX, "", 5000))
+            .read(move |tx| tx.record_due(OUTBOX, now, 512))
             .await
         {
             Ok(r) => r,
@@ -457,42 +473,46 @@ impl Alerting {
                 return;
             }
         };
-        let mut heads: HashSet<(String, String)> = HashSet::new();
-        for row in rows {
-            let Ok(item) = serde_json::from_str::<OutboxItem>(&row.doc) else {
-                tracing::error!(id = %row.id, "alerting: an outbox row does not parse; moving it aside");
+        let mut rows: Vec<(RecordRow, Option<OutboxItem>)> = rows
+            .into_iter()
+            .map(|r| {
+                let item = serde_json::from_str::<OutboxItem>(&r.doc).ok();
+                (r, item)
+            })
+            .collect();
+        // Creation order within the batch: ids grow with time.
+        rows.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        for (row, item) in rows {
+            let Some(item) = item else {
+                tracing::error!(id = %row.id, "alerting: an outbox row does not parse; moving it to the dead letters");
                 let id = row.id.clone();
                 let _ = self
                     .engine
                     .store()
                     .write(None, move |tx: &mut dyn Tx| {
-                        tx.record_delete(OUTBOX, &id).map(drop)
+                        tx.record_delete(OUTBOX, &id)?;
+                        tx.record_put(&RecordRow { kind: DEAD.into(), ..row })
                     })
                     .await;
                 continue;
             };
             let n = &item.notification;
-            // Only the oldest notification per channel and group goes out: order is kept.
-            if !heads.insert((n.channel.clone(), n.dedup_key.clone())) {
-                continue;
-            }
-            if row.due_at.is_some_and(|d| d > now) {
-                continue;
-            }
+            let key = (n.channel.clone(), n.dedup_key.clone());
             {
-                let mut f = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                if !f.insert(row.id.clone()) {
+                let mut o = self.order.lock().unwrap_or_else(|e| e.into_inner());
+                // One send per key at a time, oldest first: a resolve never overtakes its firing.
+                if o.busy.contains(&key) || o.waiting.get(&key).is_some_and(|id| *id != n.id) {
                     continue;
                 }
+                o.busy.insert(key.clone());
             }
             let Ok(permit) = self.permits.clone().acquire_owned().await else {
                 return;
             };
             let me = self.clone();
             tokio::spawn(async move {
-                let id = item.notification.id.clone();
                 me.send_one(item).await;
-                me.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                me.order.lock().unwrap_or_else(|e| e.into_inner()).busy.remove(&key);
                 drop(permit);
             });
         }
@@ -511,6 +531,7 @@ impl Alerting {
         let id = item.notification.id.clone();
         match result {
             Ok(()) => {
+                self.counters.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let log = LogEntry::new(&item, now, "sent", None).row();
                 let r = self
                     .engine
@@ -520,8 +541,9 @@ impl Alerting {
                         tx.record_put(&log)
                     })
                     .await;
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "alerting: sent, but cannot record it; it may be sent again");
+                match r {
+                    Ok(()) => self.done(&item.notification),
+                    Err(e) => tracing::warn!(error = %e, "alerting: sent, but cannot record it; it may be sent again"),
                 }
                 self.channel_recovered(&channel, now).await;
             }
@@ -541,10 +563,16 @@ impl Alerting {
                 item.last_error = Some(reason.clone());
                 match retry {
                     Some(wait) => {
+                        self.counters.retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(channel = %channel, attempt = item.attempts, error = %reason, "alerting: send failed; will retry");
                         let due = now + crate::pipeline::dur(wait);
                         let log = LogEntry::new(&item, now, "retry", Some(reason)).row();
                         let row = item.row(OUTBOX, Some(due));
+                        {
+                            let n = &item.notification;
+                            let mut o = self.order.lock().unwrap_or_else(|e| e.into_inner());
+                            o.waiting.insert((n.channel.clone(), n.dedup_key.clone()), n.id.clone());
+                        }
                         let _ = self
                             .engine
                             .store()
@@ -555,11 +583,12 @@ impl Alerting {
                             .await;
                     }
                     None => {
+                        self.counters.dead.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::error!(channel = %channel, attempt = item.attempts, error = %reason, "alerting: notification moved to the dead letters");
                         item.dead_at = Some(now);
                         let log = LogEntry::new(&item, now, "dead", Some(reason.clone())).row();
                         let row = item.row(DEAD, None);
-                        let _ = self
+                        let r = self
                             .engine
                             .store()
                             .write(None, move |tx: &mut dyn Tx| {
@@ -568,10 +597,22 @@ impl Alerting {
                                 tx.record_put(&log)
                             })
                             .await;
+                        if r.is_ok() {
+                            self.done(&item.notification);
+                        }
                         self.channel_failed(&channel, &reason, now).await;
                     }
                 }
             }
+        }
+    }
+
+    /// A notification left the outbox: the next one of its key may go.
+    fn done(&self, n: &Notification) {
+        let mut o = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (n.channel.clone(), n.dedup_key.clone());
+        if o.waiting.get(&key) == Some(&n.id) {
+            o.waiting.remove(&key);
         }
     }
 
@@ -1118,10 +1159,35 @@ impl Alerting {
         v
     }
 
-    /// Alerts by state (for /metrics: numbers only).
-    pub fn counts(&self) -> (usize, usize) {
-        let p = self.pipe();
-        (p.alert_count(), p.group_count())
+    /// Numbers for /metrics (no names, no labels of alerts).
+    pub async fn stats(&self) -> Result<Stats> {
+        let now = self.now();
+        let mut st = Stats::default();
+        {
+            let p = self.pipe();
+            for a in p.list(now) {
+                match a.state {
+                    crate::model::AlertState::Firing if a.mute.is_muted() => st.suppressed += 1,
+                    crate::model::AlertState::Firing => st.firing += 1,
+                    crate::model::AlertState::Pending => st.pending += 1,
+                    crate::model::AlertState::Resolved => {}
+                }
+            }
+            st.groups = p.group_count() as u64;
+        }
+        let c = &self.counters;
+        st.sent = c.sent.load(std::sync::atomic::Ordering::Relaxed);
+        st.retried = c.retried.load(std::sync::atomic::Ordering::Relaxed);
+        st.dead = c.dead.load(std::sync::atomic::Ordering::Relaxed);
+        let (q, d) = self
+            .engine
+            .store()
+            .read(|tx| Ok::<_, steward_store::StoreError>((tx.record_count(OUTBOX)?, tx.record_count(DEAD)?)))
+            .await
+            .map_err(SecretsError::from)?;
+        st.queued = q;
+        st.dead_letters = d;
+        Ok(st)
     }
 
     /// Raises or refreshes an alert from inside Steward (checks, backups, deploys).
@@ -1171,6 +1237,34 @@ impl Alerting {
             .map_err(SecretsError::from)?;
         Ok(true)
     }
+}
+
+/// Numbers for /metrics.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Stats {
+    pub firing: u64,
+    pub pending: u64,
+    pub suppressed: u64,
+    pub groups: u64,
+    pub sent: u64,
+    pub retried: u64,
+    pub dead: u64,
+    pub queued: u64,
+    pub dead_letters: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent: std::sync::atomic::AtomicU64,
+    retried: std::sync::atomic::AtomicU64,
+    dead: std::sync::atomic::AtomicU64,
+}
+
+/// See [`Alerting::deliver`].
+#[derive(Debug, Default)]
+struct Order {
+    busy: HashSet<(String, String)>,
+    waiting: HashMap<(String, String), String>,
 }
 
 fn alert_row(fp: &str, doc: &AlertDoc) -> RecordRow {

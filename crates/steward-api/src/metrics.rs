@@ -39,6 +39,13 @@ pub struct Metrics {
     /// Rotations finished and failed since the configs were made (sums over secrets).
     pub rotations_done: Gauge<i64, AtomicI64>,
     pub rotations_failed: Gauge<i64, AtomicI64>,
+    /// Alerts by state (firing, pending, suppressed); set when scraped.
+    pub alerts: Family<StateLabels, Gauge<i64, AtomicI64>>,
+    pub alert_groups: Gauge<i64, AtomicI64>,
+    /// Notification attempts by outcome (sent, retry, dead) since start.
+    pub notifications: Family<StateLabels, Gauge<i64, AtomicI64>>,
+    /// Notifications waiting in the outbox, and in the dead letters.
+    pub outbox: Family<StateLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -86,7 +93,31 @@ impl Default for Metrics {
             "Rotations that failed after their last attempt, summed over the configured secrets",
             rotations_failed.clone(),
         );
+        let alerts = Family::<StateLabels, Gauge<i64, AtomicI64>>::default();
+        let alert_groups = Gauge::<i64, AtomicI64>::default();
+        let notifications = Family::<StateLabels, Gauge<i64, AtomicI64>>::default();
+        let outbox = Family::<StateLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "alerts",
+            "Alerts by state (firing, pending, suppressed)",
+            alerts.clone(),
+        );
+        registry.register("alert_groups", "Aggregation groups", alert_groups.clone());
+        registry.register(
+            "notification_attempts",
+            "Notification attempts since start, by outcome (sent, retry, dead)",
+            notifications.clone(),
+        );
+        registry.register(
+            "notifications_queued",
+            "Notifications stored and not yet delivered (state pending) or given up on (state dead)",
+            outbox.clone(),
+        );
         Self {
+            alerts,
+            alert_groups,
+            notifications,
+            outbox,
             registry,
             requests,
             latency,
@@ -97,6 +128,14 @@ impl Default for Metrics {
             rotations_failed,
         }
     }
+}
+
+/// Sets one state's gauge in a by-state family.
+pub(crate) fn set_state(f: &Family<StateLabels, Gauge<i64, AtomicI64>>, state: &str, n: u64) {
+    f.get_or_create(&StateLabels {
+        state: state.into(),
+    })
+    .set(n as i64);
 }
 
 impl Metrics {

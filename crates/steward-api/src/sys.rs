@@ -45,15 +45,22 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             ("rotating", c.rotating),
             ("retiring", c.retiring),
         ] {
-            st.metrics
-                .rotations
-                .get_or_create(&crate::metrics::StateLabels {
-                    state: state.into(),
-                })
-                .set(n as i64);
+            crate::metrics::set_state(&st.metrics.rotations, state, n as u64);
         }
         st.metrics.rotations_done.set(c.completed as i64);
         st.metrics.rotations_failed.set(c.failed as i64);
+    }
+    if let Ok(a) = st.alerting.stats().await {
+        let set = crate::metrics::set_state;
+        set(&st.metrics.alerts, "firing", a.firing);
+        set(&st.metrics.alerts, "pending", a.pending);
+        set(&st.metrics.alerts, "suppressed", a.suppressed);
+        st.metrics.alert_groups.set(a.groups as i64);
+        set(&st.metrics.notifications, "sent", a.sent);
+        set(&st.metrics.notifications, "retry", a.retried);
+        set(&st.metrics.notifications, "dead", a.dead);
+        set(&st.metrics.outbox, "pending", a.queued);
+        set(&st.metrics.outbox, "dead", a.dead_letters);
     }
     (
         [(
