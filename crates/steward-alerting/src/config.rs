@@ -200,6 +200,30 @@ impl Compiled {
     }
 }
 
+/// Checks a configuration fully (compiles it and builds its channels) without starting
+/// anything: what `steward config check` and `up` report before serving.
+pub fn check(cfg: &AlertingConfig) -> Result<(), ConfigError> {
+    prepare(cfg, &reqwest::Client::new()).map(drop)
+}
+
+/// Compiles the config and builds its channels on `http`.
+pub fn prepare(
+    cfg: &AlertingConfig,
+    http: &reqwest::Client,
+) -> Result<(Compiled, HashMap<String, Arc<dyn Channel>>), ConfigError> {
+    let compiled = Compiled::compile(cfg)?;
+    let channels = build_channels(cfg, http)?;
+    if let Some(h) = &cfg.heartbeat {
+        if h.url.is_none() == h.url_secret.is_none() {
+            return Err(ConfigError::new(
+                "alerting.heartbeat",
+                "set exactly one of url and url_secret",
+            ));
+        }
+    }
+    Ok((compiled, channels))
+}
+
 /// Builds every configured channel.
 pub fn build_channels(
     cfg: &AlertingConfig,

@@ -10,11 +10,13 @@
 //!   operations with their authorization and audit.
 //! - [`outbox`]: durable delivery; [`channels`]: one module per destination.
 //! - [`rules`]: Steward's events turned into alerts.
+//! - [`import`]: an Alertmanager `alertmanager.yml` converted into `[alerting]`.
 
 #![forbid(unsafe_code)]
 
 pub mod channels;
 pub mod config;
+pub mod import;
 pub mod matchers;
 pub mod model;
 pub mod mutes;

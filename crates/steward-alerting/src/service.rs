@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     channels::{Channel, SecretSource, SendError},
-    config::{build_channels, Compiled},
+    config::prepare,
     matchers::{parse_list, Matcher},
     model::{fingerprint, Labels, Notification},
     mutes::{ApiMatcher, CompiledWindow, Maintenance, Silence},
@@ -143,22 +143,13 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> SecretsError {
 impl Alerting {
     /// Compiles the config and builds the channels (nothing is read from the store yet).
     pub fn new(engine: Arc<Engine>, cfg: &AlertingConfig) -> std::result::Result<Arc<Self>, ConfigError> {
-        let compiled = Compiled::compile(cfg)?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| ConfigError::new("alerting", format!("cannot build the HTTP client: {e}")))?;
-        let channels = build_channels(cfg, &http)?;
-        if let Some(h) = &cfg.heartbeat {
-            if h.url.is_none() == h.url_secret.is_none() {
-                return Err(ConfigError::new(
-                    "alerting.heartbeat",
-                    "set exactly one of url and url_secret",
-                ));
-            }
-        }
+        let (compiled, channels) = prepare(cfg, &http)?;
         let rules = RuleEngine::new(compiled.rules.clone(), HashMap::new());
         let slack = ChronoDuration::from_std(compiled.resolve_timeout / 4)
             .unwrap_or(ChronoDuration::seconds(60))
@@ -1000,16 +991,21 @@ impl Alerting {
             Ok(w) => w,
             Err(e) => return self.engine.complete(ctx, draft, Err(e)).await,
         };
+        self.engine.mark_audited(ctx);
+        self.store_window(w, Some(draft)).await
+    }
+
+    async fn store_window(&self, w: CompiledWindow, draft: Option<AuditDraft>) -> Result<WindowInfo> {
+        let now = self.now();
         let row = RecordRow {
             kind: "maintenance".into(),
             id: w.doc.id.clone(),
             doc: serde_json::to_string(&w.doc).expect("windows serialize"),
             due_at: w.doc.ends_at,
         };
-        self.engine.mark_audited(ctx);
         self.engine
             .store()
-            .write(Some(draft), move |tx: &mut dyn Tx| tx.record_put(&row))
+            .write(draft, move |tx: &mut dyn Tx| tx.record_put(&row))
             .await
             .map_err(SecretsError::from)?;
         let span = w.active_span(now);
@@ -1023,6 +1019,43 @@ impl Alerting {
         Ok(info)
     }
 
+    /// Opens a window for Steward's own work (a deploy, a backup) from now for `length`;
+    /// close it with [`Alerting::close_window`] when done. Returns its id.
+    pub async fn open_window(&self, name: &str, matchers: Vec<String>, length: Duration) -> Result<String> {
+        let now = self.now();
+        let doc = Maintenance {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_string(),
+            matchers,
+            starts_at: Some(now),
+            ends_at: Some(now + crate::pipeline::dur(length)),
+            cron: None,
+            duration_secs: Some(length.as_secs()),
+            timezone: None,
+            comment: format!("opened by Steward for {name}"),
+            created_by: steward_secrets::SYSTEM_ACTOR.into(),
+        };
+        let w = CompiledWindow::compile(doc, "window").map_err(|e| bad("invalid_window", e.message))?;
+        Ok(self.store_window(w, None).await?.doc.id)
+    }
+
+    /// Closes a window opened with [`Alerting::open_window`].
+    pub async fn close_window(&self, id: &str) -> Result<()> {
+        self.remove_window(id, None).await
+    }
+
+    async fn remove_window(&self, id: &str, draft: Option<AuditDraft>) -> Result<()> {
+        let i = id.to_string();
+        self.engine
+            .store()
+            .write(draft, move |tx: &mut dyn Tx| tx.record_delete("maintenance", &i).map(drop))
+            .await
+            .map_err(SecretsError::from)?;
+        self.pipe().remove_window(id);
+        self.wake.notify_one();
+        Ok(())
+    }
+
     /// Closes a window opened through the API (config windows are changed in the config).
     pub async fn end_window(&self, ctx: &RequestCtx, id: &str) -> Result<()> {
         let (_, draft) = self.auth(ctx, "maintenance.end", "maintenance", Capability::Write).await?;
@@ -1034,17 +1067,9 @@ impl Alerting {
             let e = SecretsError::not_found(format!("no maintenance window has id {id:?}"));
             return self.engine.complete(ctx, draft, Err(e)).await;
         }
-        self.engine.mark_audited(ctx);
-        let i = id.to_string();
-        self.engine
-            .store()
-            .write(Some(draft), move |tx: &mut dyn Tx| tx.record_delete("maintenance", &i).map(drop))
-            .await
-            .map_err(SecretsError::from)?;
-        self.pipe().remove_window(id);
         // Alerts held back by the window notify at their next flush.
-        self.wake.notify_one();
-        Ok(())
+        self.engine.mark_audited(ctx);
+        self.remove_window(id, Some(draft)).await
     }
 
     pub async fn dead_letters(&self, ctx: &RequestCtx) -> Result<Vec<OutboxItem>> {

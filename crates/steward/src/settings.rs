@@ -60,9 +60,62 @@ pub fn load(global: &Global) -> anyhow::Result<(Config, Option<PathBuf>)> {
 fn parse_file(path: &Path) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigProblem(format!("cannot read {}: {e}", path.display())))?;
-    Config::parse(&text, &path.display().to_string())
+    let cfg = Config::parse(&text, &path.display().to_string())
         .map_err(|e: ConfigError| anyhow::Error::new(ConfigProblem(e.to_string())))
-        .context("invalid configuration")
+        .context("invalid configuration")?;
+    // `[alerting]` cross-references (receivers, channels, matchers, cron, time zones) are
+    // checked here too, so `config check` and `up` report them with file and line.
+    if let Err(e) = steward_alerting::config::check(&cfg.alerting) {
+        let line = locate(&text, &e.key);
+        return Err(anyhow::Error::new(ConfigProblem(format!(
+            "{}:{line}: {}: {}",
+            path.display(),
+            e.key,
+            e.message
+        ))))
+        .context("invalid configuration");
+    }
+    Ok(cfg)
+}
+
+/// The line a dotted key such as `alerting.receivers[2].channels` is written on: the Nth
+/// `[[alerting.receivers]]` header, then the key's line below it (or the header's line).
+fn locate(text: &str, key: &str) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut table = String::new();
+    let mut from = 0;
+    let mut found = 1;
+    for seg in key.split('.') {
+        let (name, index) = match seg.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        table = if table.is_empty() { name.to_string() } else { format!("{table}.{name}") };
+        let header = match index {
+            Some(_) => format!("[[{table}]]"),
+            None => format!("[{table}]"),
+        };
+        let mut seen = 0;
+        let mut hit = None;
+        for (i, l) in lines.iter().enumerate().skip(from) {
+            let t = l.trim();
+            if t == header {
+                if index.is_none_or(|n| seen == n) {
+                    hit = Some(i);
+                    break;
+                }
+                seen += 1;
+            } else if index.is_none() && (t.starts_with(&format!("{name} ")) || t.starts_with(&format!("{name}="))) {
+                hit = Some(i);
+                break;
+            }
+        }
+        if let Some(i) = hit {
+            from = i + 1;
+            found = i + 1;
+        }
+    }
+    found
 }
 
 /// The root token file inside the data directory.
