@@ -3,29 +3,34 @@
 loopback only, time-bounded.
 
 Both sides get the same route (receiver "hook", group_by [alertname, instance], --group-wait,
-group_interval 1s, repeat_interval 4h) and a webhook receiver: a Python asyncio server in its own
-process that notes, for every alert in every webhook payload, when it arrived. Each alert
-carries a unique label `bench_id` that encodes the time the load generator posted it, so an
+group_interval 1s, repeat_interval 4h) and the same webhook receiver: a Python asyncio server in
+its own process that notes, for every alert in every webhook payload, when it arrived. Each
+alert carries a unique label `bench_id` that encodes when the load generator posted it, so an
 alert's notification latency is its first arrival minus that time. Alerts go in as Prometheus
 sends them: `POST /api/v2/alerts`, --batch alerts per request, each alert new (unique labels,
-endsAt far in the future so it stays firing); the alerts of one request share `instance`, so
+endsAt far in the future, so it stays firing). The alerts of one request share `instance`, so
 each request makes one new group and its alerts are notified together.
 
-1. Sustained ingest: for each side, steps of offered load (--steps, alerts/s), each for
-   --duration seconds against a fresh server. A step passes when the accepted rate is at least
-   95% of the offered one, every accepted alert was notified, and the notification latency p99
-   (alerts never notified count as infinitely late) is at most 1 s. A side's sustained ingest is
-   its highest passing step; stepping stops at the first failure.
-   Load: --gen-procs processes with --conns keep-alive connections each, paced on a fixed
-   schedule (a request waits for its slot; a late generator sends at once). Before the steps the
-   generator runs unpaced against the receiver (a trivial Python server) to show its ceiling.
+1. Sustained ingest: steps of offered load (--steps, alerts/s), each --duration seconds against
+   a fresh server, the two sides interleaved at every step. A step passes when the accepted rate
+   is at least 95% of the offered one, no POST was rejected, every accepted alert was notified
+   (within --drain s after the last POST), and the notification latency p99 is at most 1 s
+   (alerts never notified count as infinitely late). A failed step is rerun --retries times; a
+   side stops at a step that fails every time. Its sustained ingest is its highest passing step.
+   Load: --gen-procs processes with --conns keep-alive connections each, on a fixed schedule (a
+   request waits for its slot; a late generator sends at once, and with every connection busy
+   the offered rate is not reached). Before the steps the generator runs unpaced against the
+   receiver (a trivial Python server) to show its own ceiling. Per step the script reports the
+   CPU seconds of the server, the generator, the receiver and everything else on the machine.
 2. Memory with --alerts (100,000) active alerts: a fresh server per side, the alerts posted as
-   fast as it takes them, then once every one was notified and --settle seconds passed, VmRSS
-   and VmHWM from /proc/PID/status; then `GET /api/v2/alerts` must list them all.
+   fast as it takes them; once every one was notified and --settle seconds passed, VmRSS and
+   VmHWM from /proc/PID/status. Then the server's own count: /metrics (Alertmanager's
+   `alertmanager_alerts{state="active"}`) and `GET /api/v2/alerts` (at most --get-timeout s).
 
 Usage: python3 bench/alerting.py [--only alertmanager|steward] [--skip-ingest] [--skip-memory]
-                                 [--steps 500,1000,...] [--duration 10] [--alerts 100000]
-                                 [--batch 64] [--gen-procs 2] [--conns 4] [--group-wait 100ms]
+                                 [--steps 500,1000,...] [--duration 10] [--retries 1]
+                                 [--alerts 100000] [--batch 64] [--gen-procs 2] [--conns 4]
+                                 [--group-wait 100ms]
 Needs: prometheus-alertmanager (apt), a release build of steward (built if missing).
 BENCH_KEEP_LOGS=DIR copies the servers' logs there.
 """
@@ -571,17 +576,32 @@ def print_step(side, r):
         print(f"[{side}]   errors: {r['errors']}", flush=True)
 
 
-def part_ingest(side, args, tmp, recv, cleanup):
-    rows = []
+def part_ingest(sides, args, tmp, recv, cleanup):
+    """Steps of offered load, the sides interleaved at each step (so both see the same
+    background); a side stops at its first step that fails --retries + 1 times."""
+    rows = {side: [] for side in sides}
+    stopped = set()
     for rate in args.steps:
-        r = step(side, rate, args, tmp, recv, cleanup)
-        rows.append(r)
-        print_step(side, r)
-        if not r["pass"]:
+        for side in sides:
+            if side in stopped:
+                continue
+            for attempt in range(1, args.retries + 2):
+                r = step(side, rate, args, tmp, recv, cleanup)
+                r["attempt"] = attempt
+                rows[side].append(r)
+                print_step(side, r)
+                if r["pass"]:
+                    break
+            if not r["pass"]:
+                stopped.add(side)
+        if len(stopped) == len(sides):
             break
-    passed = [r["offered"] for r in rows if r["pass"]]
-    return {"steps": rows, "sustained": max(passed) if passed else 0,
-            "ceiling_reached": bool(rows) and rows[-1]["pass"]}
+    out = {}
+    for side in sides:
+        passed = [r["offered"] for r in rows[side] if r["pass"]]
+        out[side] = {"steps": rows[side], "sustained": max(passed) if passed else 0,
+                     "ceiling_reached": side not in stopped}
+    return out
 
 
 def part_memory(side, args, tmp, recv, cleanup):
@@ -642,6 +662,7 @@ def main():
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--steps", default=DEFAULT_STEPS, help="offered alerts/s, comma separated")
     ap.add_argument("--duration", type=float, default=10, help="seconds per step")
+    ap.add_argument("--retries", type=int, default=1, help="reruns of a failed step before a side stops")
     ap.add_argument("--drain", type=float, default=5, help="seconds after the last POST to wait for notifications")
     ap.add_argument("--alerts", type=int, default=100_000, help="active alerts for the memory part")
     ap.add_argument("--settle", type=float, default=5, help="seconds after the last notification before reading memory")
@@ -676,9 +697,9 @@ def main():
         recv = Receiver()
         cleanup.push("receiver", recv.stop)
         results["generator_ceiling"] = generator_ceiling(recv, args)
-        for side in sides:
-            if not args.skip_ingest:
-                results[f"ingest_{side}"] = part_ingest(side, args, tmp, recv, cleanup)
+        if not args.skip_ingest:
+            for side, x in part_ingest(sides, args, tmp, recv, cleanup).items():
+                results[f"ingest_{side}"] = x
         for side in sides:
             if not args.skip_memory:
                 results[f"memory_{side}"] = part_memory(side, args, tmp, recv, cleanup)
@@ -711,7 +732,8 @@ def print_summary(results):
             print(f"  {r['offered']:>10}{r['accepted_per_s']:>11.0f}{r['notified']:>9}/{r['accepted']:<7}"
                   f"{fmt_s(r['lat_p50_s']):>8}{fmt_s(r['lat_p99_s']):>8}{fmt_s(r['lat_max_s']):>8}"
                   f"{r['server_cpu_during_load_s']:>10.1f}{r['gen_cpu_s']:>10.1f}{r['receiver_cpu_s']:>10.1f}{r['other_cpu_s']:>10.1f}{r['rss_mib']:>8.0f}  "
-                  f"{'pass' if r['pass'] else 'FAIL ' + ', '.join(r['why'])}")
+                  f"{'pass' if r['pass'] else 'FAIL ' + ', '.join(r['why'])}"
+                  + (f" (attempt {r['attempt']})" if r.get("attempt", 1) > 1 else ""))
     a, s = results.get("ingest_alertmanager"), results.get("ingest_steward")
     if a and s and a["sustained"]:
         ratio = s["sustained"] / a["sustained"]

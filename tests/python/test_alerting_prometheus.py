@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from alerting_helpers import am_alert, check_webhook, ok_json, ts, wait_for
+from alerting_helpers import SECOND, am_alert, check_webhook, iso, ok_json, post_alerts, ts, utcnow, wait_for
 from receivers import HttpReceiver, MetricsTarget
 from steward_testlib import clean_env, free_port, http_session
 
@@ -259,32 +259,78 @@ groups:
 # 2. amtool: silences and alerts
 
 
-def test_amtool_silences_and_alerts(server_factory, tmp_path, rx):
-    need(AMTOOL)
-    s = server_factory.new("sqlite", config_text=steward_config(rx))
-    token = grant_token(s, [
-        {"env": "sys", "path": "alerts", "capabilities": ["read", "write"]},
-        {"env": "sys", "path": "silences", "capabilities": ["read", "write"]},
-    ])
-    http_config = tmp_path / "amtool-http.yml"
-    http_config.write_text(f"authorization:\n  credentials: \"{token}\"\n")
-    home = tmp_path / "home"  # no ~/.config/prometheus/amtool.yml of the machine's
-    home.mkdir()
+class Amtool:
+    """amtool against one Steward, with a token in --http.config.file and its own HOME (no
+    ~/.config/prometheus/amtool.yml of the machine's)."""
 
-    def amtool(*args, check: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run([AMTOOL, f"--alertmanager.url={s.url}", f"--http.config.file={http_config}", *args],
-                           capture_output=True, text=True, timeout=60, env=clean_env({"HOME": str(home)}))
+    def __init__(self, s, tmp_path: pathlib.Path, token: str):
+        need(AMTOOL)
+        self.s = s
+        self.http_config = tmp_path / "amtool-http.yml"
+        self.http_config.write_text(f"authorization:\n  credentials: \"{token}\"\n")
+        self.home = tmp_path / "home"
+        self.home.mkdir(exist_ok=True)
+
+    def run(self, *args, check: bool = True, auth: bool = True) -> subprocess.CompletedProcess:
+        cmd = [AMTOOL, f"--alertmanager.url={self.s.url}"]
+        if auth:
+            cmd.append(f"--http.config.file={self.http_config}")
+        r = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=60,
+                           env=clean_env({"HOME": str(self.home)}))
         if check:
             assert r.returncode == 0, f"amtool {' '.join(args)}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
         return r
 
-    # An alert from amtool reaches the webhook through Steward's routing.
-    amtool("alert", "add", "alertname=AmtoolAlert", "severity=critical", "team=steward-e2e",
+    def json(self, *args):
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+
+def amtool_token(s) -> str:
+    return grant_token(s, [
+        {"env": "sys", "path": "alerts", "capabilities": ["read", "write"]},
+        {"env": "sys", "path": "silences", "capabilities": ["read", "write"]},
+    ])
+
+
+def test_amtool_alert_add_reaches_the_webhook(server_factory, tmp_path, rx):
+    """amtool (like other Go clients) sends startsAt/endsAt as 0001-01-01T00:00:00Z when unset;
+    Alertmanager reads that as "not given": the alert starts now and fires."""
+    s = server_factory.new("sqlite", config_text=steward_config(rx))
+    am = Amtool(s, tmp_path, amtool_token(s))
+    am.run("alert", "add", "alertname=AmtoolAlert", "severity=critical", "team=steward-e2e",
            "--annotation=summary=posted by amtool")
     n = check_webhook(rx.wait("/hook", 1, 10, what="AmtoolAlert")[0].json())
-    assert n["alerts"][0]["labels"] == {"alertname": "AmtoolAlert", "severity": "critical", "team": "steward-e2e"}
-    assert n["alerts"][0]["annotations"] == {"summary": "posted by amtool"}
-    amtool("alert", "add", "alertname=OtherAlert", "service=db")
+    assert n["status"] == "firing"
+    (a,) = n["alerts"]
+    assert a["labels"] == {"alertname": "AmtoolAlert", "severity": "critical", "team": "steward-e2e"}
+    assert a["annotations"] == {"summary": "posted by amtool"}
+    assert a["status"] == "firing" and abs((ts(a["startsAt"]) - utcnow()).total_seconds()) < 30, a
+    q = am.json("alert", "query")
+    assert [x["labels"]["alertname"] for x in q] == ["AmtoolAlert"]
+
+
+def test_amtool_silences_and_alert_queries(server_factory, tmp_path, rx):
+    s = server_factory.new("sqlite", config_text=steward_config(rx))
+    am = Amtool(s, tmp_path, amtool_token(s))
+
+    def amtool(*args, check: bool = True):
+        return am.run(*args, check=check)
+
+    # /api/v2/status in Alertmanager's shape (amtool's version check and `config show` read it).
+    st = ok_json(s.api("GET", "/api/v2/status"))
+    assert {"cluster", "versionInfo", "config", "uptime"} <= set(st), st
+    assert st["cluster"]["status"] and st["versionInfo"]["version"] and isinstance(st["config"]["original"], str)
+    ts(st["uptime"])
+    amtool("config", "show")
+
+    # Two alerts, posted as Prometheus does.
+    now = utcnow()
+    post_alerts(s, [
+        {"labels": {"alertname": "AmtoolAlert", "severity": "critical", "team": "steward-e2e"},
+         "annotations": {"summary": "posted for amtool"}, "startsAt": iso(now), "endsAt": iso(now + 600 * SECOND)},
+        {"labels": {"alertname": "OtherAlert", "service": "db"}, "startsAt": iso(now), "endsAt": iso(now + 600 * SECOND)},
+    ])
+    rx.wait("/hook", 1, 10, what="AmtoolAlert")
     rx.wait("/fallback", 1, 10, what="OtherAlert")
 
     q = json.loads(amtool("alert", "query", "-o", "json").stdout)
@@ -335,6 +381,5 @@ def test_amtool_silences_and_alerts(server_factory, tmp_path, rx):
     r = amtool("silence", "expire", "00000000-0000-0000-0000-000000000000", check=False)
     assert r.returncode != 0
     # Without the token file: refused.
-    r = subprocess.run([AMTOOL, f"--alertmanager.url={s.url}", "silence", "query", "-o", "json"],
-                       capture_output=True, text=True, timeout=60, env=clean_env({"HOME": str(home)}))
+    r = am.run("silence", "query", "-o", "json", check=False, auth=False)
     assert r.returncode != 0, r.stdout

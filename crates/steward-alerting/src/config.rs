@@ -33,18 +33,23 @@ pub struct Compiled {
 
 /// Built-in rules for Steward's own events, used when `default_rules` is on.
 pub fn default_rules() -> Vec<EventRuleConfig> {
-    let rule = |event: &str, resolve: &str, name: &str, severity: &str, summary: &str| EventRuleConfig {
-        event: event.into(),
-        resolve_event: Some(resolve.into()),
-        resolve_after: None,
-        alertname: name.into(),
-        labels: [("severity".to_string(), severity.to_string())].into_iter().collect(),
-        annotations: [("summary".to_string(), summary.to_string())].into_iter().collect(),
-        for_duration: Duration::ZERO,
-        fail_after: 1,
-        recover_after: 1,
-        kind: "alert".into(),
-    };
+    let rule =
+        |event: &str, resolve: &str, name: &str, severity: &str, summary: &str| EventRuleConfig {
+            event: event.into(),
+            resolve_event: Some(resolve.into()),
+            resolve_after: None,
+            alertname: name.into(),
+            labels: [("severity".to_string(), severity.to_string())]
+                .into_iter()
+                .collect(),
+            annotations: [("summary".to_string(), summary.to_string())]
+                .into_iter()
+                .collect(),
+            for_duration: Duration::ZERO,
+            fail_after: 1,
+            recover_after: 1,
+            kind: "alert".into(),
+        };
     vec![
         rule(
             "rotation.failed",
@@ -99,7 +104,10 @@ impl Compiled {
         for (i, r) in cfg.receivers.iter().enumerate() {
             let key = format!("alerting.receivers[{i}]");
             if r.name.is_empty() {
-                return Err(ConfigError::new(format!("{key}.name"), "a receiver needs a name"));
+                return Err(ConfigError::new(
+                    format!("{key}.name"),
+                    "a receiver needs a name",
+                ));
             }
             if receivers.contains_key(&r.name) {
                 return Err(ConfigError::new(
@@ -139,7 +147,12 @@ impl Compiled {
         let names: Vec<String> = cfg.receivers.iter().map(|r| r.name.clone()).collect();
         let route = if cfg.receivers.is_empty() && cfg.route.receiver.is_none() {
             // Nothing configured: one empty receiver, so alerts are still listed and silenced.
-            receivers.insert("default".into(), ReceiverDef { steps: vec![(Duration::ZERO, vec![])] });
+            receivers.insert(
+                "default".into(),
+                ReceiverDef {
+                    steps: vec![(Duration::ZERO, vec![])],
+                },
+            );
             let mut r = cfg.route.clone();
             r.receiver = Some("default".into());
             Route::compile(&r, &["default".to_string()])?
@@ -170,19 +183,32 @@ impl Compiled {
                 &format!("alerting.maintenance[{i}]"),
             )?);
         }
-        let mut rules = if cfg.default_rules { default_rules() } else { Vec::new() };
+        let mut rules = if cfg.default_rules {
+            default_rules()
+        } else {
+            Vec::new()
+        };
         for (i, r) in cfg.rules.iter().enumerate() {
             let key = format!("alerting.rules[{i}]");
             if r.alertname.is_empty() {
-                return Err(ConfigError::new(format!("{key}.alertname"), "a rule needs an alertname"));
+                return Err(ConfigError::new(
+                    format!("{key}.alertname"),
+                    "a rule needs an alertname",
+                ));
             }
             if r.fail_after == 0 || r.recover_after == 0 {
-                return Err(ConfigError::new(key, "fail_after and recover_after start at 1"));
+                return Err(ConfigError::new(
+                    key,
+                    "fail_after and recover_after start at 1",
+                ));
             }
             if r.kind != "alert" && r.kind != "change" {
                 return Err(ConfigError::new(
                     format!("{key}.kind"),
-                    format!("{:?} is not a rule kind; use \"alert\" or \"change\"", r.kind),
+                    format!(
+                        "{:?} is not a rule kind; use \"alert\" or \"change\"",
+                        r.kind
+                    ),
                 ));
             }
             rules.retain(|d| d.event != r.event);
@@ -231,9 +257,8 @@ pub fn build_channels(
 ) -> Result<HashMap<String, Arc<dyn Channel>>, ConfigError> {
     let mut out = HashMap::new();
     for (i, c) in cfg.channels.iter().enumerate() {
-        let settings = serde_json::to_value(&c.settings).map_err(|e| {
-            ConfigError::new(format!("alerting.channels[{i}]"), e.to_string())
-        })?;
+        let settings = serde_json::to_value(&c.settings)
+            .map_err(|e| ConfigError::new(format!("alerting.channels[{i}]"), e.to_string()))?;
         let ch = channels::build(&c.name, &c.kind, &settings, http).map_err(|e| {
             ConfigError::new(format!("alerting.channels[{i}].{}", e.key), e.message)
         })?;

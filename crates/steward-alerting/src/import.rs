@@ -76,8 +76,11 @@ pub fn import_alertmanager(
         column: None,
         message,
     };
-    let env = EnvName::parse(env)
-        .map_err(|e| err(format!("environment {env:?} for the secret references: {e}")))?;
+    let env = EnvName::parse(env).map_err(|e| {
+        err(format!(
+            "environment {env:?} for the secret references: {e}"
+        ))
+    })?;
     let mut doc: Value = serde_yaml_ng::from_str(yaml).map_err(|e| {
         let loc = e.location();
         ImportError {
@@ -99,10 +102,12 @@ pub fn import_alertmanager(
         ..Converter::default()
     };
     let out = conv.convert(&doc).map_err(err)?;
-    let text = render(&out);
+    let text = render(&out, file);
     // The result must be something Steward starts with.
     let cfg = Config::parse(&text, "converted").map_err(|e| {
-        err(format!("the converted configuration does not parse ({e}); this is a bug in the importer"))
+        err(format!(
+            "the converted configuration does not parse ({e}); this is a bug in the importer"
+        ))
     })?;
     Compiled::compile(&cfg.alerting)
         .map_err(|e| err(format!("the converted configuration does not check: {e}")))?;
@@ -173,13 +178,20 @@ fn list(items: &[String]) -> String {
     format!("[{}]", inner.join(", "))
 }
 
-fn render(out: &Out) -> String {
+fn render(out: &Out, file: &str) -> String {
     let mut t = String::new();
-    t.push_str(
-        "# Converted from alertmanager.yml by `steward alerts import-alertmanager`.\n\
+    let source: String = file
+        .rsplit('/')
+        .next()
+        .unwrap_or(file)
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    t.push_str(&format!(
+        "# Converted from {source} by `steward alerts import-alertmanager`.\n\
          # Put it into steward.toml (in place of any [alerting] section), store the credentials\n\
-         # the notes list with `steward secret put`, then run `steward config check`.\n\n",
-    );
+         # the notes list with `steward secret put`, then run `steward config check`.\n\n"
+    ));
     t.push_str("[alerting]\n");
     if let Some(r) = &out.resolve_timeout {
         t.push_str(&format!("resolve_timeout = {}\n", q(r)));
@@ -286,7 +298,12 @@ impl<'a> Obj<'a> {
         let map = match v {
             Value::Null => None,
             Value::Mapping(m) => Some(m),
-            other => return Err(format!("{path}: expected a mapping, found {}", describe(other))),
+            other => {
+                return Err(format!(
+                    "{path}: expected a mapping, found {}",
+                    describe(other)
+                ))
+            }
         };
         Ok(Self {
             path,
@@ -319,9 +336,9 @@ impl<'a> Obj<'a> {
         let at = self.at(key);
         match self.get(key) {
             None => Ok(None),
-            Some(v) => scalar(v).map(Some).ok_or_else(|| {
-                format!("{at}: expected a string, found {}", describe(v))
-            }),
+            Some(v) => scalar(v)
+                .map(Some)
+                .ok_or_else(|| format!("{at}: expected a string, found {}", describe(v))),
         }
     }
 
@@ -330,7 +347,10 @@ impl<'a> Obj<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => Err(format!("{at}: expected true or false, found {}", describe(v))),
+            Some(v) => Err(format!(
+                "{at}: expected true or false, found {}",
+                describe(v)
+            )),
         }
     }
 
@@ -348,7 +368,10 @@ impl<'a> Obj<'a> {
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
-            Some(v) => Err(format!("{at}: expected a list of strings, found {}", describe(v))),
+            Some(v) => Err(format!(
+                "{at}: expected a list of strings, found {}",
+                describe(v)
+            )),
         }
     }
 
@@ -433,7 +456,9 @@ fn duration(s: &str, at: &str) -> Result<String, String> {
     let mut ms: u128 = 0;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(bad());
         }
@@ -458,7 +483,15 @@ fn duration(s: &str, at: &str) -> Result<String, String> {
             .and_then(|x| x.checked_add(ms))
             .ok_or_else(bad)?;
     }
-    for (unit, name) in [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")] {
+    if ms == 0 {
+        return Ok("0s".into());
+    }
+    for (unit, name) in [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ] {
         if ms % unit == 0 {
             return Ok(format!("{}{name}", ms / unit));
         }
@@ -682,7 +715,11 @@ impl Converter {
     fn leftover(&mut self, o: &Obj<'_>, why: &str) {
         let keys = o.leftover();
         if !keys.is_empty() {
-            let what = if o.path.is_empty() { "top level" } else { &o.path };
+            let what = if o.path.is_empty() {
+                "top level"
+            } else {
+                &o.path
+            };
             self.note(format!("{what}: not converted: {}{why}", keys.join(", ")));
         }
     }
@@ -845,8 +882,10 @@ impl Converter {
     }
 
     fn inhibit(&mut self, mut o: Obj<'_>) -> Result<InhibitOut, String> {
-        let mut source = all_matchers(&mut o, "source_matchers", "source_match", "source_match_re")?;
-        let mut target = all_matchers(&mut o, "target_matchers", "target_match", "target_match_re")?;
+        let mut source =
+            all_matchers(&mut o, "source_matchers", "source_match", "source_match_re")?;
+        let mut target =
+            all_matchers(&mut o, "target_matchers", "target_match", "target_match_re")?;
         for (side, list) in [("source", &mut source), ("target", &mut target)] {
             if list.is_empty() {
                 // Alertmanager: no matchers match every alert; Steward wants one at least.
@@ -953,7 +992,12 @@ impl Converter {
     }
 
     /// A config that cannot become a channel: noted, and its name freed.
-    fn skip(&mut self, origin: &str, name: &str, why: String) -> Result<Option<ChannelOut>, String> {
+    fn skip(
+        &mut self,
+        origin: &str,
+        name: &str,
+        why: String,
+    ) -> Result<Option<ChannelOut>, String> {
         self.note(format!("{origin}: skipped: {why}"));
         self.channel_names.remove(name);
         Ok(None)
@@ -1015,7 +1059,9 @@ impl Converter {
                     .ok()
                     .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
                 let Some(parsed) = parsed else {
-                    return Err(format!("{url_at}: not an http:// or https:// URL with a host"));
+                    return Err(format!(
+                        "{url_at}: not an http:// or https:// URL with a host"
+                    ));
                 };
                 if parsed.password().is_some() {
                     // A password in the URL: the URL is a credential.
@@ -1069,7 +1115,9 @@ impl Converter {
         if let Some(t) = o.str("timeout")? {
             let d = duration(&t, &at)?;
             if d.starts_with('0') {
-                self.note(format!("{at}: 0 (no limit) is not converted: Steward's default applies"));
+                self.note(format!(
+                    "{at}: 0 (no limit) is not converted: Steward's default applies"
+                ));
             } else {
                 settings.push(("timeout", Setting::Str(d)));
             }
@@ -1182,7 +1230,10 @@ impl Converter {
             return skip(self, "it has no to".into());
         };
         if templated(&to) {
-            return skip(self, format!("to {to:?} is a template; Steward needs fixed addresses"));
+            return skip(
+                self,
+                format!("to {to:?} is a template; Steward needs fixed addresses"),
+            );
         }
         let to: Vec<String> = split_commas(&to)
             .into_iter()
@@ -1208,9 +1259,10 @@ impl Converter {
             return skip(self, "no smarthost, and no global.smtp_smarthost".into());
         };
         let (host, port) = match smarthost.trim().rsplit_once(':') {
-            Some((h, p)) if p.parse::<u16>().is_ok_and(|p| p > 0) => {
-                (h.trim_start_matches('[').trim_end_matches(']').to_string(), p.parse::<u16>().ok())
-            }
+            Some((h, p)) if p.parse::<u16>().is_ok_and(|p| p > 0) => (
+                h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                p.parse::<u16>().ok(),
+            ),
             _ => {
                 self.note(format!(
                     "{origin}: smarthost {smarthost:?} has no port; Steward's default (587) applies"
@@ -1235,16 +1287,16 @@ impl Converter {
             ));
             "starttls"
         };
-        let mut settings = vec![
-            ("host", Setting::Str(host)),
-        ];
+        let mut settings = vec![("host", Setting::Str(host))];
         if let Some(p) = port {
             settings.push(("port", Setting::Int(u64::from(p))));
         }
         settings.push(("tls", Setting::Str(tls.into())));
         settings.push(("from", Setting::Str(from)));
         settings.push(("to", Setting::List(to)));
-        let username = o.str("auth_username")?.or(self.globals.smtp_auth_username.clone());
+        let username = o
+            .str("auth_username")?
+            .or(self.globals.smtp_auth_username.clone());
         let password = match secret_source(&mut o, "auth_password")? {
             Some(s) => Some(s),
             None => match self.globals.smtp_auth_password.clone() {
@@ -1270,7 +1322,10 @@ impl Converter {
             if t.bool("insecure_skip_verify")? == Some(true) {
                 settings.push(("accept_invalid_certs", Setting::Bool(true)));
             }
-            self.leftover(&t, " (Steward checks certificates against the webpki roots)");
+            self.leftover(
+                &t,
+                " (Steward checks certificates against the webpki roots)",
+            );
         }
         let hello_at = o.at("hello");
         if let Some(h) = o.str("hello")?.or(self.globals.smtp_hello.clone()) {
@@ -1364,8 +1419,8 @@ impl Converter {
 
     fn teams(&mut self, mut o: Obj<'_>, name: &str) -> Result<Option<ChannelOut>, String> {
         let origin = o.path.clone();
-        let src = secret_source(&mut o, "webhook_url")?
-            .unwrap_or(Source::Missing("a Teams webhook URL"));
+        let src =
+            secret_source(&mut o, "webhook_url")?.unwrap_or(Source::Missing("a Teams webhook URL"));
         let r = self.secret(name, "url", src);
         self.send_resolved(&mut o, true)?;
         self.leftover(&o, " (Steward's Teams messages are a fixed Adaptive Card)");
@@ -1552,8 +1607,14 @@ time_intervals:
         let (text, notes) = import_alertmanager(AM, "alertmanager.yml", "prod").unwrap();
         let all_notes = notes.join("\n");
         for s in SECRETS {
-            assert!(!text.contains(s), "credential {s} copied into the TOML:\n{text}");
-            assert!(!all_notes.contains(s), "credential {s} in the notes:\n{all_notes}");
+            assert!(
+                !text.contains(s),
+                "credential {s} copied into the TOML:\n{text}"
+            );
+            assert!(
+                !all_notes.contains(s),
+                "credential {s} in the notes:\n{all_notes}"
+            );
         }
 
         let cfg = Config::parse(&text, "steward.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -1568,7 +1629,10 @@ time_intervals:
         assert_eq!(root.repeat_interval.map(|d| d.as_secs()), Some(3 * 3600));
         assert_eq!(root.routes.len(), 4);
         assert_eq!(root.routes[0].matchers, [r#"service=~"foo1|foo2|baz""#]);
-        assert_eq!(root.routes[0].routes[0].matchers, [r#"severity="critical""#]);
+        assert_eq!(
+            root.routes[0].routes[0].matchers,
+            [r#"severity="critical""#]
+        );
         let db = &root.routes[1];
         assert!(db.continue_matching);
         assert_eq!(db.routes.len(), 2);
@@ -1582,45 +1646,115 @@ time_intervals:
 
         // Routing behaves as in Alertmanager (match_re's `\d` is still a digit class).
         let dest = |l: &Labels| -> Vec<String> {
-            compiled.route.matching(l).iter().map(|r| r.receiver.clone()).collect()
+            compiled
+                .route
+                .matching(l)
+                .iter()
+                .map(|r| r.receiver.clone())
+                .collect()
         };
-        assert_eq!(dest(&labels(&[("service", "foo1"), ("severity", "critical")])), ["team-X-pager"]);
-        assert_eq!(dest(&labels(&[("service", "db-12"), ("owner", "team-X")])), ["team-X-pager", "team-DB-pager"]);
+        assert_eq!(
+            dest(&labels(&[("service", "foo1"), ("severity", "critical")])),
+            ["team-X-pager"]
+        );
+        assert_eq!(
+            dest(&labels(&[("service", "db-12"), ("owner", "team-X")])),
+            ["team-X-pager"]
+        );
+        assert_eq!(
+            dest(&labels(&[("service", "db-1"), ("env", "prod")])),
+            ["team-DB-pager", "chat"]
+        );
         assert_eq!(dest(&labels(&[("service", "db-x")])), ["team-X-mails"]);
-        assert_eq!(dest(&labels(&[("service", "database"), ("owner", "team-Y")])), ["team-Y-pager"]);
+        assert_eq!(
+            dest(&labels(&[("service", "database"), ("owner", "team-Y")])),
+            ["team-Y-pager"]
+        );
         assert_eq!(dest(&labels(&[("env", "prod"), ("team", "web")])), ["chat"]);
         assert_eq!(dest(&labels(&[("alertname", "Watchdog")])), ["blackhole"]);
         let chat_route = compiled.route.matching(&labels(&[("env", "prod")]))[0];
         assert_eq!(chat_route.group_by, GroupBy::All);
 
         // Receivers and their channels.
-        let rx = |n: &str| a.receivers.iter().find(|r| r.name == n).unwrap().channels.clone();
-        assert_eq!(rx("team-X-mails"), ["team-X-mails-email-1", "team-X-mails-email-2"]);
-        assert_eq!(rx("team-X-pager"), ["team-X-pager-pagerduty-1", "team-X-pager-pagerduty-2"]);
-        assert_eq!(rx("team-Y-pager"), ["team-Y-pager-opsgenie-1", "team-Y-pager-opsgenie-2"]);
+        let rx = |n: &str| {
+            a.receivers
+                .iter()
+                .find(|r| r.name == n)
+                .unwrap()
+                .channels
+                .clone()
+        };
+        assert_eq!(
+            rx("team-X-mails"),
+            ["team-X-mails-email-1", "team-X-mails-email-2"]
+        );
+        assert_eq!(
+            rx("team-X-pager"),
+            ["team-X-pager-pagerduty-1", "team-X-pager-pagerduty-2"]
+        );
+        assert_eq!(
+            rx("team-Y-pager"),
+            ["team-Y-pager-opsgenie-1", "team-Y-pager-opsgenie-2"]
+        );
         assert_eq!(rx("team-DB-pager"), ["team-DB-pager-pagerduty"]);
         assert_eq!(
             rx("chat"),
-            ["chat-webhook-1", "chat-webhook-2", "chat-slack-1", "chat-slack-2", "chat-teams-1", "chat-teams-2"]
+            [
+                "chat-webhook-1",
+                "chat-webhook-2",
+                "chat-slack-1",
+                "chat-slack-2",
+                "chat-teams-1",
+                "chat-teams-2"
+            ]
         );
         assert!(rx("blackhole").is_empty());
-        assert_eq!(channels.len(), 15);
+        assert_eq!(channels.len(), 13);
 
         let ch = |n: &str| a.channels.iter().find(|c| c.name == n).unwrap();
         let get = |n: &str, k: &str| ch(n).settings.get(k).cloned();
         let s = |v: &str| Some(toml::Value::String(v.into()));
         assert_eq!(ch("chat-slack-1").kind, "slack");
-        assert_eq!(get("chat-slack-1", "url_secret"), s("prod/alerting/chat-slack-1#url"));
-        assert_eq!(get("chat-teams-2", "url_secret"), s("prod/alerting/chat-teams-2#url"));
-        assert_eq!(get("chat-webhook-1", "url"), s("http://127.0.0.1:5001/hook"));
-        assert_eq!(get("chat-webhook-1", "bearer_secret"), s("prod/alerting/chat-webhook-1#token"));
-        assert_eq!(get("chat-webhook-1", "max_alerts"), Some(toml::Value::Integer(20)));
-        assert_eq!(get("chat-webhook-2", "url"), None, "a URL with a password is a credential");
-        assert_eq!(get("chat-webhook-2", "url_secret"), s("prod/alerting/chat-webhook-2#url"));
+        assert_eq!(
+            get("chat-slack-1", "url_secret"),
+            s("prod/alerting/chat-slack-1#url")
+        );
+        assert_eq!(
+            get("chat-teams-2", "url_secret"),
+            s("prod/alerting/chat-teams-2#url")
+        );
+        assert_eq!(
+            get("chat-webhook-1", "url"),
+            s("http://127.0.0.1:5001/hook")
+        );
+        assert_eq!(
+            get("chat-webhook-1", "bearer_secret"),
+            s("prod/alerting/chat-webhook-1#token")
+        );
+        assert_eq!(
+            get("chat-webhook-1", "max_alerts"),
+            Some(toml::Value::Integer(20))
+        );
+        assert_eq!(
+            get("chat-webhook-2", "url"),
+            None,
+            "a URL with a password is a credential"
+        );
+        assert_eq!(
+            get("chat-webhook-2", "url_secret"),
+            s("prod/alerting/chat-webhook-2#url")
+        );
         assert_eq!(get("chat-webhook-2", "timeout"), s("15s"));
-        assert_eq!(get("team-X-pager-pagerduty-1", "routing_key_secret"), s("prod/alerting/team-X-pager-pagerduty-1#routing_key"));
+        assert_eq!(
+            get("team-X-pager-pagerduty-1", "routing_key_secret"),
+            s("prod/alerting/team-X-pager-pagerduty-1#routing_key")
+        );
         assert_eq!(get("team-X-pager-pagerduty-1", "severity"), s("critical"));
-        assert_eq!(get("team-X-pager-pagerduty-2", "url"), None, "v1 URL dropped");
+        assert_eq!(
+            get("team-X-pager-pagerduty-2", "url"),
+            None,
+            "v1 URL dropped"
+        );
         let mail = "team-X-mails-email-1";
         assert_eq!(get(mail, "host"), s("smtp.example.org"));
         assert_eq!(get(mail, "port"), Some(toml::Value::Integer(587)));
@@ -1628,32 +1762,59 @@ time_intervals:
         assert_eq!(get(mail, "from"), s("alertmanager@example.org"));
         assert_eq!(
             get(mail, "to"),
-            Some(toml::Value::Array(vec!["team-X+alerts@example.org".into(), "team-X-lead@example.org".into()]))
+            Some(toml::Value::Array(vec![
+                "team-X+alerts@example.org".into(),
+                "team-X-lead@example.org".into()
+            ]))
         );
         assert_eq!(get(mail, "username"), s("alertmanager"));
-        assert_eq!(get(mail, "password_secret"), s("prod/alerting/team-X-mails-email-1#password"));
+        assert_eq!(
+            get(mail, "password_secret"),
+            s("prod/alerting/team-X-mails-email-1#password")
+        );
         let audit = "team-X-mails-email-2";
         assert_eq!(get(audit, "host"), s("mail.internal"));
         assert_eq!(get(audit, "tls"), s("tls"), "port 465 is SMTPS");
         assert_eq!(get(audit, "username"), s("auditor"));
-        assert_eq!(get("team-Y-pager-opsgenie-1", "api_key_secret"), s("prod/alerting/team-Y-pager-opsgenie-1#api_key"));
+        assert_eq!(
+            get("team-Y-pager-opsgenie-1", "api_key_secret"),
+            s("prod/alerting/team-Y-pager-opsgenie-1#api_key")
+        );
         assert_eq!(get("team-Y-pager-opsgenie-1", "priority"), s("P2"));
         assert_eq!(
             get("team-Y-pager-opsgenie-1", "tags"),
             Some(toml::Value::Array(vec!["db".into(), "team-y".into()]))
         );
-        assert_eq!(get("team-Y-pager-opsgenie-2", "url"), s("https://api.eu.opsgenie.com"));
+        assert_eq!(
+            get("team-Y-pager-opsgenie-2", "url"),
+            s("https://api.eu.opsgenie.com")
+        );
 
         // Inhibit rules, both syntaxes.
         assert_eq!(a.inhibit_rules.len(), 2);
-        assert_eq!(a.inhibit_rules[0].source_matchers, [r#"severity="critical""#]);
-        assert_eq!(a.inhibit_rules[0].equal, ["alertname", "cluster", "service"]);
-        assert_eq!(a.inhibit_rules[1].source_matchers, [r#"alertname="DatabaseDown""#]);
-        assert_eq!(a.inhibit_rules[1].target_matchers, [r#"service=~"api|web""#]);
+        assert_eq!(
+            a.inhibit_rules[0].source_matchers,
+            [r#"severity="critical""#]
+        );
+        assert_eq!(
+            a.inhibit_rules[0].equal,
+            ["alertname", "cluster", "service"]
+        );
+        assert_eq!(
+            a.inhibit_rules[1].source_matchers,
+            [r#"alertname="DatabaseDown""#]
+        );
+        assert_eq!(
+            a.inhibit_rules[1].target_matchers,
+            [r#"service=~"api|web""#]
+        );
         assert_eq!(compiled.inhibit.len(), 2);
 
         // Notes: one `secret put` per credential-holding channel, and what was not converted.
-        let puts: Vec<&String> = notes.iter().filter(|n| n.contains("steward secret put --json")).collect();
+        let puts: Vec<&String> = notes
+            .iter()
+            .filter(|n| n.contains("steward secret put --json"))
+            .collect();
         for target in [
             "prod/alerting/team-X-mails-email-1",
             "prod/alerting/team-X-mails-email-2",
@@ -1670,7 +1831,8 @@ time_intervals:
             "prod/alerting/chat-webhook-2",
         ] {
             assert!(
-                puts.iter().any(|n| n.contains(&format!("steward secret put --json {target} "))),
+                puts.iter()
+                    .any(|n| n.contains(&format!("steward secret put --json {target} "))),
                 "no secret note for {target}:\n{all_notes}"
             );
         }
@@ -1693,7 +1855,10 @@ time_intervals:
             r#"receivers["chat"].webhook_configs[1].send_resolved: false"#,
             r#"receivers["chat"].slack_configs[1].send_resolved: false by default"#,
         ] {
-            assert!(all_notes.contains(expected), "no note about {expected}:\n{all_notes}");
+            assert!(
+                all_notes.contains(expected),
+                "no note about {expected}:\n{all_notes}"
+            );
         }
     }
 
@@ -1701,9 +1866,15 @@ time_intervals:
     fn the_environment_goes_into_the_references() {
         let am = "route: {receiver: s}\nreceivers:\n  - name: s\n    slack_configs: [{api_url: 'https://hooks.slack.com/x'}]\n";
         let (text, notes) = import_alertmanager(am, "am.yml", "staging").unwrap();
-        assert!(text.contains(r#"url_secret = "staging/alerting/s-slack#url""#), "{text}");
+        assert!(
+            text.contains(r#"url_secret = "staging/alerting/s-slack#url""#),
+            "{text}"
+        );
         assert_eq!(notes.len(), 2, "{notes:?}"); // the secret, and send_resolved
-        assert!(notes[0].contains("steward secret put --json staging/alerting/s-slack "), "{notes:?}");
+        assert!(
+            notes[0].contains("steward secret put --json staging/alerting/s-slack "),
+            "{notes:?}"
+        );
         let e = import_alertmanager(am, "am.yml", "Not An Env").unwrap_err();
         assert!(e.message.contains("environment"), "{e}");
     }
@@ -1733,7 +1904,10 @@ time_intervals:
             "prod",
         )
         .unwrap_err();
-        assert!(e.message.contains("route.routes[0].receiver") && e.message.contains("nope"), "{e}");
+        assert!(
+            e.message.contains("route.routes[0].receiver") && e.message.contains("nope"),
+            "{e}"
+        );
         let e = import_alertmanager(
             "route: {receiver: a, group_wait: soon}\nreceivers: [{name: a}]\n",
             "am.yml",
@@ -1757,6 +1931,7 @@ time_intervals:
         assert_eq!(duration("1y", "x").unwrap(), "365d");
         assert_eq!(duration("1500ms", "x").unwrap(), "1500ms");
         assert_eq!(duration("0", "x").unwrap(), "0s");
+        assert_eq!(duration("0m", "x").unwrap(), "0s");
         assert!(duration("5 minutes", "x").is_err());
         for (am, steward) in [
             (r#"instance=~"db-\d+""#, r#"instance=~"db-\\d+""#),

@@ -89,9 +89,9 @@ impl Matcher {
             input: input.to_string(),
             reason: reason.to_string(),
         };
-        let pos = s.find(['=', '!']).ok_or_else(|| {
-            bad("expected NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX")
-        })?;
+        let pos = s
+            .find(['=', '!'])
+            .ok_or_else(|| bad("expected NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX"))?;
         let name = s[..pos].trim();
         let rest = &s[pos..];
         let (op, value) = if let Some(v) = rest.strip_prefix("=~") {
@@ -231,13 +231,23 @@ mod tests {
     #[test]
     fn operators_match_like_alertmanager() {
         let l = labels(&[("severity", "critical"), ("service", "api")]);
-        assert!(Matcher::parse(r#"severity="critical""#).unwrap().matches(&l));
+        assert!(Matcher::parse(r#"severity="critical""#)
+            .unwrap()
+            .matches(&l));
         assert!(Matcher::parse("severity=critical").unwrap().matches(&l));
-        assert!(!Matcher::parse(r#"severity!="critical""#).unwrap().matches(&l));
+        assert!(!Matcher::parse(r#"severity!="critical""#)
+            .unwrap()
+            .matches(&l));
         assert!(Matcher::parse(r#"service=~"db|api""#).unwrap().matches(&l));
-        assert!(!Matcher::parse(r#"service=~"ap""#).unwrap().matches(&l), "anchored");
+        assert!(
+            !Matcher::parse(r#"service=~"ap""#).unwrap().matches(&l),
+            "anchored"
+        );
         assert!(Matcher::parse(r#"service!~"db""#).unwrap().matches(&l));
-        assert!(Matcher::parse(r#"team="""#).unwrap().matches(&l), "missing = empty");
+        assert!(
+            Matcher::parse(r#"team="""#).unwrap().matches(&l),
+            "missing = empty"
+        );
     }
 
     #[test]

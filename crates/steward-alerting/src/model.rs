@@ -179,7 +179,9 @@ impl Notification {
             truncated_alerts: 0,
             external_url: String::new(),
             created_at: now,
-            summary: Some(format!("Test notification from Steward to channel {channel}")),
+            summary: Some(format!(
+                "Test notification from Steward to channel {channel}"
+            )),
         }
     }
 }

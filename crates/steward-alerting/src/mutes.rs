@@ -124,7 +124,9 @@ impl CompiledWindow {
                     .map_err(|e| {
                         ConfigError::new(
                             format!("{key}.cron"),
-                            format!("{expr:?} is not a cron expression ({e}); e.g. \"0 2 * * SUN\""),
+                            format!(
+                                "{expr:?} is not a cron expression ({e}); e.g. \"0 2 * * SUN\""
+                            ),
                         )
                     })?;
                 let tzname = doc.timezone.as_deref().unwrap_or("UTC");
@@ -165,9 +167,10 @@ impl CompiledWindow {
                 (s <= now && now < e).then_some((s, e))
             }
             Some((cron, tz, len)) => {
-                // The first start after (now - len), inclusive: active when it is not after now.
+                // The first start strictly after (now - len): active when it is not after now
+                // (a window covers [start, start + len)).
                 let from = (now - *len).with_timezone(tz);
-                let start = cron.find_next_occurrence(&from, true).ok()?;
+                let start = cron.find_next_occurrence(&from, false).ok()?;
                 let start = start.with_timezone(&Utc);
                 (start <= now).then(|| (start, start + *len))
             }
@@ -311,12 +314,18 @@ mod tests {
         // 02:00 in Berlin in winter is 01:00 UTC.
         assert!(w.active_span(t("2026-12-01T00:59:59Z")).is_none());
         let (s, e) = w.active_span(t("2026-12-01T01:00:00Z")).unwrap();
-        assert_eq!((s, e), (t("2026-12-01T01:00:00Z"), t("2026-12-01T02:00:00Z")));
+        assert_eq!(
+            (s, e),
+            (t("2026-12-01T01:00:00Z"), t("2026-12-01T02:00:00Z"))
+        );
         assert!(w.active_span(t("2026-12-01T01:59:59Z")).is_some());
         assert!(w.active_span(t("2026-12-01T02:00:00Z")).is_none());
         // Summer time: 02:00 CEST is 00:00 UTC.
         assert!(w.active_span(t("2026-07-01T00:30:00Z")).is_some());
-        assert_eq!(w.next_start(t("2026-12-01T03:00:00Z")), Some(t("2026-12-02T01:00:00Z")));
+        assert_eq!(
+            w.next_start(t("2026-12-01T03:00:00Z")),
+            Some(t("2026-12-02T01:00:00Z"))
+        );
     }
 
     #[test]
@@ -355,9 +364,16 @@ mod tests {
             equal: vec!["cluster".into()],
         };
         let l = |pairs: &[(&str, &str)]| -> Labels {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
-        let db = l(&[("alertname", "DatabaseDown"), ("cluster", "a"), ("tier", "app")]);
+        let db = l(&[
+            ("alertname", "DatabaseDown"),
+            ("cluster", "a"),
+            ("tier", "app"),
+        ]);
         let firing = [("db".to_string(), db.clone())];
         let idx = InhibitIndex::build(
             std::slice::from_ref(&rule),

@@ -70,7 +70,12 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
-    pub fn new(item: &OutboxItem, now: DateTime<Utc>, outcome: &str, error: Option<String>) -> Self {
+    pub fn new(
+        item: &OutboxItem,
+        now: DateTime<Utc>,
+        outcome: &str,
+        error: Option<String>,
+    ) -> Self {
         let n = &item.notification;
         Self {
             time: now,

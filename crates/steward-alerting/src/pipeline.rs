@@ -136,7 +136,9 @@ pub struct MuteStatus {
 
 impl MuteStatus {
     pub fn is_muted(&self) -> bool {
-        !(self.silenced_by.is_empty() && self.inhibited_by.is_empty() && self.maintenance.is_empty())
+        !(self.silenced_by.is_empty()
+            && self.inhibited_by.is_empty()
+            && self.maintenance.is_empty())
     }
 }
 
@@ -369,7 +371,13 @@ impl Pipeline {
         InhibitIndex::build(&self.cfg.inhibit, firing.iter().copied())
     }
 
-    fn mute_of(&self, idx: &InhibitIndex, fp: &str, labels: &Labels, now: DateTime<Utc>) -> MuteStatus {
+    fn mute_of(
+        &self,
+        idx: &InhibitIndex,
+        fp: &str,
+        labels: &Labels,
+        now: DateTime<Utc>,
+    ) -> MuteStatus {
         let mut m = MuteStatus::default();
         for (s, matchers) in self.silences.values() {
             if s.state(now) == "active" && crate::matchers::all_match(matchers, labels) {
@@ -573,7 +581,10 @@ impl Pipeline {
         let (group_interval, repeat) = route
             .as_ref()
             .map(|r| (r.group_interval, r.repeat_interval))
-            .unwrap_or((std::time::Duration::from_secs(300), std::time::Duration::from_secs(14400)));
+            .unwrap_or((
+                std::time::Duration::from_secs(300),
+                std::time::Duration::from_secs(14400),
+            ));
         let mut firing = Vec::new();
         let mut firing_new = false;
         let mut firing_unmuted = false;
@@ -631,17 +642,21 @@ impl Pipeline {
                 .map(|s| s.1.clone())
                 .unwrap_or_default();
             for ch in chans {
-                out.push((ch, NotifyKind::Firing, firing.clone(), resolved_sent.clone()));
+                out.push((
+                    ch,
+                    NotifyKind::Firing,
+                    firing.clone(),
+                    resolved_sent.clone(),
+                ));
             }
         }
 
         if st.next_flush <= now {
-            let repeat_due = st
-                .last_notified
-                .is_some_and(|t| t + dur(repeat) <= now)
+            let repeat_due = st.last_notified.is_some_and(|t| t + dur(repeat) <= now)
                 && firing_unmuted
                 && st.acked.is_none();
-            let notify = firing_new || !resolved_sent.is_empty() || !vanished.is_empty() || repeat_due;
+            let notify =
+                firing_new || !resolved_sent.is_empty() || !vanished.is_empty() || repeat_due;
             if notify && (!firing.is_empty() || !resolved_sent.is_empty()) {
                 let kind = if firing.is_empty() {
                     NotifyKind::Resolved
@@ -731,19 +746,32 @@ impl Pipeline {
 
     /// A one-off informational notification (deploys, rotations) to the step-0 channels of
     /// the receivers `labels` route to.
-    pub fn change(&mut self, labels: Labels, summary: String, now: DateTime<Utc>) -> Vec<Notification> {
+    pub fn change(
+        &mut self,
+        labels: Labels,
+        summary: String,
+        now: DateTime<Utc>,
+    ) -> Vec<Notification> {
         let fp = fingerprint(&labels);
         let view = AlertView {
             status: "firing".into(),
             labels: labels.clone(),
-            annotations: [("summary".to_string(), summary.clone())].into_iter().collect(),
+            annotations: [("summary".to_string(), summary.clone())]
+                .into_iter()
+                .collect(),
             starts_at: now,
             ends_at: now,
             generator_url: String::new(),
             fingerprint: fp.clone(),
         };
         let mut out = Vec::new();
-        let routes: Vec<Route> = self.cfg.route.matching(&labels).into_iter().cloned().collect();
+        let routes: Vec<Route> = self
+            .cfg
+            .route
+            .matching(&labels)
+            .into_iter()
+            .cloned()
+            .collect();
         for r in routes {
             let gl = r.group_labels(&labels);
             let st = GroupState {
@@ -762,7 +790,8 @@ impl Pipeline {
                 flushed: true,
             };
             for ch in self.notified_channels(&st) {
-                let mut n = self.notification(&st, &ch, NotifyKind::Change, vec![view.clone()], now);
+                let mut n =
+                    self.notification(&st, &ch, NotifyKind::Change, vec![view.clone()], now);
                 n.summary = Some(summary.clone());
                 out.push(n);
             }
@@ -782,9 +811,10 @@ impl Pipeline {
             .filter(|(fp, a)| a.state(now) == AlertState::Resolved && !referenced.contains(fp))
             .filter(|(fp, _)| {
                 // Still waiting in a group that has not flushed it: keep until it does.
-                self.alert_groups
-                    .get(*fp)
-                    .is_none_or(|gs| gs.iter().all(|g| self.groups.get(g).is_none_or(|g| !g.members.contains(*fp))))
+                self.alert_groups.get(*fp).is_none_or(|gs| {
+                    gs.iter()
+                        .all(|g| self.groups.get(g).is_none_or(|g| !g.members.contains(*fp)))
+                })
             })
             .map(|(fp, _)| fp.clone())
             .collect();

@@ -204,7 +204,10 @@ receiver = "c"
         let names = |l: &Labels| -> Vec<String> {
             r.matching(l).iter().map(|r| r.receiver.clone()).collect()
         };
-        assert_eq!(names(&labels(&[("severity", "critical"), ("service", "db")])), ["b", "c"]);
+        assert_eq!(
+            names(&labels(&[("severity", "critical"), ("service", "db")])),
+            ["b", "c"]
+        );
         assert_eq!(names(&labels(&[("service", "api"), ("team", "x")])), ["d"]);
         assert_eq!(names(&labels(&[("service", "web")])), ["a"]);
         let d = r.matching(&labels(&[("service", "api"), ("team", "x")]))[0];

@@ -45,7 +45,11 @@ impl RuleEngine {
     }
 
     /// The actions for one event, and the counters it changed (to store with the cursor).
-    pub fn on_event(&mut self, ev: &EventRow, now: DateTime<Utc>) -> (Vec<Action>, Vec<(String, Counter)>) {
+    pub fn on_event(
+        &mut self,
+        ev: &EventRow,
+        now: DateTime<Utc>,
+    ) -> (Vec<Action>, Vec<(String, Counter)>) {
         let detail: Value = serde_json::from_str(&ev.detail).unwrap_or(Value::Null);
         let mut actions = Vec::new();
         let mut changed = Vec::new();
@@ -95,7 +99,8 @@ impl RuleEngine {
                         ends_at: rule.resolve_after.map(|d| now + dur(d)),
                         generator_url: String::new(),
                         updated_at: now,
-                        fire_at: (!rule.for_duration.is_zero()).then(|| now + dur(rule.for_duration)),
+                        fire_at: (!rule.for_duration.is_zero())
+                            .then(|| now + dur(rule.for_duration)),
                         source: "rule".into(),
                     }));
                 }
@@ -171,10 +176,15 @@ mod tests {
             resolve_event: Some("check.passed".into()),
             resolve_after: None,
             alertname: "CheckDown".into(),
-            labels: [("severity".to_string(), "critical".to_string())].into_iter().collect(),
-            annotations: [("summary".to_string(), "{env}/{path}: {detail.reason} ({detail.attempt})".to_string())]
+            labels: [("severity".to_string(), "critical".to_string())]
                 .into_iter()
                 .collect(),
+            annotations: [(
+                "summary".to_string(),
+                "{env}/{path}: {detail.reason} ({detail.attempt})".to_string(),
+            )]
+            .into_iter()
+            .collect(),
             for_duration: std::time::Duration::ZERO,
             fail_after,
             recover_after,
@@ -188,8 +198,13 @@ mod tests {
         let now = Utc::now();
         assert!(e.on_event(&ev("check.failed"), now).0.is_empty());
         let (a, _) = e.on_event(&ev("check.failed"), now);
-        let Action::Raise(doc) = &a[0] else { panic!("{a:?}") };
-        assert_eq!(doc.annotations["summary"], "prod/db/app: connection refused (3)");
+        let Action::Raise(doc) = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(
+            doc.annotations["summary"],
+            "prod/db/app: connection refused (3)"
+        );
         assert_eq!(doc.labels["severity"], "critical");
         assert!(e.on_event(&ev("check.passed"), now).0.is_empty());
         // A failure in between starts the recovery count again.

@@ -142,13 +142,18 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> SecretsError {
 
 impl Alerting {
     /// Compiles the config and builds the channels (nothing is read from the store yet).
-    pub fn new(engine: Arc<Engine>, cfg: &AlertingConfig) -> std::result::Result<Arc<Self>, ConfigError> {
+    pub fn new(
+        engine: Arc<Engine>,
+        cfg: &AlertingConfig,
+    ) -> std::result::Result<Arc<Self>, ConfigError> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| ConfigError::new("alerting", format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| {
+                ConfigError::new("alerting", format!("cannot build the HTTP client: {e}"))
+            })?;
         let (compiled, channels) = prepare(cfg, &http)?;
         let rules = RuleEngine::new(compiled.rules.clone(), HashMap::new());
         let slack = ChronoDuration::from_std(compiled.resolve_timeout / 4)
@@ -211,7 +216,12 @@ impl Alerting {
         let alerts = all("alert")
             .await?
             .into_iter()
-            .map(|r| Ok((r.id, serde_json::from_str::<AlertDoc>(&r.doc).map_err(|e| corrupt("alert", e))?)))
+            .map(|r| {
+                Ok((
+                    r.id,
+                    serde_json::from_str::<AlertDoc>(&r.doc).map_err(|e| corrupt("alert", e))?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         let silences = all("silence").await?;
         let windows = all("maintenance").await?;
@@ -223,9 +233,12 @@ impl Alerting {
             p.set_silence(s).map_err(|e| corrupt("silence", e))?;
         }
         for w in windows {
-            let m: Maintenance = serde_json::from_str(&w.doc).map_err(|e| corrupt("maintenance window", e))?;
+            let m: Maintenance =
+                serde_json::from_str(&w.doc).map_err(|e| corrupt("maintenance window", e))?;
             let key = format!("maintenance {}", m.id);
-            p.set_window(CompiledWindow::compile(m, &key).map_err(|e| corrupt("maintenance window", e))?);
+            p.set_window(
+                CompiledWindow::compile(m, &key).map_err(|e| corrupt("maintenance window", e))?,
+            );
         }
         drop(p);
         let mut r = self.rules.lock().unwrap_or_else(|e| e.into_inner());
@@ -250,7 +263,9 @@ impl Alerting {
             if !loaded {
                 match self.load().await {
                     Ok(()) => loaded = self.load_order().await.is_ok(),
-                    Err(e) => tracing::warn!(error = %e, "alerting: cannot load state yet; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "alerting: cannot load state yet; retrying")
+                    }
                 }
             }
             if loaded {
@@ -272,7 +287,9 @@ impl Alerting {
                     let _ = self
                         .engine
                         .store()
-                        .write(None, move |tx: &mut dyn Tx| tx.record_delete_due(LOG, before))
+                        .write(None, move |tx: &mut dyn Tx| {
+                            tx.record_delete_due(LOG, before)
+                        })
                         .await;
                 }
             }
@@ -295,9 +312,14 @@ impl Alerting {
             Some(v) => String::from_utf8_lossy(&v).parse::<u64>().unwrap_or(0),
             None => {
                 // First start: alert on what happens from now on, not on history.
-                let last = store.read(|tx| tx.events_last_seq()).await.map_err(SecretsError::from)?;
+                let last = store
+                    .read(|tx| tx.events_last_seq())
+                    .await
+                    .map_err(SecretsError::from)?;
                 store
-                    .write(None, move |tx: &mut dyn Tx| tx.sys_put(CURSOR_KEY, last.to_string().as_bytes()))
+                    .write(None, move |tx: &mut dyn Tx| {
+                        tx.sys_put(CURSOR_KEY, last.to_string().as_bytes())
+                    })
                     .await
                     .map_err(SecretsError::from)?;
                 return Ok(());
@@ -380,7 +402,12 @@ impl Alerting {
 
     /// Writes a flush (group states, deletions, outbox rows), with `draft` as its audit
     /// entry when a request caused it; undoes it in memory if the write fails.
-    async fn persist(&self, flush: Flush, now: DateTime<Utc>, draft: Option<AuditDraft>) -> Result<usize> {
+    async fn persist(
+        &self,
+        flush: Flush,
+        now: DateTime<Utc>,
+        draft: Option<AuditDraft>,
+    ) -> Result<usize> {
         if flush.is_empty() && draft.is_none() {
             return Ok(0);
         }
@@ -444,7 +471,10 @@ impl Alerting {
         let rows = self.list_kind(OUTBOX).await?;
         let mut o = self.order.lock().unwrap_or_else(|e| e.into_inner());
         for item in rows {
-            let key = (item.notification.channel.clone(), item.notification.dedup_key.clone());
+            let key = (
+                item.notification.channel.clone(),
+                item.notification.dedup_key.clone(),
+            );
             o.waiting.entry(key).or_insert(item.notification.id.clone());
         }
         Ok(())
@@ -482,7 +512,10 @@ impl Alerting {
                     .store()
                     .write(None, move |tx: &mut dyn Tx| {
                         tx.record_delete(OUTBOX, &id)?;
-                        tx.record_put(&RecordRow { kind: DEAD.into(), ..row })
+                        tx.record_put(&RecordRow {
+                            kind: DEAD.into(),
+                            ..row
+                        })
                     })
                     .await;
                 continue;
@@ -503,7 +536,11 @@ impl Alerting {
             let me = self.clone();
             tokio::spawn(async move {
                 me.send_one(item).await;
-                me.order.lock().unwrap_or_else(|e| e.into_inner()).busy.remove(&key);
+                me.order
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .busy
+                    .remove(&key);
                 drop(permit);
             });
         }
@@ -512,7 +549,10 @@ impl Alerting {
     async fn send_one(&self, mut item: OutboxItem) {
         let channel = item.notification.channel.clone();
         let result = match self.channels.get(&channel) {
-            Some(ch) => ch.send(&item.notification, &Secrets(self.engine.clone())).await,
+            Some(ch) => {
+                ch.send(&item.notification, &Secrets(self.engine.clone()))
+                    .await
+            }
             None => Err(SendError::permanent(format!(
                 "channel {channel:?} is no longer configured"
             ))),
@@ -522,7 +562,9 @@ impl Alerting {
         let id = item.notification.id.clone();
         match result {
             Ok(()) => {
-                self.counters.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.counters
+                    .sent
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let log = LogEntry::new(&item, now, "sent", None).row();
                 let r = self
                     .engine
@@ -534,14 +576,18 @@ impl Alerting {
                     .await;
                 match r {
                     Ok(()) => self.done(&item.notification),
-                    Err(e) => tracing::warn!(error = %e, "alerting: sent, but cannot record it; it may be sent again"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "alerting: sent, but cannot record it; it may be sent again")
+                    }
                 }
                 self.channel_recovered(&channel, now).await;
             }
             Err(e) => {
                 let reason = e.to_string();
                 let retry = match &e {
-                    SendError::Retryable { retry_after, .. } if item.attempts < self.delivery.max_attempts => {
+                    SendError::Retryable { retry_after, .. }
+                        if item.attempts < self.delivery.max_attempts =>
+                    {
                         Some(backoff(
                             item.attempts,
                             self.delivery.retry_base,
@@ -554,7 +600,9 @@ impl Alerting {
                 item.last_error = Some(reason.clone());
                 match retry {
                     Some(wait) => {
-                        self.counters.retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.counters
+                            .retried
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(channel = %channel, attempt = item.attempts, error = %reason, "alerting: send failed; will retry");
                         let due = now + crate::pipeline::dur(wait);
                         let log = LogEntry::new(&item, now, "retry", Some(reason)).row();
@@ -562,7 +610,8 @@ impl Alerting {
                         {
                             let n = &item.notification;
                             let mut o = self.order.lock().unwrap_or_else(|e| e.into_inner());
-                            o.waiting.insert((n.channel.clone(), n.dedup_key.clone()), n.id.clone());
+                            o.waiting
+                                .insert((n.channel.clone(), n.dedup_key.clone()), n.id.clone());
                         }
                         let _ = self
                             .engine
@@ -574,7 +623,9 @@ impl Alerting {
                             .await;
                     }
                     None => {
-                        self.counters.dead.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.counters
+                            .dead
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::error!(channel = %channel, attempt = item.attempts, error = %reason, "alerting: notification moved to the dead letters");
                         item.dead_at = Some(now);
                         let log = LogEntry::new(&item, now, "dead", Some(reason.clone())).row();
@@ -652,7 +703,8 @@ impl Alerting {
         let fp = fingerprint(&Self::failing_labels(channel));
         let row = {
             let mut p = self.pipe();
-            p.resolve(&fp, now).then(|| alert_row(&fp, p.get(&fp).expect("present")))
+            p.resolve(&fp, now)
+                .then(|| alert_row(&fp, p.get(&fp).expect("present")))
         };
         if let Some(row) = row {
             let _ = self
@@ -685,7 +737,13 @@ impl Alerting {
 
     // ---- operations for the API ----------------------------------------------------------
 
-    async fn auth(&self, ctx: &RequestCtx, action: &str, area: &str, cap: Capability) -> Result<(Caller, AuditDraft)> {
+    async fn auth(
+        &self,
+        ctx: &RequestCtx,
+        action: &str,
+        area: &str,
+        cap: Capability,
+    ) -> Result<(Caller, AuditDraft)> {
         let (caller, draft) = self.engine.authorize(ctx, action, None, cap).await?;
         if let Err(e) = caller.require(cap, "sys", area) {
             return self.engine.complete(ctx, draft, Err(e)).await;
@@ -695,7 +753,9 @@ impl Alerting {
 
     /// `POST /api/v2/alerts`: validates, applies, and stores alerts before answering.
     pub async fn ingest(&self, ctx: &RequestCtx, alerts: Vec<PostableAlert>) -> Result<usize> {
-        let (_, draft) = self.auth(ctx, "alerts.post", "alerts", Capability::Write).await?;
+        let (_, draft) = self
+            .auth(ctx, "alerts.post", "alerts", Capability::Write)
+            .await?;
         let now = self.now();
         for (i, a) in alerts.iter().enumerate() {
             let check = (|| {
@@ -704,12 +764,20 @@ impl Alerting {
                 }
                 for (k, v) in &a.labels {
                     if Matcher::new(k, crate::matchers::MatchOp::Eq, v).is_err() {
-                        return Err(bad("invalid_alert", format!("alert {i}: {k:?} is not a label name (letters, digits and '_')")));
+                        return Err(bad(
+                            "invalid_alert",
+                            format!(
+                                "alert {i}: {k:?} is not a label name (letters, digits and '_')"
+                            ),
+                        ));
                     }
                 }
                 if let (Some(s), Some(e)) = (a.starts_at, a.ends_at) {
                     if e < s {
-                        return Err(bad("invalid_alert", format!("alert {i}: endsAt is before startsAt")));
+                        return Err(bad(
+                            "invalid_alert",
+                            format!("alert {i}: endsAt is before startsAt"),
+                        ));
                     }
                 }
                 Ok(())
@@ -760,7 +828,9 @@ impl Alerting {
 
     /// Every alert (`filter`: matchers every listed alert satisfies).
     pub async fn alerts(&self, ctx: &RequestCtx, filter: &[String]) -> Result<Vec<AlertInfo>> {
-        let (_, draft) = self.auth(ctx, "alerts.list", "alerts", Capability::Read).await?;
+        let (_, draft) = self
+            .auth(ctx, "alerts.list", "alerts", Capability::Read)
+            .await?;
         let r = parse_list(filter)
             .map_err(|e| bad("invalid_filter", e.to_string()))
             .map(|m| {
@@ -774,17 +844,22 @@ impl Alerting {
     }
 
     pub async fn alert(&self, ctx: &RequestCtx, fp: &str) -> Result<AlertInfo> {
-        let (_, draft) = self.auth(ctx, "alerts.read", "alerts", Capability::Read).await?;
-        let r = self
-            .pipe()
-            .info_of(fp, self.now())
-            .ok_or_else(|| SecretsError::not_found(format!("no alert has fingerprint {fp:?}; `steward alerts list` shows them")));
+        let (_, draft) = self
+            .auth(ctx, "alerts.read", "alerts", Capability::Read)
+            .await?;
+        let r = self.pipe().info_of(fp, self.now()).ok_or_else(|| {
+            SecretsError::not_found(format!(
+                "no alert has fingerprint {fp:?}; `steward alerts list` shows them"
+            ))
+        });
         self.engine.complete(ctx, draft, r).await
     }
 
     /// Groups with their members.
     pub async fn groups(&self, ctx: &RequestCtx) -> Result<Vec<(GroupState, Vec<AlertInfo>)>> {
-        let (_, draft) = self.auth(ctx, "alerts.groups", "alerts", Capability::Read).await?;
+        let (_, draft) = self
+            .auth(ctx, "alerts.groups", "alerts", Capability::Read)
+            .await?;
         let now = self.now();
         let out = {
             let p = self.pipe();
@@ -802,7 +877,9 @@ impl Alerting {
     /// Acknowledges the groups of an alert (or a group id): reminders and escalation stop;
     /// channels already notified hear of it; the resolve still goes out.
     pub async fn ack(&self, ctx: &RequestCtx, target: &str, comment: &str) -> Result<Vec<String>> {
-        let (caller, draft) = self.auth(ctx, "alerts.ack", "alerts", Capability::Write).await?;
+        let (caller, draft) = self
+            .auth(ctx, "alerts.ack", "alerts", Capability::Write)
+            .await?;
         let now = self.now();
         let ack = Ack {
             by: caller.display_name.clone(),
@@ -813,9 +890,14 @@ impl Alerting {
         if flush.groups_put.is_empty() {
             let known = self.pipe().get(target).is_some();
             let e = if known {
-                bad("already_acknowledged", format!("every group of {target:?} is already acknowledged"))
+                bad(
+                    "already_acknowledged",
+                    format!("every group of {target:?} is already acknowledged"),
+                )
             } else {
-                SecretsError::not_found(format!("no alert or group is {target:?}; `steward alerts list` shows fingerprints"))
+                SecretsError::not_found(format!(
+                    "no alert or group is {target:?}; `steward alerts list` shows fingerprints"
+                ))
             };
             return self.engine.complete(ctx, draft, Err(e)).await;
         }
@@ -826,13 +908,17 @@ impl Alerting {
     }
 
     pub async fn silences(&self, ctx: &RequestCtx) -> Result<Vec<Silence>> {
-        let (_, draft) = self.auth(ctx, "silences.list", "silences", Capability::Read).await?;
+        let (_, draft) = self
+            .auth(ctx, "silences.list", "silences", Capability::Read)
+            .await?;
         let s = self.pipe().silences();
         self.engine.complete(ctx, draft, Ok(s)).await
     }
 
     pub async fn silence(&self, ctx: &RequestCtx, id: &str) -> Result<Silence> {
-        let (_, draft) = self.auth(ctx, "silences.read", "silences", Capability::Read).await?;
+        let (_, draft) = self
+            .auth(ctx, "silences.read", "silences", Capability::Read)
+            .await?;
         let s = self
             .pipe()
             .silence(id)
@@ -842,24 +928,35 @@ impl Alerting {
 
     /// Creates (or, with an id, updates) a silence; returns its id.
     pub async fn put_silence(&self, ctx: &RequestCtx, s: PostableSilence) -> Result<String> {
-        let (caller, draft) = self.auth(ctx, "silences.put", "silences", Capability::Write).await?;
+        let (caller, draft) = self
+            .auth(ctx, "silences.put", "silences", Capability::Write)
+            .await?;
         let now = self.now();
         let check = (|| {
             if s.matchers.is_empty() {
-                return Err(bad("invalid_silence", "a silence needs at least one matcher"));
+                return Err(bad(
+                    "invalid_silence",
+                    "a silence needs at least one matcher",
+                ));
             }
             for m in &s.matchers {
-                m.compile().map_err(|e| bad("invalid_silence", e.to_string()))?;
+                m.compile()
+                    .map_err(|e| bad("invalid_silence", e.to_string()))?;
             }
             if s.ends_at <= s.starts_at {
                 return Err(bad("invalid_silence", "endsAt must be after startsAt"));
             }
             if s.ends_at <= now {
-                return Err(bad("invalid_silence", "endsAt is in the past; a silence must end in the future"));
+                return Err(bad(
+                    "invalid_silence",
+                    "endsAt is in the past; a silence must end in the future",
+                ));
             }
             if let Some(id) = &s.id {
                 if self.pipe().silence(id).is_none() {
-                    return Err(SecretsError::not_found(format!("no silence has id {id:?}; omit the id to create one")));
+                    return Err(SecretsError::not_found(format!(
+                        "no silence has id {id:?}; omit the id to create one"
+                    )));
                 }
             }
             Ok(())
@@ -870,16 +967,28 @@ impl Alerting {
         let silence = Silence {
             id: s.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             matchers: s.matchers,
-            starts_at: s.starts_at.max(now - ChronoDuration::seconds(1)).min(s.starts_at.max(now)),
+            starts_at: s
+                .starts_at
+                .max(now - ChronoDuration::seconds(1))
+                .min(s.starts_at.max(now)),
             ends_at: s.ends_at,
-            created_by: if s.created_by.is_empty() { caller.display_name.clone() } else { s.created_by },
+            created_by: if s.created_by.is_empty() {
+                caller.display_name.clone()
+            } else {
+                s.created_by
+            },
             comment: s.comment,
             updated_at: now,
         };
         self.store_silence(ctx, draft, silence).await
     }
 
-    async fn store_silence(&self, ctx: &RequestCtx, draft: AuditDraft, s: Silence) -> Result<String> {
+    async fn store_silence(
+        &self,
+        ctx: &RequestCtx,
+        draft: AuditDraft,
+        s: Silence,
+    ) -> Result<String> {
         let row = RecordRow {
             kind: "silence".into(),
             id: s.id.clone(),
@@ -901,7 +1010,9 @@ impl Alerting {
 
     /// Ends a silence now (it stays listed as expired).
     pub async fn expire_silence(&self, ctx: &RequestCtx, id: &str) -> Result<()> {
-        let (_, draft) = self.auth(ctx, "silences.expire", "silences", Capability::Write).await?;
+        let (_, draft) = self
+            .auth(ctx, "silences.expire", "silences", Capability::Write)
+            .await?;
         let now = self.now();
         let found = self.pipe().silence(id);
         let s = match found {
@@ -910,7 +1021,10 @@ impl Alerting {
                 return self.engine.complete(ctx, draft, Err(e)).await;
             }
             Some(s) if s.state(now) == "expired" => {
-                let e = bad("already_expired", format!("silence {id:?} has already expired"));
+                let e = bad(
+                    "already_expired",
+                    format!("silence {id:?} has already expired"),
+                );
                 return self.engine.complete(ctx, draft, Err(e)).await;
             }
             Some(s) => s,
@@ -925,7 +1039,9 @@ impl Alerting {
     }
 
     pub async fn windows(&self, ctx: &RequestCtx) -> Result<Vec<WindowInfo>> {
-        let (_, draft) = self.auth(ctx, "maintenance.list", "maintenance", Capability::Read).await?;
+        let (_, draft) = self
+            .auth(ctx, "maintenance.list", "maintenance", Capability::Read)
+            .await?;
         let now = self.now();
         let out = self
             .pipe()
@@ -945,16 +1061,26 @@ impl Alerting {
     }
 
     /// Opens a maintenance window (one-off by default: from now for `duration`).
-    pub async fn start_window(&self, ctx: &RequestCtx, req: MaintenanceRequest) -> Result<WindowInfo> {
-        let (caller, draft) = self.auth(ctx, "maintenance.start", "maintenance", Capability::Write).await?;
+    pub async fn start_window(
+        &self,
+        ctx: &RequestCtx,
+        req: MaintenanceRequest,
+    ) -> Result<WindowInfo> {
+        let (caller, draft) = self
+            .auth(ctx, "maintenance.start", "maintenance", Capability::Write)
+            .await?;
         let now = self.now();
         let built = (|| {
             let duration = req
                 .duration
                 .as_deref()
                 .map(|d| {
-                    humantime::parse_duration(d)
-                        .map_err(|e| bad("invalid_window", format!("duration {d:?} is not a duration ({e}); e.g. \"30m\"")))
+                    humantime::parse_duration(d).map_err(|e| {
+                        bad(
+                            "invalid_window",
+                            format!("duration {d:?} is not a duration ({e}); e.g. \"30m\""),
+                        )
+                    })
                 })
                 .transpose()?;
             let (starts_at, ends_at) = if req.cron.is_some() {
@@ -965,11 +1091,17 @@ impl Alerting {
                     (Some(e), _) => e,
                     (None, Some(d)) => s + crate::pipeline::dur(d),
                     (None, None) => {
-                        return Err(bad("invalid_window", "give duration (e.g. \"30m\") or ends_at, or cron and duration"))
+                        return Err(bad(
+                            "invalid_window",
+                            "give duration (e.g. \"30m\") or ends_at, or cron and duration",
+                        ))
                     }
                 };
                 if e <= s || e <= now {
-                    return Err(bad("invalid_window", "the window must end after it starts and in the future"));
+                    return Err(bad(
+                        "invalid_window",
+                        "the window must end after it starts and in the future",
+                    ));
                 }
                 (Some(s), Some(e))
             };
@@ -995,7 +1127,11 @@ impl Alerting {
         self.store_window(w, Some(draft)).await
     }
 
-    async fn store_window(&self, w: CompiledWindow, draft: Option<AuditDraft>) -> Result<WindowInfo> {
+    async fn store_window(
+        &self,
+        w: CompiledWindow,
+        draft: Option<AuditDraft>,
+    ) -> Result<WindowInfo> {
         let now = self.now();
         let row = RecordRow {
             kind: "maintenance".into(),
@@ -1021,7 +1157,12 @@ impl Alerting {
 
     /// Opens a window for Steward's own work (a deploy, a backup) from now for `length`;
     /// close it with [`Alerting::close_window`] when done. Returns its id.
-    pub async fn open_window(&self, name: &str, matchers: Vec<String>, length: Duration) -> Result<String> {
+    pub async fn open_window(
+        &self,
+        name: &str,
+        matchers: Vec<String>,
+        length: Duration,
+    ) -> Result<String> {
         let now = self.now();
         let doc = Maintenance {
             id: uuid::Uuid::new_v4().to_string(),
@@ -1035,7 +1176,8 @@ impl Alerting {
             comment: format!("opened by Steward for {name}"),
             created_by: steward_secrets::SYSTEM_ACTOR.into(),
         };
-        let w = CompiledWindow::compile(doc, "window").map_err(|e| bad("invalid_window", e.message))?;
+        let w =
+            CompiledWindow::compile(doc, "window").map_err(|e| bad("invalid_window", e.message))?;
         Ok(self.store_window(w, None).await?.doc.id)
     }
 
@@ -1048,7 +1190,9 @@ impl Alerting {
         let i = id.to_string();
         self.engine
             .store()
-            .write(draft, move |tx: &mut dyn Tx| tx.record_delete("maintenance", &i).map(drop))
+            .write(draft, move |tx: &mut dyn Tx| {
+                tx.record_delete("maintenance", &i).map(drop)
+            })
             .await
             .map_err(SecretsError::from)?;
         self.pipe().remove_window(id);
@@ -1058,9 +1202,14 @@ impl Alerting {
 
     /// Closes a window opened through the API (config windows are changed in the config).
     pub async fn end_window(&self, ctx: &RequestCtx, id: &str) -> Result<()> {
-        let (_, draft) = self.auth(ctx, "maintenance.end", "maintenance", Capability::Write).await?;
+        let (_, draft) = self
+            .auth(ctx, "maintenance.end", "maintenance", Capability::Write)
+            .await?;
         if id.starts_with("config:") {
-            let e = bad("config_window", "this window comes from [[alerting.maintenance]]; change the config to remove it");
+            let e = bad(
+                "config_window",
+                "this window comes from [[alerting.maintenance]]; change the config to remove it",
+            );
             return self.engine.complete(ctx, draft, Err(e)).await;
         }
         if !self.pipe().windows().iter().any(|w| w.doc.id == id) {
@@ -1073,7 +1222,9 @@ impl Alerting {
     }
 
     pub async fn dead_letters(&self, ctx: &RequestCtx) -> Result<Vec<OutboxItem>> {
-        let (_, draft) = self.auth(ctx, "alerts.dead_letters", "alerts", Capability::Read).await?;
+        let (_, draft) = self
+            .auth(ctx, "alerts.dead_letters", "alerts", Capability::Read)
+            .await?;
         let r = self.list_kind(DEAD).await;
         self.engine.complete(ctx, draft, r).await
     }
@@ -1092,14 +1243,18 @@ impl Alerting {
 
     /// Pending notifications (the outbox).
     pub async fn pending(&self, ctx: &RequestCtx) -> Result<Vec<OutboxItem>> {
-        let (_, draft) = self.auth(ctx, "alerts.outbox", "alerts", Capability::Read).await?;
+        let (_, draft) = self
+            .auth(ctx, "alerts.outbox", "alerts", Capability::Read)
+            .await?;
         let r = self.list_kind(OUTBOX).await;
         self.engine.complete(ctx, draft, r).await
     }
 
     /// Moves dead letters (all, or `ids`) back to the outbox with fresh attempts.
     pub async fn replay(&self, ctx: &RequestCtx, ids: Option<Vec<String>>) -> Result<usize> {
-        let (_, draft) = self.auth(ctx, "alerts.replay", "alerting", Capability::Admin).await?;
+        let (_, draft) = self
+            .auth(ctx, "alerts.replay", "alerting", Capability::Admin)
+            .await?;
         let now = self.now();
         self.engine.mark_audited(ctx);
         let n = self
@@ -1112,7 +1267,8 @@ impl Alerting {
                     if ids.as_ref().is_some_and(|ids| !ids.contains(&r.id)) {
                         continue;
                     }
-                    let mut item: OutboxItem = serde_json::from_str(&r.doc).map_err(|e| corrupt("notification", e))?;
+                    let mut item: OutboxItem =
+                        serde_json::from_str(&r.doc).map_err(|e| corrupt("notification", e))?;
                     item.attempts = 0;
                     item.dead_at = None;
                     tx.record_delete(DEAD, &r.id)?;
@@ -1128,11 +1284,15 @@ impl Alerting {
 
     /// Sends a test notification to one channel at once and reports the outcome.
     pub async fn notify_test(&self, ctx: &RequestCtx, channel: &str) -> Result<Value> {
-        let (_, draft) = self.auth(ctx, "alerts.notify_test", "alerting", Capability::Admin).await?;
+        let (_, draft) = self
+            .auth(ctx, "alerts.notify_test", "alerting", Capability::Admin)
+            .await?;
         let Some(ch) = self.channels.get(channel) else {
             let mut names: Vec<&String> = self.channels.keys().collect();
             names.sort();
-            let e = SecretsError::not_found(format!("no channel is named {channel:?} (configured: {names:?})"));
+            let e = SecretsError::not_found(format!(
+                "no channel is named {channel:?} (configured: {names:?})"
+            ));
             return self.engine.complete(ctx, draft, Err(e)).await;
         };
         let now = self.now();
@@ -1163,7 +1323,9 @@ impl Alerting {
 
     /// The notification log, newest first.
     pub async fn log(&self, ctx: &RequestCtx, limit: u32) -> Result<Vec<LogEntry>> {
-        let (_, draft) = self.auth(ctx, "alerts.log", "alerts", Capability::Read).await?;
+        let (_, draft) = self
+            .auth(ctx, "alerts.log", "alerts", Capability::Read)
+            .await?;
         let r = self
             .engine
             .store()
@@ -1207,7 +1369,12 @@ impl Alerting {
         let (q, d) = self
             .engine
             .store()
-            .read(|tx| Ok::<_, steward_store::StoreError>((tx.record_count(OUTBOX)?, tx.record_count(DEAD)?)))
+            .read(|tx| {
+                Ok::<_, steward_store::StoreError>((
+                    tx.record_count(OUTBOX)?,
+                    tx.record_count(DEAD)?,
+                ))
+            })
             .await
             .map_err(SecretsError::from)?;
         st.queued = q;
@@ -1250,7 +1417,8 @@ impl Alerting {
         let fp = fingerprint(labels);
         let row = {
             let mut p = self.pipe();
-            p.resolve(&fp, now).then(|| alert_row(&fp, p.get(&fp).expect("present")))
+            p.resolve(&fp, now)
+                .then(|| alert_row(&fp, p.get(&fp).expect("present")))
         };
         let Some(row) = row else {
             return Ok(false);
@@ -1307,9 +1475,9 @@ struct Secrets(Arc<Engine>);
 #[async_trait]
 impl SecretSource for Secrets {
     async fn resolve(&self, reference: &str) -> std::result::Result<Zeroizing<String>, String> {
-        let (target, field) = reference
-            .split_once('#')
-            .ok_or_else(|| format!("secret reference {reference:?} needs a field: ENV/PATH#FIELD"))?;
+        let (target, field) = reference.split_once('#').ok_or_else(|| {
+            format!("secret reference {reference:?} needs a field: ENV/PATH#FIELD")
+        })?;
         let (env, path) = target
             .split_once('/')
             .ok_or_else(|| format!("secret reference {reference:?} needs ENV/PATH#FIELD"))?;

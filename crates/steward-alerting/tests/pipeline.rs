@@ -98,14 +98,33 @@ fn summary(ns: &[Notification]) -> Vec<(String, String, usize)> {
 #[test]
 fn group_wait_batches_then_group_interval_spaces_updates() {
     let mut p = pipeline("");
-    fire(&mut p, &[("alertname", "HighLatency"), ("instance", "a")], secs(0));
-    fire(&mut p, &[("alertname", "HighLatency"), ("instance", "b")], secs(10));
-    assert!(eval(&mut p, secs(29)).is_empty(), "group_wait holds the first notification");
+    fire(
+        &mut p,
+        &[("alertname", "HighLatency"), ("instance", "a")],
+        secs(0),
+    );
+    fire(
+        &mut p,
+        &[("alertname", "HighLatency"), ("instance", "b")],
+        secs(10),
+    );
+    assert!(
+        eval(&mut p, secs(29)).is_empty(),
+        "group_wait holds the first notification"
+    );
     let n = eval(&mut p, secs(30));
-    assert_eq!(summary(&n), [("hook".into(), "firing".into(), 2)], "both in one");
+    assert_eq!(
+        summary(&n),
+        [("hook".into(), "firing".into(), 2)],
+        "both in one"
+    );
     assert_eq!(n[0].group_labels, labels(&[("alertname", "HighLatency")]));
     // A new alert in the group waits for the next group_interval.
-    fire(&mut p, &[("alertname", "HighLatency"), ("instance", "c")], secs(40));
+    fire(
+        &mut p,
+        &[("alertname", "HighLatency"), ("instance", "c")],
+        secs(40),
+    );
     assert!(eval(&mut p, secs(60)).is_empty());
     assert!(eval(&mut p, secs(329)).is_empty());
     let n = eval(&mut p, secs(330));
@@ -130,7 +149,11 @@ fn repeat_interval_reminds_and_resolve_is_sent() {
     let n = eval(&mut p, secs(t + 300));
     assert_eq!(summary(&n), [("hook".into(), "resolved".into(), 1)]);
     assert_eq!(n[0].kind, NotifyKind::Resolved);
-    assert_eq!(p.alert_count(), 0, "resolved and notified alerts are collected");
+    assert_eq!(
+        p.alert_count(),
+        0,
+        "resolved and notified alerts are collected"
+    );
     assert_eq!(p.group_count(), 0);
 }
 
@@ -163,7 +186,11 @@ fn silence(id: &str, name: &str, value: &str, from: DateTime<Utc>, to: DateTime<
 #[test]
 fn a_silence_mutes_new_notifications_but_lets_the_resolve_through() {
     let mut p = pipeline("");
-    let fp = fire(&mut p, &[("alertname", "DiskFull"), ("host", "db1")], secs(0));
+    let fp = fire(
+        &mut p,
+        &[("alertname", "DiskFull"), ("host", "db1")],
+        secs(0),
+    );
     assert_eq!(eval(&mut p, secs(30)).len(), 1, "firing went out");
     p.set_silence(silence("s1", "host", "db1", secs(40), secs(86_400)))
         .unwrap();
@@ -172,13 +199,22 @@ fn a_silence_mutes_new_notifications_but_lets_the_resolve_through() {
         assert!(eval(&mut p, secs(30 + 300 * k)).is_empty());
     }
     // A new alert matching the silence is never announced.
-    fire(&mut p, &[("alertname", "DiskFull"), ("host", "db1"), ("disk", "2")], secs(18_100));
+    fire(
+        &mut p,
+        &[("alertname", "DiskFull"), ("host", "db1"), ("disk", "2")],
+        secs(18_100),
+    );
     assert!(eval(&mut p, secs(18_330)).is_empty());
     // The resolve of the alert that was announced goes out (alertmanager#226).
     p.resolve(&fp, secs(18_400));
     let n = eval(&mut p, secs(18_630));
     assert_eq!(n.len(), 1);
-    assert_eq!(n[0].alerts.len(), 1, "only the announced alert: {:?}", n[0].alerts);
+    assert_eq!(
+        n[0].alerts.len(),
+        1,
+        "only the announced alert: {:?}",
+        n[0].alerts
+    );
     assert_eq!(n[0].alerts[0].status, "resolved");
     assert_eq!(n[0].status, "resolved");
 }
@@ -186,20 +222,54 @@ fn a_silence_mutes_new_notifications_but_lets_the_resolve_through() {
 #[test]
 fn inhibition_suppresses_dependents_but_not_their_resolves() {
     let mut p = pipeline("");
-    let app = fire(&mut p, &[("alertname", "AppSlow"), ("tier", "app"), ("cluster", "a")], secs(0));
+    let app = fire(
+        &mut p,
+        &[("alertname", "AppSlow"), ("tier", "app"), ("cluster", "a")],
+        secs(0),
+    );
     assert_eq!(eval(&mut p, secs(30)).len(), 1);
     // The database goes down: the database alert is sent, a new app alert is not.
-    fire(&mut p, &[("alertname", "DatabaseDown"), ("cluster", "a")], secs(40));
-    fire(&mut p, &[("alertname", "AppErrors"), ("tier", "app"), ("cluster", "a")], secs(40));
-    fire(&mut p, &[("alertname", "AppErrors"), ("tier", "app"), ("cluster", "b")], secs(40));
+    fire(
+        &mut p,
+        &[("alertname", "DatabaseDown"), ("cluster", "a")],
+        secs(40),
+    );
+    fire(
+        &mut p,
+        &[
+            ("alertname", "AppErrors"),
+            ("tier", "app"),
+            ("cluster", "a"),
+        ],
+        secs(40),
+    );
+    fire(
+        &mut p,
+        &[
+            ("alertname", "AppErrors"),
+            ("tier", "app"),
+            ("cluster", "b"),
+        ],
+        secs(40),
+    );
     let n = eval(&mut p, secs(70));
     let names: Vec<_> = n
         .iter()
-        .flat_map(|n| n.alerts.iter().map(|a| format!("{}/{}", a.labels["alertname"], a.labels["cluster"])))
+        .flat_map(|n| {
+            n.alerts
+                .iter()
+                .map(|a| format!("{}/{}", a.labels["alertname"], a.labels["cluster"]))
+        })
         .collect();
     assert!(names.contains(&"DatabaseDown/a".to_string()), "{names:?}");
-    assert!(names.contains(&"AppErrors/b".to_string()), "other cluster is not inhibited: {names:?}");
-    assert!(!names.contains(&"AppErrors/a".to_string()), "inhibited: {names:?}");
+    assert!(
+        names.contains(&"AppErrors/b".to_string()),
+        "other cluster is not inhibited: {names:?}"
+    );
+    assert!(
+        !names.contains(&"AppErrors/a".to_string()),
+        "inhibited: {names:?}"
+    );
     let info = p.info_of(&app, secs(70)).unwrap();
     assert_eq!(info.mute.inhibited_by.len(), 1);
     // The app alert that was announced before resolves: its resolve is sent.
@@ -216,14 +286,26 @@ fn inhibition_suppresses_dependents_but_not_their_resolves() {
 #[test]
 fn escalation_goes_to_the_next_step_unless_acknowledged() {
     let mut p = pipeline("");
-    fire(&mut p, &[("alertname", "Down"), ("severity", "page")], secs(0));
+    fire(
+        &mut p,
+        &[("alertname", "Down"), ("severity", "page")],
+        secs(0),
+    );
     let n = eval(&mut p, secs(30));
     assert_eq!(summary(&n), [("slack".into(), "firing".into(), 1)]);
     assert!(eval(&mut p, secs(629)).is_empty());
     let n = eval(&mut p, secs(630));
-    assert_eq!(summary(&n), [("pd".into(), "firing".into(), 1)], "after 10m");
+    assert_eq!(
+        summary(&n),
+        [("pd".into(), "firing".into(), 1)],
+        "after 10m"
+    );
     // Later notifications go to both steps.
-    fire(&mut p, &[("alertname", "Down"), ("severity", "page"), ("x", "2")], secs(700));
+    fire(
+        &mut p,
+        &[("alertname", "Down"), ("severity", "page"), ("x", "2")],
+        secs(700),
+    );
     let n = eval(&mut p, secs(930));
     let mut chans: Vec<_> = n.iter().map(|n| n.channel.clone()).collect();
     chans.sort();
@@ -231,7 +313,11 @@ fn escalation_goes_to_the_next_step_unless_acknowledged() {
 
     // A second incident, acknowledged before the step: no escalation, no reminders.
     let mut p = pipeline("");
-    let fp = fire(&mut p, &[("alertname", "Down"), ("severity", "page")], secs(0));
+    let fp = fire(
+        &mut p,
+        &[("alertname", "Down"), ("severity", "page")],
+        secs(0),
+    );
     eval(&mut p, secs(30));
     let ack = Ack {
         by: "alice".into(),
@@ -239,14 +325,24 @@ fn escalation_goes_to_the_next_step_unless_acknowledged() {
         comment: "looking".into(),
     };
     let f = p.ack(&fp, ack, secs(60));
-    assert_eq!(summary(&f.notifications), [("slack".into(), "firing".into(), 1)]);
+    assert_eq!(
+        summary(&f.notifications),
+        [("slack".into(), "firing".into(), 1)]
+    );
     assert_eq!(f.notifications[0].kind, NotifyKind::Acknowledged);
     for k in 1..100 {
-        assert!(eval(&mut p, secs(30 + 300 * k)).is_empty(), "muted after ack");
+        assert!(
+            eval(&mut p, secs(30 + 300 * k)).is_empty(),
+            "muted after ack"
+        );
     }
     p.resolve(&fp, secs(30_100));
     let n = eval(&mut p, secs(30_330));
-    assert_eq!(summary(&n), [("slack".into(), "resolved".into(), 1)], "resolve still sent");
+    assert_eq!(
+        summary(&n),
+        [("slack".into(), "resolved".into(), 1)],
+        "resolve still sent"
+    );
 }
 
 #[test]
@@ -281,8 +377,15 @@ matchers = ['service="db"']
     fire(&mut p, &[("alertname", "Slow"), ("service", "db")], night);
     fire(&mut p, &[("alertname", "Other"), ("service", "web")], night);
     let n = eval(&mut p, night + Duration::seconds(30));
-    let names: Vec<_> = n.iter().map(|n| n.alerts[0].labels["alertname"].clone()).collect();
-    assert_eq!(names, ["Other"], "the db alert waits for the window to close");
+    let names: Vec<_> = n
+        .iter()
+        .map(|n| n.alerts[0].labels["alertname"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["Other"],
+        "the db alert waits for the window to close"
+    );
     // After 03:00 the db alert is announced at its next flush.
     let n = eval(&mut p, night + Duration::minutes(55));
     assert_eq!(n.len(), 1);
@@ -307,7 +410,11 @@ matchers = ['service="db"']
     )
     .unwrap();
     p.set_window(w);
-    fire(&mut p, &[("alertname", "Errors"), ("service", "api")], secs(10));
+    fire(
+        &mut p,
+        &[("alertname", "Errors"), ("service", "api")],
+        secs(10),
+    );
     assert!(eval(&mut p, secs(40)).is_empty());
     assert!(p.remove_window("deploy-1"));
     assert_eq!(eval(&mut p, secs(340)).len(), 1);
@@ -323,7 +430,11 @@ fn state_survives_a_restart_without_repeating_notifications() {
     let groups = f.groups_put.clone();
     // A new process restores the stored groups and alerts: no second firing notification.
     let mut q = pipeline("");
-    q.restore(groups, vec![(fp.clone(), p.get(&fp).unwrap().clone())], secs(60));
+    q.restore(
+        groups,
+        vec![(fp.clone(), p.get(&fp).unwrap().clone())],
+        secs(60),
+    );
     assert!(q.evaluate(secs(330)).notifications.is_empty());
     q.resolve(&fp, secs(400));
     let n = q.evaluate(secs(630)).notifications;
@@ -337,7 +448,11 @@ fn a_failed_store_write_is_undone_and_evaluated_again() {
     let f = p.evaluate(secs(30));
     assert_eq!(f.notifications.len(), 1);
     p.undo(f, secs(30));
-    assert_eq!(p.evaluate(secs(31)).notifications.len(), 1, "produced again");
+    assert_eq!(
+        p.evaluate(secs(31)).notifications.len(),
+        1,
+        "produced again"
+    );
 }
 
 #[test]

@@ -86,6 +86,7 @@ fn keep(a: &AlertInfo, q: &[(String, String)]) -> Result<bool, ApiError> {
 }
 
 /// `POST /api/v2/alerts`.
+#[utoipa::path(post, path = "/api/v2/alerts", request_body = Object, responses((status = 200, description = "stored (Alertmanager API v2: a list of {labels, annotations, startsAt, endsAt, generatorURL})"), (status = 400, description = "invalid alerts")))]
 pub async fn post_alerts(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -104,6 +105,7 @@ pub async fn post_alerts(
 }
 
 /// `GET /api/v2/alerts`.
+#[utoipa::path(get, path = "/api/v2/alerts", params(("filter" = Option<Vec<String>>, Query), ("active" = Option<bool>, Query), ("silenced" = Option<bool>, Query), ("inhibited" = Option<bool>, Query), ("unprocessed" = Option<bool>, Query)), responses((status = 200, description = "gettable alerts (Alertmanager API v2)")))]
 pub async fn get_alerts(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -120,6 +122,7 @@ pub async fn get_alerts(
 }
 
 /// `GET /api/v2/alerts/groups`.
+#[utoipa::path(get, path = "/api/v2/alerts/groups", params(("filter" = Option<Vec<String>>, Query)), responses((status = 200, description = "alert groups (Alertmanager API v2)")))]
 pub async fn get_groups(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -157,6 +160,7 @@ fn gettable_silence(s: &steward_alerting::mutes::Silence, now: DateTime<Utc>) ->
 }
 
 /// `GET /api/v2/silences` (`filter=` matchers select silences whose matchers include them).
+#[utoipa::path(get, path = "/api/v2/silences", params(("filter" = Option<Vec<String>>, Query)), responses((status = 200, description = "silences (Alertmanager API v2)")))]
 pub async fn get_silences(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -181,6 +185,7 @@ pub async fn get_silences(
 }
 
 /// `POST /api/v2/silences` → `{"silenceID": ...}`.
+#[utoipa::path(post, path = "/api/v2/silences", request_body = Object, responses((status = 200, description = "{silenceID}"), (status = 400, description = "invalid silence")))]
 pub async fn post_silence(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -192,6 +197,7 @@ pub async fn post_silence(
 }
 
 /// `GET /api/v2/silence/{id}`.
+#[utoipa::path(get, path = "/api/v2/silence/{id}", params(("id" = String, Path)), responses((status = 200, description = "one silence"), (status = 404, description = "unknown id")))]
 pub async fn get_silence(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -202,6 +208,7 @@ pub async fn get_silence(
 }
 
 /// `DELETE /api/v2/silence/{id}`: expires it.
+#[utoipa::path(delete, path = "/api/v2/silence/{id}", params(("id" = String, Path)), responses((status = 200, description = "expired")))]
 pub async fn delete_silence(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -212,6 +219,7 @@ pub async fn delete_silence(
 }
 
 /// `GET /api/v2/status`: what amtool asks for; clustering is not Steward's way to replicate.
+#[utoipa::path(get, path = "/api/v2/status", responses((status = 200, description = "Alertmanager API v2 status (clustering disabled)")))]
 pub async fn status(State(st): State<AppState>) -> Response {
     Json(json!({
         "cluster": {"name": "", "status": "disabled", "peers": []},
@@ -226,6 +234,7 @@ pub async fn status(State(st): State<AppState>) -> Response {
 }
 
 /// `GET /api/v2/receivers`.
+#[utoipa::path(get, path = "/api/v2/receivers", responses((status = 200, description = "receiver names")))]
 pub async fn receivers(State(st): State<AppState>) -> Response {
     let r: Vec<Value> = st
         .alerting
@@ -239,6 +248,7 @@ pub async fn receivers(State(st): State<AppState>) -> Response {
 // ---- Steward's own routes ----------------------------------------------------------------
 
 /// `GET /v1/sys/alerting/alerts?filter=...`.
+#[utoipa::path(get, path = "/v1/sys/alerting/alerts", params(("filter" = Option<Vec<String>>, Query)), responses((status = 200, description = "data.alerts")))]
 pub async fn list(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -249,6 +259,7 @@ pub async fn list(
 }
 
 /// `GET /v1/sys/alerting/alerts/{fp}`.
+#[utoipa::path(get, path = "/v1/sys/alerting/alerts/{fp}", params(("fp" = String, Path)), responses((status = 200, description = "one alert"), (status = 404, description = "unknown fingerprint")))]
 pub async fn show(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -265,6 +276,7 @@ struct AckBody {
 }
 
 /// `POST /v1/sys/alerting/alerts/{fp}/ack`.
+#[utoipa::path(post, path = "/v1/sys/alerting/alerts/{fp}/ack", params(("fp" = String, Path)), request_body = Object, responses((status = 200, description = "data.acknowledged_groups")))]
 pub async fn ack(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -277,6 +289,7 @@ pub async fn ack(
 }
 
 /// `GET /v1/sys/alerting/groups`.
+#[utoipa::path(get, path = "/v1/sys/alerting/groups", responses((status = 200, description = "data.groups")))]
 pub async fn groups(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -293,6 +306,7 @@ pub async fn groups(
 }
 
 /// `GET /v1/sys/alerting/dead-letters`.
+#[utoipa::path(get, path = "/v1/sys/alerting/dead-letters", responses((status = 200, description = "data.dead_letters")))]
 pub async fn dead_letters(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -302,6 +316,7 @@ pub async fn dead_letters(
 }
 
 /// `GET /v1/sys/alerting/outbox`.
+#[utoipa::path(get, path = "/v1/sys/alerting/outbox", responses((status = 200, description = "data.pending")))]
 pub async fn outbox(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -318,6 +333,7 @@ struct ReplayBody {
 }
 
 /// `POST /v1/sys/alerting/dead-letters/replay`.
+#[utoipa::path(post, path = "/v1/sys/alerting/dead-letters/replay", request_body = Object, responses((status = 200, description = "data.replayed")))]
 pub async fn replay(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -329,6 +345,7 @@ pub async fn replay(
 }
 
 /// `GET /v1/sys/alerting/log?limit=N`.
+#[utoipa::path(get, path = "/v1/sys/alerting/log", params(("limit" = Option<u32>, Query)), responses((status = 200, description = "data.entries, newest first")))]
 pub async fn log(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -337,7 +354,10 @@ pub async fn log(
     let limit = match q.get("limit") {
         None => 100,
         Some(v) => v.parse().map_err(|_| {
-            ApiError::bad_request("invalid_query", format!("limit={v:?} is not a whole number"))
+            ApiError::bad_request(
+                "invalid_query",
+                format!("limit={v:?} is not a whole number"),
+            )
         })?,
     };
     let entries = st.alerting.log(&ctx, limit).await?;
@@ -345,15 +365,20 @@ pub async fn log(
 }
 
 /// `POST /v1/sys/alerting/notify-test/{channel}`.
+#[utoipa::path(post, path = "/v1/sys/alerting/notify-test/{channel}", params(("channel" = String, Path)), responses((status = 200, description = "sent"), (status = 503, description = "the channel refused")))]
 pub async fn notify_test(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
     Path(channel): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(vault_data(&ctx, st.alerting.notify_test(&ctx, &channel).await?))
+    Ok(vault_data(
+        &ctx,
+        st.alerting.notify_test(&ctx, &channel).await?,
+    ))
 }
 
 /// `GET /v1/sys/alerting/maintenance`.
+#[utoipa::path(get, path = "/v1/sys/alerting/maintenance", responses((status = 200, description = "data.windows")))]
 pub async fn windows(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -363,6 +388,7 @@ pub async fn windows(
 }
 
 /// `POST /v1/sys/alerting/maintenance`.
+#[utoipa::path(post, path = "/v1/sys/alerting/maintenance", request_body = Object, responses((status = 200, description = "the window (data.id)")))]
 pub async fn start_window(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,
@@ -374,6 +400,7 @@ pub async fn start_window(
 }
 
 /// `DELETE /v1/sys/alerting/maintenance/{id}`.
+#[utoipa::path(delete, path = "/v1/sys/alerting/maintenance/{id}", params(("id" = String, Path)), responses((status = 204, description = "closed")))]
 pub async fn end_window(
     State(st): State<AppState>,
     Extension(ctx): Extension<Arc<RequestCtx>>,

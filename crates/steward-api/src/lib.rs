@@ -7,8 +7,8 @@
 //! renders every error into the one error body.
 #![forbid(unsafe_code)]
 
-pub mod error;
 mod alerting;
+pub mod error;
 mod kv;
 pub mod metrics;
 mod openapi;
@@ -101,9 +101,15 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sys/events", get(rotation::events))
         .route("/v1/sys/events/stream", get(rotation::stream))
         .route("/v1/sys/expiring", get(rotation::expiring))
-        .route("/api/v2/alerts", get(alerting::get_alerts).post(alerting::post_alerts))
+        .route(
+            "/api/v2/alerts",
+            get(alerting::get_alerts).post(alerting::post_alerts),
+        )
         .route("/api/v2/alerts/groups", get(alerting::get_groups))
-        .route("/api/v2/silences", get(alerting::get_silences).post(alerting::post_silence))
+        .route(
+            "/api/v2/silences",
+            get(alerting::get_silences).post(alerting::post_silence),
+        )
         .route(
             "/api/v2/silence/{id}",
             get(alerting::get_silence).delete(alerting::delete_silence),
@@ -115,15 +121,24 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sys/alerting/alerts/{fp}/ack", post(alerting::ack))
         .route("/v1/sys/alerting/groups", get(alerting::groups))
         .route("/v1/sys/alerting/dead-letters", get(alerting::dead_letters))
-        .route("/v1/sys/alerting/dead-letters/replay", post(alerting::replay))
+        .route(
+            "/v1/sys/alerting/dead-letters/replay",
+            post(alerting::replay),
+        )
         .route("/v1/sys/alerting/outbox", get(alerting::outbox))
         .route("/v1/sys/alerting/log", get(alerting::log))
-        .route("/v1/sys/alerting/notify-test/{channel}", post(alerting::notify_test))
+        .route(
+            "/v1/sys/alerting/notify-test/{channel}",
+            post(alerting::notify_test),
+        )
         .route(
             "/v1/sys/alerting/maintenance",
             get(alerting::windows).post(alerting::start_window),
         )
-        .route("/v1/sys/alerting/maintenance/{id}", delete(alerting::end_window))
+        .route(
+            "/v1/sys/alerting/maintenance/{id}",
+            delete(alerting::end_window),
+        )
         .route("/v1/sys/template/render", post(sys::template_render))
         .route("/v1/sys/export/{env}", get(sys::export))
         .route(

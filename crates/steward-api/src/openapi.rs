@@ -5,13 +5,13 @@
 use axum::{response::IntoResponse, Json};
 use utoipa::OpenApi;
 
-use crate::{kv, sys, token};
+use crate::{alerting, kv, sys, token};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Steward API",
-        description = "Secrets (Vault KV v2 compatible), rotation, change events, tokens, policies, audit and health. Errors: {\"error\": {\"code\", \"message\", \"request_id\"}, \"errors\": [message]}. Authenticate with `Authorization: Bearer <token>` or `X-Vault-Token`."
+        description = "Secrets (Vault KV v2 compatible), rotation, change events, alerting (Alertmanager API v2 compatible under /api/v2), tokens, policies, audit and health. Errors: {\"error\": {\"code\", \"message\", \"request_id\"}, \"errors\": [message]}. Authenticate with `Authorization: Bearer <token>` or `X-Vault-Token`."
     ),
     paths(
         document,
@@ -58,6 +58,27 @@ use crate::{kv, sys, token};
         events_poll,
         events_stream,
         expiring_list,
+        alerting::post_alerts,
+        alerting::get_alerts,
+        alerting::get_groups,
+        alerting::get_silences,
+        alerting::post_silence,
+        alerting::get_silence,
+        alerting::delete_silence,
+        alerting::status,
+        alerting::receivers,
+        alerting::list,
+        alerting::show,
+        alerting::ack,
+        alerting::groups,
+        alerting::dead_letters,
+        alerting::outbox,
+        alerting::replay,
+        alerting::log,
+        alerting::notify_test,
+        alerting::windows,
+        alerting::start_window,
+        alerting::end_window,
     ),
     components(schemas(
         kv::WriteBody,

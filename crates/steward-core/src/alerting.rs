@@ -271,7 +271,10 @@ timezone = "Europe/Berlin"
         assert_eq!(a.route.group_wait, Some(std::time::Duration::from_secs(10)));
         assert!(a.route.routes[0].continue_matching);
         assert_eq!(a.receivers[1].escalation[0].channels, ["pd"]);
-        assert_eq!(a.channels[0].settings["url"].as_str(), Some("http://127.0.0.1:9/"));
+        assert_eq!(
+            a.channels[0].settings["url"].as_str(),
+            Some("http://127.0.0.1:9/")
+        );
         assert_eq!(a.rules[0].for_duration.as_secs(), 60);
         assert_eq!(a.rules[0].fail_after, 1);
         assert_eq!(a.maintenance[0].timezone, "Europe/Berlin");

@@ -3,8 +3,8 @@
 //! transaction (writes: one savepoint inside a group-commit transaction).
 
 use crate::{
-    audit::AuditRecord, ConsumerRow, EventRow, PolicyRecord, RecordRow, RotationRow, SecretHead, StoreError,
-    TokenRecord, VersionInfo, VersionRow,
+    audit::AuditRecord, ConsumerRow, EventRow, PolicyRecord, RecordRow, RotationRow, SecretHead,
+    StoreError, TokenRecord, VersionInfo, VersionRow,
 };
 use chrono::{DateTime, Utc};
 
@@ -157,8 +157,7 @@ pub trait Tx {
         limit: u32,
     ) -> Result<Vec<RecordRow>, StoreError>;
     /// Deletes the records of `kind` due before `before` (pruning); returns how many.
-    fn record_delete_due(&mut self, kind: &str, before: DateTime<Utc>)
-        -> Result<u64, StoreError>;
+    fn record_delete_due(&mut self, kind: &str, before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// How many records `kind` has.
     fn record_count(&mut self, kind: &str) -> Result<u64, StoreError>;
 

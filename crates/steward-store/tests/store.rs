@@ -18,8 +18,8 @@ use steward_core::config::SqliteSync;
 use steward_crypto::SecretKey;
 use steward_store::{
     audit::{AuditEntry, AuditRecord, ChainVerifier},
-    AuditDraft, ConsumerRow, EventRow, JobError, PolicyRecord, RecordRow, RotationRow, SecretHead, SecretMeta,
-    Store, StoreError, TokenRecord, Tx, VersionInfo, VersionRow,
+    AuditDraft, ConsumerRow, EventRow, JobError, PolicyRecord, RecordRow, RotationRow, SecretHead,
+    SecretMeta, Store, StoreError, TokenRecord, Tx, VersionInfo, VersionRow,
 };
 
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -895,9 +895,14 @@ async fn records_are_listed_by_id_and_found_by_due_time_per_kind() {
         assert_eq!(ids, ["b", "c"], "after the cursor, by id");
         assert_eq!(read(&store, |tx| tx.record_count("outbox")).await, 3);
         write(&store, |tx| tx.record_put(&record("outbox", "a", Some(50)))).await;
-        let a = read(&store, |tx| tx.record_get("outbox", "a")).await.unwrap();
+        let a = read(&store, |tx| tx.record_get("outbox", "a"))
+            .await
+            .unwrap();
         assert_eq!(a.due_at, Some(ts(50)), "upsert replaces");
-        assert_eq!(write(&store, |tx| tx.record_delete_due("outbox", ts(40))).await, 1);
+        assert_eq!(
+            write(&store, |tx| tx.record_delete_due("outbox", ts(40))).await,
+            1
+        );
         assert!(write(&store, |tx| tx.record_delete("outbox", "a")).await);
         assert!(!write(&store, |tx| tx.record_delete("outbox", "a")).await);
         assert_eq!(read(&store, |tx| tx.record_count("outbox")).await, 1);

@@ -42,7 +42,11 @@ fn labels_line(v: &Value) -> String {
 
 fn mute_line(m: &Value) -> String {
     let mut parts = Vec::new();
-    for (key, word) in [("silenced_by", "silenced"), ("inhibited_by", "inhibited"), ("maintenance", "maintenance")] {
+    for (key, word) in [
+        ("silenced_by", "silenced"),
+        ("inhibited_by", "inhibited"),
+        ("maintenance", "maintenance"),
+    ] {
         if m[key].as_array().is_some_and(|a| !a.is_empty()) {
             parts.push(word);
         }
@@ -56,7 +60,12 @@ fn mute_line(m: &Value) -> String {
 
 fn ids(v: &Value) -> String {
     v.as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
         .unwrap_or_default()
 }
 
@@ -64,8 +73,11 @@ fn ids(v: &Value) -> String {
 pub async fn alerts(c: &Client, cmd: AlertsCommand, out: Output) -> anyhow::Result<ExitCode> {
     match cmd {
         AlertsCommand::List { matchers } => {
-            let pairs: Vec<(&str, &str)> = matchers.iter().map(|m| ("filter", m.as_str())).collect();
-            let v = c.call("GET", &with_query("/v1/sys/alerting/alerts", &pairs), None).await?;
+            let pairs: Vec<(&str, &str)> =
+                matchers.iter().map(|m| ("filter", m.as_str())).collect();
+            let v = c
+                .call("GET", &with_query("/v1/sys/alerting/alerts", &pairs), None)
+                .await?;
             let list = &v["data"]["alerts"];
             match out {
                 Output::Json => print_json(list),
@@ -89,18 +101,31 @@ pub async fn alerts(c: &Client, cmd: AlertsCommand, out: Output) -> anyhow::Resu
         }
         AlertsCommand::Show { fingerprint } => {
             let v = c
-                .call("GET", &format!("/v1/sys/alerting/alerts/{fingerprint}"), None)
+                .call(
+                    "GET",
+                    &format!("/v1/sys/alerting/alerts/{fingerprint}"),
+                    None,
+                )
                 .await?;
             let a = &v["data"];
             match out {
                 Output::Json => print_json(a),
                 Output::Human => {
-                    println!("fingerprint: {}", a["fingerprint"].as_str().unwrap_or_default());
+                    println!(
+                        "fingerprint: {}",
+                        a["fingerprint"].as_str().unwrap_or_default()
+                    );
                     println!("state:       {}", a["state"].as_str().unwrap_or_default());
                     println!("labels:      {}", labels_line(&a["labels"]));
                     println!("annotations: {}", labels_line(&a["annotations"]));
-                    println!("starts_at:   {}", a["starts_at"].as_str().unwrap_or_default());
-                    println!("ends_at:     {}", a["ends_at"].as_str().unwrap_or("(until resolved)"));
+                    println!(
+                        "starts_at:   {}",
+                        a["starts_at"].as_str().unwrap_or_default()
+                    );
+                    println!(
+                        "ends_at:     {}",
+                        a["ends_at"].as_str().unwrap_or("(until resolved)")
+                    );
                     println!("receivers:   {}", ids(&a["receivers"]));
                     println!("silenced by: {}", ids(&a["mute"]["silenced_by"]));
                     println!("inhibited by:{}", ids(&a["mute"]["inhibited_by"]));
@@ -126,7 +151,11 @@ pub async fn alerts(c: &Client, cmd: AlertsCommand, out: Output) -> anyhow::Resu
         }
         AlertsCommand::DeadLetters { replay, ids: only } => {
             if replay {
-                let body = if only.is_empty() { json!({}) } else { json!({ "ids": only }) };
+                let body = if only.is_empty() {
+                    json!({})
+                } else {
+                    json!({ "ids": only })
+                };
                 let v = c
                     .call("POST", "/v1/sys/alerting/dead-letters/replay", Some(body))
                     .await?;
@@ -168,14 +197,38 @@ pub async fn alerts(c: &Client, cmd: AlertsCommand, out: Output) -> anyhow::Resu
                             e["status"].as_str().unwrap_or_default(),
                             e["alerts"].as_u64().unwrap_or(0),
                             e["group_key"].as_str().unwrap_or_default(),
-                            e["error"].as_str().map(|x| format!("  error: {x}")).unwrap_or_default()
+                            e["error"]
+                                .as_str()
+                                .map(|x| format!("  error: {x}"))
+                                .unwrap_or_default()
                         );
                     }
                 }
             }
         }
+        AlertsCommand::ImportAlertmanager { file, env } => import_alertmanager(&file, &env)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `steward alerts import-alertmanager FILE`: runs locally. The TOML goes to stdout, the notes
+/// to stderr, so `> alerting.toml` keeps only the TOML.
+fn import_alertmanager(file: &std::path::Path, env: &str) -> anyhow::Result<()> {
+    steward_core::names::EnvName::parse(env)
+        .map_err(|e| UsageError(format!("--env {env:?}: {e}")))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let (toml, notes) =
+        steward_alerting::import::import_alertmanager(&text, &file.display().to_string(), env)
+            .map_err(|e| crate::settings::ConfigProblem(e.to_string()))?;
+    print!("{toml}");
+    if !toml.ends_with('\n') {
+        println!();
+    }
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    Ok(())
 }
 
 fn print_items(list: &Value, out: Output, empty: &str) {
@@ -205,7 +258,12 @@ fn print_items(list: &Value, out: Output, empty: &str) {
 fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| UsageError(format!("{s:?} is not an RFC 3339 time ({e}); e.g. 2026-12-01T09:00:00Z")).into())
+        .map_err(|e| {
+            UsageError(format!(
+                "{s:?} is not an RFC 3339 time ({e}); e.g. 2026-12-01T09:00:00Z"
+            ))
+            .into()
+        })
 }
 
 fn parse_duration(s: &str) -> anyhow::Result<chrono::Duration> {
@@ -270,7 +328,11 @@ pub async fn silence(c: &Client, cmd: SilenceCommand, out: Output) -> anyhow::Re
                                     (_, Some(false)) => "!=",
                                     _ => "=",
                                 };
-                                format!("{}{op}{:?}", m["name"].as_str().unwrap_or_default(), m["value"].as_str().unwrap_or_default())
+                                format!(
+                                    "{}{op}{:?}",
+                                    m["name"].as_str().unwrap_or_default(),
+                                    m["value"].as_str().unwrap_or_default()
+                                )
                             })
                             .collect();
                         println!(
@@ -287,7 +349,8 @@ pub async fn silence(c: &Client, cmd: SilenceCommand, out: Output) -> anyhow::Re
             }
         }
         SilenceCommand::Expire { id } => {
-            c.call("DELETE", &format!("/api/v2/silence/{id}"), None).await?;
+            c.call("DELETE", &format!("/api/v2/silence/{id}"), None)
+                .await?;
             if out == Output::Json {
                 print_json(&json!({"expired": id}));
             } else {
@@ -302,7 +365,11 @@ pub async fn silence(c: &Client, cmd: SilenceCommand, out: Output) -> anyhow::Re
 pub async fn notify(c: &Client, cmd: NotifyCommand, out: Output) -> anyhow::Result<ExitCode> {
     let NotifyCommand::Test { channel } = cmd;
     let v = c
-        .call("POST", &format!("/v1/sys/alerting/notify-test/{channel}"), None)
+        .call(
+            "POST",
+            &format!("/v1/sys/alerting/notify-test/{channel}"),
+            None,
+        )
         .await?;
     match out {
         Output::Json => print_json(&v["data"]),
@@ -326,8 +393,10 @@ pub async fn maintenance(c: &Client, cmd: MaintenanceCommand, out: Output) -> an
                 .call(
                     "POST",
                     "/v1/sys/alerting/maintenance",
-                    Some(json!({"matchers": matchers, "duration": duration, "cron": cron,
-                                "timezone": timezone, "comment": comment, "name": name})),
+                    Some(
+                        json!({"matchers": matchers, "duration": duration, "cron": cron,
+                                "timezone": timezone, "comment": comment, "name": name}),
+                    ),
                 )
                 .await?;
             match out {
@@ -336,8 +405,12 @@ pub async fn maintenance(c: &Client, cmd: MaintenanceCommand, out: Output) -> an
             }
         }
         MaintenanceCommand::End { id } => {
-            c.call("DELETE", &format!("/v1/sys/alerting/maintenance/{id}"), None)
-                .await?;
+            c.call(
+                "DELETE",
+                &format!("/v1/sys/alerting/maintenance/{id}"),
+                None,
+            )
+            .await?;
             if out == Output::Json {
                 print_json(&json!({"ended": id}));
             } else {
@@ -356,7 +429,10 @@ pub async fn maintenance(c: &Client, cmd: MaintenanceCommand, out: Output) -> an
                     }
                     for w in items {
                         let when = if w["active"].as_bool() == Some(true) {
-                            format!("ACTIVE until {}", w["current_end"].as_str().unwrap_or_default())
+                            format!(
+                                "ACTIVE until {}",
+                                w["current_end"].as_str().unwrap_or_default()
+                            )
                         } else {
                             format!("next {}", w["next_start"].as_str().unwrap_or("-"))
                         };

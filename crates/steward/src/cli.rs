@@ -440,7 +440,9 @@ pub enum ExportFormat {
 #[derive(Subcommand, Debug)]
 pub enum AlertsCommand {
     /// List alerts (firing, pending, and resolved ones not yet notified)
-    #[command(after_help = "Examples:\n  steward alerts list\n  steward alerts list 'severity=\"critical\"' -o json")]
+    #[command(
+        after_help = "Examples:\n  steward alerts list\n  steward alerts list 'severity=\"critical\"' -o json"
+    )]
     List {
         /// Matchers every listed alert satisfies, e.g. 'service=~"db|api"'
         matchers: Vec<String>,
@@ -470,12 +472,27 @@ pub enum AlertsCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Convert an Alertmanager alertmanager.yml into steward.toml's [alerting] section (locally,
+    /// no server): the TOML on stdout; notes on stderr (credentials to store with `steward
+    /// secret put`, and what was not converted)
+    #[command(
+        after_help = "Example:\n  steward alerts import-alertmanager /etc/alertmanager/alertmanager.yml > alerting.toml"
+    )]
+    ImportAlertmanager {
+        /// The alertmanager.yml to convert
+        file: PathBuf,
+        /// Environment of the secret references the channels get (ENV/alerting/<channel>#<field>)
+        #[arg(long, default_value = "prod")]
+        env: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum SilenceCommand {
     /// Add a silence; prints its id
-    #[command(after_help = "Example:\n  steward silence add 'alertname=\"DiskFull\"' 'host=db1' --duration 2h --comment 'resizing the volume'")]
+    #[command(
+        after_help = "Example:\n  steward silence add 'alertname=\"DiskFull\"' 'host=db1' --duration 2h --comment 'resizing the volume'"
+    )]
     Add {
         /// Matchers (at least one): name="value", name!="value", name=~"regex", name!~"regex"
         #[arg(required = true)]
@@ -508,7 +525,9 @@ pub enum NotifyCommand {
 #[derive(Subcommand, Debug)]
 pub enum MaintenanceCommand {
     /// Open a window; prints its id (close it with `maintenance end ID`)
-    #[command(after_help = "Example (a deploy muting its own service):\n  id=$(steward maintenance start 'service=\"api\"' --duration 30m --comment deploy)\n  ./deploy.sh; steward maintenance end \"$id\"")]
+    #[command(
+        after_help = "Example (a deploy muting its own service):\n  id=$(steward maintenance start 'service=\"api\"' --duration 30m --comment deploy)\n  ./deploy.sh; steward maintenance end \"$id\""
+    )]
     Start {
         /// Matchers of the alerts it mutes; none mutes every alert
         matchers: Vec<String>,

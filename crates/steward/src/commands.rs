@@ -119,10 +119,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             write_private(dest.as_deref(), rendered.as_bytes())?;
         }
         Command::Export(args) => export(&client()?, args).await?,
-        Command::Alerts { command } => return crate::alerts::alerts(&client()?, command, out).await,
+        Command::Alerts { command } => {
+            return crate::alerts::alerts(&client()?, command, out).await
+        }
         Command::Silence { command } => crate::alerts::silence(&client()?, command, out).await?,
-        Command::Notify { command } => return crate::alerts::notify(&client()?, command, out).await,
-        Command::Maintenance { command } => crate::alerts::maintenance(&client()?, command, out).await?,
+        Command::Notify { command } => {
+            return crate::alerts::notify(&client()?, command, out).await
+        }
+        Command::Maintenance { command } => {
+            crate::alerts::maintenance(&client()?, command, out).await?
+        }
         Command::Completions { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)

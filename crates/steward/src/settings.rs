@@ -90,7 +90,11 @@ fn locate(text: &str, key: &str) -> usize {
             Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
             None => (seg, None),
         };
-        table = if table.is_empty() { name.to_string() } else { format!("{table}.{name}") };
+        table = if table.is_empty() {
+            name.to_string()
+        } else {
+            format!("{table}.{name}")
+        };
         let header = match index {
             Some(_) => format!("[[{table}]]"),
             None => format!("[{table}]"),
@@ -105,7 +109,9 @@ fn locate(text: &str, key: &str) -> usize {
                     break;
                 }
                 seen += 1;
-            } else if index.is_none() && (t.starts_with(&format!("{name} ")) || t.starts_with(&format!("{name}="))) {
+            } else if index.is_none()
+                && (t.starts_with(&format!("{name} ")) || t.starts_with(&format!("{name}=")))
+            {
                 hit = Some(i);
                 break;
             }

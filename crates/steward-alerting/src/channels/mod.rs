@@ -82,7 +82,14 @@ pub trait Channel: Send + Sync {
 }
 
 /// Every kind this build knows.
-pub const KINDS: &[&str] = &["webhook", "slack", "pagerduty", "email", "opsgenie", "teams"];
+pub const KINDS: &[&str] = &[
+    "webhook",
+    "slack",
+    "pagerduty",
+    "email",
+    "opsgenie",
+    "teams",
+];
 
 /// Builds a channel from its `type` and the rest of its settings (a JSON object).
 pub fn build(
@@ -101,7 +108,10 @@ pub fn build(
         other => Err(ChannelConfigError {
             channel: name.to_string(),
             key: "type".into(),
-            message: format!("unknown channel type {other:?}; use one of {}", KINDS.join(", ")),
+            message: format!(
+                "unknown channel type {other:?}; use one of {}",
+                KINDS.join(", ")
+            ),
         }),
     }
 }

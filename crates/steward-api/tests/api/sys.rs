@@ -455,6 +455,44 @@ const ROUTE_DOCS: &[(&str, &[&str])] = &[
         &["/v1/auth/token/revoke-accessor"],
     ),
     ("/v1/auth/token/accessors", &["/v1/auth/token/accessors"]),
+    ("/api/v2/alerts", &["/api/v2/alerts"]),
+    ("/api/v2/alerts/groups", &["/api/v2/alerts/groups"]),
+    ("/api/v2/silences", &["/api/v2/silences"]),
+    ("/api/v2/silence/{id}", &["/api/v2/silence/{id}"]),
+    ("/api/v2/status", &["/api/v2/status"]),
+    ("/api/v2/receivers", &["/api/v2/receivers"]),
+    ("/v1/sys/alerting/alerts", &["/v1/sys/alerting/alerts"]),
+    (
+        "/v1/sys/alerting/alerts/{fp}",
+        &["/v1/sys/alerting/alerts/{fp}"],
+    ),
+    (
+        "/v1/sys/alerting/alerts/{fp}/ack",
+        &["/v1/sys/alerting/alerts/{fp}/ack"],
+    ),
+    ("/v1/sys/alerting/groups", &["/v1/sys/alerting/groups"]),
+    (
+        "/v1/sys/alerting/dead-letters",
+        &["/v1/sys/alerting/dead-letters"],
+    ),
+    (
+        "/v1/sys/alerting/dead-letters/replay",
+        &["/v1/sys/alerting/dead-letters/replay"],
+    ),
+    ("/v1/sys/alerting/outbox", &["/v1/sys/alerting/outbox"]),
+    ("/v1/sys/alerting/log", &["/v1/sys/alerting/log"]),
+    (
+        "/v1/sys/alerting/notify-test/{channel}",
+        &["/v1/sys/alerting/notify-test/{channel}"],
+    ),
+    (
+        "/v1/sys/alerting/maintenance",
+        &["/v1/sys/alerting/maintenance"],
+    ),
+    (
+        "/v1/sys/alerting/maintenance/{id}",
+        &["/v1/sys/alerting/maintenance/{id}"],
+    ),
     // The KV dispatchers: `/v1/{mount}/{op}[/]` only lists the root.
     ("/v1/{mount}/{op}", &["/v1/{mount}/metadata/{prefix}"]),
     ("/v1/{mount}/{op}/", &["/v1/{mount}/metadata/{prefix}"]),

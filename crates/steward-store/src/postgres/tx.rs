@@ -8,8 +8,8 @@ use postgres::{types::ToSql, GenericClient, Row, Statement};
 use crate::{
     audit::AuditRecord,
     model::{from_micros, to_micros},
-    ConsumerRow, EventRow, PolicyRecord, RecordRow, RotationRow, SecretHead, StoreError, TokenRecord, Tx,
-    VersionInfo, VersionRow,
+    ConsumerRow, EventRow, PolicyRecord, RecordRow, RotationRow, SecretHead, StoreError,
+    TokenRecord, Tx, VersionInfo, VersionRow,
 };
 use chrono::{DateTime, Utc};
 
@@ -688,8 +688,11 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
     }
 
     fn record_delete(&mut self, kind: &str, id: &str) -> R<bool> {
-        self.exec("DELETE FROM records WHERE kind = $1 AND id = $2", &[&kind, &id])
-            .map(|n| n == 1)
+        self.exec(
+            "DELETE FROM records WHERE kind = $1 AND id = $2",
+            &[&kind, &id],
+        )
+        .map(|n| n == 1)
     }
 
     fn record_list(&mut self, kind: &str, after: &str, limit: u32) -> R<Vec<RecordRow>> {

@@ -5,8 +5,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::{
     audit::AuditRecord,
     model::{from_micros, to_micros},
-    ConsumerRow, EventRow, PolicyRecord, RecordRow, RotationRow, SecretHead, StoreError, TokenRecord, Tx,
-    VersionInfo, VersionRow,
+    ConsumerRow, EventRow, PolicyRecord, RecordRow, RotationRow, SecretHead, StoreError,
+    TokenRecord, Tx, VersionInfo, VersionRow,
 };
 use chrono::{DateTime, Utc};
 
@@ -725,7 +725,12 @@ impl Tx for SqliteTx<'_> {
                  ON CONFLICT (kind, id) DO UPDATE SET doc = excluded.doc, due_at = excluded.due_at",
             )
             .and_then(|mut s| {
-                s.execute(params![row.kind, row.id, row.doc, row.due_at.map(to_micros)])
+                s.execute(params![
+                    row.kind,
+                    row.id,
+                    row.doc,
+                    row.due_at.map(to_micros)
+                ])
             })
             .map(drop)
             .map_err(e)
