@@ -33,7 +33,7 @@ from receivers import HttpReceiver, Reply, SmtpSink
 from steward_testlib import DEFAULT, free_port
 
 WAIT = 10.0    # how long something that should arrive may take (real seconds)
-QUIET = 1.5    # how long we watch to see that nothing (more) arrives
+QUIET = 1.0    # how long we watch to see that nothing (more) arrives (the pipeline ticks every 200 ms)
 
 # A Tuesday morning in winter: no recurring window is open, Berlin is UTC+1.
 T0 = datetime(2027, 1, 12, 9, 0, tzinfo=timezone.utc)
@@ -212,7 +212,7 @@ def test_grouping_waits_repeats_and_resolves(server_factory, tmp_path, rx):
     assert [r["name"] for r in ok_json(s.api("GET", "/api/v2/receivers"))] == ["hook"]
 
     # ...but nothing is sent before group_wait (30 s of server time) has passed.
-    hook.nothing(2.0)
+    hook.nothing()
     clock.advance(20 * SECOND)
     hook.nothing()
     clock.advance(11 * SECOND)
@@ -291,6 +291,50 @@ def test_grouping_waits_repeats_and_resolves(server_factory, tmp_path, rx):
     assert not [x for x in am_alerts(s) if x["labels"]["alertname"] in ("DiskFull", "HighLatency")]
     clock.advance(5 * HOUR)
     hook.nothing()
+
+
+def test_resolved_before_notified_and_refiring(server_factory, tmp_path, rx):
+    """An alert that resolves before its group was ever flushed, or that arrives already
+    resolved, is never notified (no resolve for a firing nobody heard of); an alert that
+    resolved and fires again is notified again."""
+    clock = Clock(tmp_path / "clock", T0)
+    cfg = alerting_config(receiver("hook", "hook") + webhook("hook", f"{rx.url}/hook"),
+                          group_wait="30s", group_interval="1m", repeat_interval="4h")
+    s = new_server(server_factory, cfg, clock)
+    hook = Inbox(rx, "/hook")
+
+    blip = Alert(clock, {"alertname": "Blip"})
+    post_alerts(s, [blip.firing()])
+    clock.advance(10 * SECOND)
+    post_alerts(s, [blip.resolved()])
+    old = Alert(clock, {"alertname": "AlreadyOver"})
+    clock.advance(5 * SECOND)
+    post_alerts(s, [old.resolved()])
+    assert not [a for a in am_alerts(s) if a["labels"]["alertname"] in ("Blip", "AlreadyOver")]
+    clock.advance(31 * SECOND)
+    hook.nothing()
+    clock.advance(2 * MINUTE)
+    hook.nothing()
+
+    # Fires, resolves (both notified), fires again: notified again, as firing.
+    flap = Alert(clock, {"alertname": "Flap"})
+    post_alerts(s, [flap.firing()])
+    clock.advance(31 * SECOND)
+    (f1,) = hook.expect(1)
+    assert f1["status"] == "firing"
+    post_alerts(s, [flap.resolved()])
+    clock.advance(MINUTE + SECOND)
+    (r1,) = hook.expect(1)
+    assert r1["status"] == "resolved"
+    clock.advance(MINUTE)
+    flap2 = Alert(clock, {"alertname": "Flap"})
+    post_alerts(s, [flap2.firing()])
+    clock.advance(31 * SECOND)
+    clock.advance(MINUTE)
+    (f2,) = hook.expect(1, what="the second firing")
+    assert f2["status"] == "firing" and [a["status"] for a in f2["alerts"]] == ["firing"]
+    assert ts(f2["alerts"][0]["startsAt"]) == flap2.starts_at
+    assert f2["alerts"][0]["fingerprint"] == f1["alerts"][0]["fingerprint"]
 
 
 def test_nested_routes_continue_and_group_by_all(server_factory, tmp_path, rx):
@@ -666,7 +710,7 @@ def test_heartbeat_every_interval(server_factory, tmp_path, rx):
     cfg = alerting_config(receiver("hook", "hook") + webhook("hook", f"{rx.url}/hook")
                           + f'\n[alerting.heartbeat]\nurl = "{rx.url}/beat"\ninterval = "1m"\n')
     s = new_server(server_factory, cfg, clock)
-    rx.quiet("/beat", 2.0, count=1)  # at most one beat at start, none more while the clock stands
+    rx.quiet("/beat", 1.5, count=1)  # at most one beat at start, none more while the clock stands
     n = len(rx.requests("/beat"))
     clock.advance(61 * SECOND)
     rx.wait("/beat", n + 1, WAIT, what="a heartbeat after 1 min")
@@ -827,7 +871,7 @@ def test_state_survives_a_restart(server_factory, rx, store):
 
     assert s.stop() == 0
     s.start()
-    rx.quiet("/hook", 3.0, count=n)  # nothing is sent again
+    rx.quiet("/hook", 2.0, count=n)  # nothing is sent again
     assert am_alert(s, alertname="Before")["fingerprint"] == fp
     assert ok_json(s.api("GET", f"/api/v2/silence/{sid}"))["status"]["state"] == "active"
     assert [w for w in data_list(ok_json(s.api("GET", "/v1/sys/alerting/maintenance"))) if str(w.get("id")) == mid]

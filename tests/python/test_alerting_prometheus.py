@@ -206,7 +206,7 @@ groups:
         ams = wait_for(lambda: prom.api("/api/v1/alertmanagers")["activeAlertmanagers"], 20, 0.2,
                        what="Steward among Prometheus's alertmanagers")
         assert [a["url"] for a in ams] == [f"http://127.0.0.1:{s.port}/api/v2/alerts"]
-        time.sleep(1.5)
+        time.sleep(1.0)
         assert rx.requests() == [], "nothing fires while test_up is 1"
 
         # The service goes down: the alert fires in Prometheus, Steward routes it to `hook`.
@@ -233,7 +233,7 @@ groups:
         assert got["status"]["state"] == "active"
         assert abs((ts(got["startsAt"]) - ts(a["startsAt"])).total_seconds()) < 1
         # Prometheus re-sends every second: still one notification (repeat_interval is 4 h).
-        rx.quiet("/hook", 3.0, count=1)
+        rx.quiet("/hook", 2.0, count=1)
         assert rx.requests("/fallback") == []
         assert prom.metric("prometheus_notifications_sent_total") >= 2
         assert prom.metric("prometheus_notifications_errors_total") == 0, prom.logs()

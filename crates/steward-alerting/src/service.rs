@@ -62,8 +62,15 @@ pub struct PostableSilence {
     #[serde(default)]
     pub id: Option<String>,
     pub matchers: Vec<ApiMatcher>,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
+    /// Default: now (the server's clock).
+    #[serde(default)]
+    pub starts_at: Option<DateTime<Utc>>,
+    /// Required unless `duration` is given.
+    #[serde(default)]
+    pub ends_at: Option<DateTime<Utc>>,
+    /// Steward's extension: the length from the start (e.g. `2h`) instead of `endsAt`.
+    #[serde(default)]
+    pub duration: Option<String>,
     #[serde(default)]
     pub created_by: String,
     #[serde(default)]
@@ -932,6 +939,8 @@ impl Alerting {
             .auth(ctx, "silences.put", "silences", Capability::Write)
             .await?;
         let now = self.now();
+        // A start in the past means now, as in Alertmanager.
+        let starts_at = s.starts_at.unwrap_or(now).max(now);
         let check = (|| {
             if s.matchers.is_empty() {
                 return Err(bad(
@@ -943,13 +952,28 @@ impl Alerting {
                 m.compile()
                     .map_err(|e| bad("invalid_silence", e.to_string()))?;
             }
-            if s.ends_at <= s.starts_at {
-                return Err(bad("invalid_silence", "endsAt must be after startsAt"));
-            }
-            if s.ends_at <= now {
+            let ends_at = match (s.ends_at, s.duration.as_deref()) {
+                (Some(e), _) => e,
+                (None, Some(d)) => {
+                    let d = humantime::parse_duration(d).map_err(|e| {
+                        bad(
+                            "invalid_silence",
+                            format!("duration {d:?} is not a duration ({e}); e.g. \"2h\""),
+                        )
+                    })?;
+                    starts_at + crate::pipeline::dur(d)
+                }
+                (None, None) => {
+                    return Err(bad(
+                        "invalid_silence",
+                        "give endsAt (or duration, e.g. \"2h\")",
+                    ))
+                }
+            };
+            if ends_at <= starts_at {
                 return Err(bad(
                     "invalid_silence",
-                    "endsAt is in the past; a silence must end in the future",
+                    "endsAt must be after startsAt and in the future",
                 ));
             }
             if let Some(id) = &s.id {
@@ -959,19 +983,17 @@ impl Alerting {
                     )));
                 }
             }
-            Ok(())
+            Ok(ends_at)
         })();
-        if let Err(e) = check {
-            return self.engine.complete(ctx, draft, Err(e)).await;
-        }
+        let ends_at = match check {
+            Ok(e) => e,
+            Err(e) => return self.engine.complete(ctx, draft, Err(e)).await,
+        };
         let silence = Silence {
             id: s.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             matchers: s.matchers,
-            starts_at: s
-                .starts_at
-                .max(now - ChronoDuration::seconds(1))
-                .min(s.starts_at.max(now)),
-            ends_at: s.ends_at,
+            starts_at,
+            ends_at,
             created_by: if s.created_by.is_empty() {
                 caller.display_name.clone()
             } else {

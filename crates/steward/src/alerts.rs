@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+
 use serde_json::{json, Value};
 
 use crate::{
@@ -288,16 +289,14 @@ pub async fn silence(c: &Client, cmd: SilenceCommand, out: Output) -> anyhow::Re
                 .iter()
                 .map(steward_alerting::mutes::ApiMatcher::from_matcher)
                 .collect();
-            let starts = match start {
-                Some(s) => parse_time(&s)?,
-                None => Utc::now(),
-            };
-            let ends = starts + parse_duration(&duration)?;
+            // The server's clock decides "now"; only an explicit start is sent.
+            let starts = start.as_deref().map(parse_time).transpose()?;
+            parse_duration(&duration)?;
             let v = c
                 .call(
                     "POST",
                     "/api/v2/silences",
-                    Some(json!({"matchers": api, "startsAt": starts, "endsAt": ends,
+                    Some(json!({"matchers": api, "startsAt": starts, "duration": duration,
                                 "createdBy": author, "comment": comment})),
                 )
                 .await?;
