@@ -254,15 +254,6 @@ def check_webhook(body: dict) -> dict:
     return body
 
 
-def alert_states(body: dict) -> dict:
-    """{alertname/instance-ish key: status} of a webhook body: labels frozen as a sorted tuple."""
-    return {tuple(sorted(a["labels"].items())): a["status"] for a in body["alerts"]}
-
-
-def names_in(body: dict) -> list:
-    return sorted(a["labels"].get("alertname", "") for a in body["alerts"])
-
-
 def by_alertname(bodies: list, name: str) -> list:
     return [b for b in bodies if any(a["labels"].get("alertname") == name for a in b["alerts"])]
 

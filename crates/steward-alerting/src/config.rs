@@ -232,11 +232,14 @@ pub fn check(cfg: &AlertingConfig) -> Result<(), ConfigError> {
     prepare(cfg, &reqwest::Client::new()).map(drop)
 }
 
+/// Channels by name.
+pub type Channels = HashMap<String, Arc<dyn Channel>>;
+
 /// Compiles the config and builds its channels on `http`.
 pub fn prepare(
     cfg: &AlertingConfig,
     http: &reqwest::Client,
-) -> Result<(Compiled, HashMap<String, Arc<dyn Channel>>), ConfigError> {
+) -> Result<(Compiled, Channels), ConfigError> {
     let compiled = Compiled::compile(cfg)?;
     let channels = build_channels(cfg, http)?;
     if let Some(h) = &cfg.heartbeat {
@@ -254,7 +257,7 @@ pub fn prepare(
 pub fn build_channels(
     cfg: &AlertingConfig,
     http: &reqwest::Client,
-) -> Result<HashMap<String, Arc<dyn Channel>>, ConfigError> {
+) -> Result<Channels, ConfigError> {
     let mut out = HashMap::new();
     for (i, c) in cfg.channels.iter().enumerate() {
         let settings = serde_json::to_value(&c.settings)

@@ -202,9 +202,15 @@ fn unquote(v: &str) -> Result<String, String> {
         let mut chars = inner.chars();
         while let Some(c) = chars.next() {
             if c == '\\' {
+                // Like Alertmanager: \" \\ and \n are escapes; any other backslash stays,
+                // so regexes such as "db-\d+" keep their meaning.
                 match chars.next() {
                     Some('n') => out.push('\n'),
-                    Some(o) => out.push(o),
+                    Some(o @ ('"' | '\\')) => out.push(o),
+                    Some(o) => {
+                        out.push('\\');
+                        out.push(o);
+                    }
                     None => return Err("value ends with a backslash".into()),
                 }
             } else {
@@ -255,6 +261,10 @@ mod tests {
         let m = parse_list(&[r#"{alertname="A,B", env!="dev"}"#]).unwrap();
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].value, "A,B");
+        let m = Matcher::parse(r#"host=~"db-\d+""#).unwrap();
+        assert_eq!(m.value, r"db-\d+", "backslashes that are not escapes stay");
+        assert!(m.matches(&labels(&[("host", "db-12")])));
+        assert_eq!(Matcher::parse(r#"a="x\"y""#).unwrap().value, "x\"y");
         let e = Matcher::parse("severity").unwrap_err();
         assert!(e.reason.contains("NAME=VALUE"), "{e}");
         let e = Matcher::parse(r#"x=~"(""#).unwrap_err();

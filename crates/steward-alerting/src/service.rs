@@ -798,16 +798,18 @@ impl Alerting {
             crate::pipeline::dur(p.cfg.resolve_timeout)
         };
         let n = alerts.len();
+        // Alertmanager clients (amtool) send 0001-01-01T00:00:00Z for "not set".
+        let set = |t: Option<DateTime<Utc>>| t.filter(|t| t.timestamp() > 0);
         let rows: Vec<RecordRow> = {
             let mut p = self.pipe();
             let mut rows = Vec::new();
             for a in alerts {
-                let starts = a.starts_at.unwrap_or(now);
+                let starts = set(a.starts_at).unwrap_or(now);
                 let doc = AlertDoc {
                     labels: a.labels,
                     annotations: a.annotations,
                     starts_at: starts,
-                    ends_at: Some(a.ends_at.unwrap_or(now + timeout)),
+                    ends_at: Some(set(a.ends_at).unwrap_or(now + timeout)),
                     generator_url: a.generator_url,
                     updated_at: now,
                     fire_at: None,
@@ -1362,10 +1364,14 @@ impl Alerting {
         self.engine.complete(ctx, draft, r).await
     }
 
-    pub fn receivers(&self) -> Vec<String> {
+    /// Receiver names (`GET /api/v2/receivers`; also what `/api/v2/status` checks access with).
+    pub async fn receivers(&self, ctx: &RequestCtx) -> Result<Vec<String>> {
+        let (_, draft) = self
+            .auth(ctx, "alerts.receivers", "alerts", Capability::Read)
+            .await?;
         let mut v: Vec<String> = self.pipe().cfg.receivers.keys().cloned().collect();
         v.sort();
-        v
+        self.engine.complete(ctx, draft, Ok(v)).await
     }
 
     /// Numbers for /metrics (no names, no labels of alerts).

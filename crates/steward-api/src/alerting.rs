@@ -220,8 +220,12 @@ pub async fn delete_silence(
 
 /// `GET /api/v2/status`: what amtool asks for; clustering is not Steward's way to replicate.
 #[utoipa::path(get, path = "/api/v2/status", responses((status = 200, description = "Alertmanager API v2 status (clustering disabled)")))]
-pub async fn status(State(st): State<AppState>) -> Response {
-    Json(json!({
+pub async fn status(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+) -> Result<Response, ApiError> {
+    st.alerting.receivers(&ctx).await?;
+    Ok(Json(json!({
         "cluster": {"name": "", "status": "disabled", "peers": []},
         "config": {"original": ""},
         "uptime": st.engine.clock().now(),
@@ -230,19 +234,23 @@ pub async fn status(State(st): State<AppState>) -> Response {
             "buildDate": "", "goVersion": "none (Steward is written in Rust)"
         }
     }))
-    .into_response()
+    .into_response())
 }
 
 /// `GET /api/v2/receivers`.
 #[utoipa::path(get, path = "/api/v2/receivers", responses((status = 200, description = "receiver names")))]
-pub async fn receivers(State(st): State<AppState>) -> Response {
+pub async fn receivers(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+) -> Result<Response, ApiError> {
     let r: Vec<Value> = st
         .alerting
-        .receivers()
+        .receivers(&ctx)
+        .await?
         .into_iter()
         .map(|n| json!({ "name": n }))
         .collect();
-    Json(r).into_response()
+    Ok(Json(r).into_response())
 }
 
 // ---- Steward's own routes ----------------------------------------------------------------

@@ -45,7 +45,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             ("rotating", c.rotating),
             ("retiring", c.retiring),
         ] {
-            crate::metrics::set_state(&st.metrics.rotations, state, n as u64);
+            crate::metrics::set_state(&st.metrics.rotations, state, n);
         }
         st.metrics.rotations_done.set(c.completed as i64);
         st.metrics.rotations_failed.set(c.failed as i64);

@@ -296,8 +296,10 @@ pub async fn silence(c: &Client, cmd: SilenceCommand, out: Output) -> anyhow::Re
                 .call(
                     "POST",
                     "/api/v2/silences",
-                    Some(json!({"matchers": api, "startsAt": starts, "duration": duration,
-                                "createdBy": author, "comment": comment})),
+                    Some(
+                        json!({"matchers": api, "startsAt": starts, "duration": duration,
+                                "createdBy": author, "comment": comment}),
+                    ),
                 )
                 .await?;
             match out {
