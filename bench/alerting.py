@@ -438,7 +438,7 @@ receivers:
         send_resolved: true
 """)
         self.port = free_port()
-        self.log = os.path.join(tmp, f"alertmanager-{label}.log")
+        self.log = os.path.join(tmp, f"{os.path.basename(d)}.log")
         self.logf = open(self.log, "w")
         self.proc = subprocess.Popen([AM_BIN, f"--config.file={cfg}", f"--storage.path={d}",
                                       f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
@@ -452,8 +452,9 @@ class Steward(Server):
 
     def __init__(self, tmp, label, hook_port, group_wait):
         self.port = free_port()
-        data = os.path.join(tmp, f"steward-data-{label}")
-        cfg = os.path.join(tmp, f"steward-{label}.toml")
+        d = tempfile.mkdtemp(prefix=f"steward-{label}-", dir=tmp)  # a fresh store every time
+        data = os.path.join(d, "data")
+        cfg = os.path.join(d, "steward.toml")
         with open(cfg, "w") as f:
             f.write(f"""[log]
 level = "warn"
@@ -475,7 +476,7 @@ name = "hook"
 type = "webhook"
 url = "http://127.0.0.1:{hook_port}/"
 """)
-        self.log = os.path.join(tmp, f"steward-{label}.log")
+        self.log = os.path.join(tmp, f"{os.path.basename(d)}.log")
         self.logf = open(self.log, "w")
         env = dict(os.environ, STEWARD_LOG="warn")
         env.pop("STEWARD_TOKEN", None)

@@ -264,9 +264,13 @@ impl Pipeline {
                 doc.starts_at = old.starts_at;
             }
         }
-        let is_new = !self.alerts.contains_key(&fp);
+        // New, or firing again after it resolved (its groups let go of it when they sent
+        // the resolve): route it (again).
+        let reroute = self.alerts.get(&fp).is_none_or(|old| {
+            old.state(now) == AlertState::Resolved && doc.state(now) != AlertState::Resolved
+        });
         self.alerts.insert(fp.clone(), doc);
-        if is_new {
+        if reroute {
             self.route_alert(&fp, now);
         }
         (fp, write)
@@ -800,20 +804,19 @@ impl Pipeline {
     }
 
     fn collect_garbage(&mut self, now: DateTime<Utc>, flush: &mut Flush) {
-        let referenced: BTreeSet<&String> = self
-            .groups
-            .values()
-            .flat_map(|g| g.state.sent_firing.iter())
-            .collect();
+        // A resolved alert goes once no group still has it to flush or owes its resolve (the
+        // check looks only at the alert's own groups: no scan over every group per pass).
         let dead: Vec<String> = self
             .alerts
             .iter()
-            .filter(|(fp, a)| a.state(now) == AlertState::Resolved && !referenced.contains(fp))
+            .filter(|(_, a)| a.state(now) == AlertState::Resolved)
             .filter(|(fp, _)| {
-                // Still waiting in a group that has not flushed it: keep until it does.
                 self.alert_groups.get(*fp).is_none_or(|gs| {
-                    gs.iter()
-                        .all(|g| self.groups.get(g).is_none_or(|g| !g.members.contains(*fp)))
+                    gs.iter().all(|g| {
+                        self.groups.get(g).is_none_or(|g| {
+                            !g.members.contains(*fp) && !g.state.sent_firing.contains(*fp)
+                        })
+                    })
                 })
             })
             .map(|(fp, _)| fp.clone())

@@ -468,3 +468,20 @@ fn config_mistakes_name_the_key() {
     let e = bad("[[alerting.maintenance]]\nname = \"m\"\ncron = \"0 2 * * *\"\nduration = \"1h\"\ntimezone = \"Nowhere/City\"\n");
     assert_eq!(e.key, "alerting.maintenance[0].timezone");
 }
+
+#[test]
+fn an_alert_that_fires_again_after_its_resolve_was_sent_is_notified_again() {
+    let mut p = pipeline("");
+    let fp = fire(&mut p, &[("alertname", "Flappy")], secs(0));
+    assert_eq!(eval(&mut p, secs(30)).len(), 1);
+    p.resolve(&fp, secs(40));
+    let n = eval(&mut p, secs(330));
+    assert_eq!(summary(&n), [("hook".into(), "resolved".into(), 1)]);
+    // Fires again before garbage collection saw it: routed again, notified again.
+    fire(&mut p, &[("alertname", "Flappy")], secs(331));
+    let mut sent = Vec::new();
+    for k in 0..3 {
+        sent.extend(eval(&mut p, secs(331 + 30 + 300 * k)));
+    }
+    assert_eq!(summary(&sent), [("hook".into(), "firing".into(), 1)]);
+}
