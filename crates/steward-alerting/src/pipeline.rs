@@ -174,6 +174,8 @@ pub struct AlertInfo {
     pub receivers: Vec<String>,
     pub mute: MuteStatus,
     pub groups: Vec<String>,
+    /// Acknowledgements of the alert's groups.
+    pub acknowledged: Vec<Ack>,
 }
 
 /// The pipeline.
@@ -429,7 +431,12 @@ impl Pipeline {
             .filter_map(|g| self.groups.get(g).map(|g| g.state.receiver.clone()))
             .collect();
         receivers.dedup();
+        let acknowledged = groups
+            .iter()
+            .filter_map(|g| self.groups.get(g).and_then(|g| g.state.acked.clone()))
+            .collect();
         AlertInfo {
+            acknowledged,
             fingerprint: fp.to_string(),
             state: doc.state(now),
             doc: doc.clone(),

@@ -47,12 +47,41 @@ pub struct PostableAlert {
     pub labels: Labels,
     #[serde(default)]
     pub annotations: Labels,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_starts")]
     pub starts_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_ends")]
     pub ends_at: Option<DateTime<Utc>>,
     #[serde(default, rename = "generatorURL")]
     pub generator_url: String,
+}
+
+/// An RFC 3339 time (or null), with an error that names the field and the expected form.
+fn de_time_named<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    field: &str,
+) -> std::result::Result<Option<DateTime<Utc>>, D::Error> {
+    let Some(s) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    DateTime::parse_from_rfc3339(&s)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{field} {s:?} is not an RFC 3339 time; write it like 2026-12-01T10:00:00Z"
+            ))
+        })
+}
+
+fn de_starts<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<DateTime<Utc>>, D::Error> {
+    de_time_named(d, "startsAt")
+}
+
+fn de_ends<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<DateTime<Utc>>, D::Error> {
+    de_time_named(d, "endsAt")
 }
 
 /// A silence as the Alertmanager API v2 posts it.
@@ -63,10 +92,10 @@ pub struct PostableSilence {
     pub id: Option<String>,
     pub matchers: Vec<ApiMatcher>,
     /// Default: now (the server's clock).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_starts")]
     pub starts_at: Option<DateTime<Utc>>,
     /// Required unless `duration` is given.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_ends")]
     pub ends_at: Option<DateTime<Utc>>,
     /// Steward's extension: the length from the start (e.g. `2h`) instead of `endsAt`.
     #[serde(default)]
@@ -991,8 +1020,25 @@ impl Alerting {
             Ok(e) => e,
             Err(e) => return self.engine.complete(ctx, draft, Err(e)).await,
         };
-        let silence = Silence {
-            id: s.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        // As in Alertmanager: changing the matchers of a silence that already started
+        // expires it and creates a new one (what it muted stays on record); other edits
+        // update it in place.
+        let old = s.id.as_deref().and_then(|id| self.pipe().silence(id));
+        let mut changes = Vec::new();
+        let id = match old {
+            Some(o) if o.matchers != s.matchers && o.state(now) != "pending" => {
+                changes.push(Silence {
+                    ends_at: now.min(o.ends_at),
+                    updated_at: now,
+                    ..o
+                });
+                uuid::Uuid::new_v4().to_string()
+            }
+            Some(o) => o.id,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        changes.push(Silence {
+            id: id.clone(),
             matchers: s.matchers,
             starts_at,
             ends_at,
@@ -1003,33 +1049,40 @@ impl Alerting {
             },
             comment: s.comment,
             updated_at: now,
-        };
-        self.store_silence(ctx, draft, silence).await
+        });
+        self.store_silences(ctx, draft, changes).await?;
+        Ok(id)
     }
 
-    async fn store_silence(
+    async fn store_silences(
         &self,
         ctx: &RequestCtx,
         draft: AuditDraft,
-        s: Silence,
-    ) -> Result<String> {
-        let row = RecordRow {
-            kind: "silence".into(),
-            id: s.id.clone(),
-            doc: serde_json::to_string(&s).expect("silences serialize"),
-            due_at: Some(s.ends_at),
-        };
+        list: Vec<Silence>,
+    ) -> Result<()> {
+        let rows: Vec<RecordRow> = list
+            .iter()
+            .map(|s| RecordRow {
+                kind: "silence".into(),
+                id: s.id.clone(),
+                doc: serde_json::to_string(s).expect("silences serialize"),
+                due_at: Some(s.ends_at),
+            })
+            .collect();
         self.engine.mark_audited(ctx);
         self.engine
             .store()
-            .write(Some(draft), move |tx: &mut dyn Tx| tx.record_put(&row))
+            .write(Some(draft), move |tx: &mut dyn Tx| {
+                rows.iter().try_for_each(|r| tx.record_put(r))
+            })
             .await
             .map_err(SecretsError::from)?;
-        let id = s.id.clone();
-        self.pipe()
-            .set_silence(s)
-            .map_err(|e| bad("invalid_silence", e.to_string()))?;
-        Ok(id)
+        let mut p = self.pipe();
+        for s in list {
+            p.set_silence(s)
+                .map_err(|e| bad("invalid_silence", e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Ends a silence now (it stays listed as expired).
@@ -1059,7 +1112,7 @@ impl Alerting {
             updated_at: now,
             ..s
         };
-        self.store_silence(ctx, draft, s).await.map(drop)
+        self.store_silences(ctx, draft, vec![s]).await
     }
 
     pub async fn windows(&self, ctx: &RequestCtx) -> Result<Vec<WindowInfo>> {

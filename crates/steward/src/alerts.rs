@@ -131,6 +131,14 @@ pub async fn alerts(c: &Client, cmd: AlertsCommand, out: Output) -> anyhow::Resu
                     println!("silenced by: {}", ids(&a["mute"]["silenced_by"]));
                     println!("inhibited by:{}", ids(&a["mute"]["inhibited_by"]));
                     println!("maintenance: {}", ids(&a["mute"]["maintenance"]));
+                    for k in a["acknowledged"].as_array().cloned().unwrap_or_default() {
+                        println!(
+                            "acknowledged by {} at {}: {}",
+                            k["by"].as_str().unwrap_or_default(),
+                            k["at"].as_str().unwrap_or_default(),
+                            k["comment"].as_str().unwrap_or_default()
+                        );
+                    }
                 }
             }
         }

@@ -318,9 +318,17 @@ impl Email {
     fn message(&self, n: &Notification, ctx: &Ctx<'_>) -> Result<Message, SendError> {
         let (text, html) = bodies(n);
         let subject = one_line(&n.title(), 900);
+        // A unique Message-ID on the sender's domain (RFC 5322; some providers refuse mail
+        // without one), the same for every retry of this notification.
+        let domain = self.from.email.domain().to_string();
         let mut b = Message::builder()
             .from(self.from.clone())
             .subject(subject)
+            .message_id(Some(format!(
+                "<{}.{}@{domain}>",
+                n.id,
+                &n.dedup_key[..8.min(n.dedup_key.len())]
+            )))
             .references(format!("<{}@steward>", n.dedup_key));
         for t in &self.to {
             b = b.to(t.clone());

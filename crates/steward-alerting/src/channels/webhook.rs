@@ -134,6 +134,11 @@ impl Channel for Webhook {
     }
 
     async fn send(&self, n: &Notification, secrets: &dyn SecretSource) -> Result<(), SendError> {
+        // An Alertmanager receiver would read an acknowledgement (status "firing") as a
+        // reminder: webhooks are not told; PagerDuty, Opsgenie and the chat channels are.
+        if n.kind == crate::model::NotifyKind::Acknowledged {
+            return Ok(());
+        }
         let mut ctx = Ctx::new(KIND, &self.name);
         let url = match &self.target {
             Target::Plain(u) => u.clone(),
