@@ -23,8 +23,9 @@ each request makes one new group and its alerts are notified together.
    receiver (a trivial Python server) to show its own ceiling. Per step the script reports the
    CPU seconds of the server, the generator, the receiver and everything else on the machine.
 2. Memory with --alerts (100,000) active alerts: a fresh server per side, the alerts posted as
-   fast as it takes them; once every one was notified and --settle seconds passed, VmRSS and
-   VmHWM from /proc/PID/status. Then the server's own count: /metrics (Alertmanager's
+   fast as it takes them; once every one was notified and --settle seconds passed, the server's
+   CPU over --idle-window seconds with nothing happening, then VmRSS and VmHWM from
+   /proc/PID/status. Then the server's own count: /metrics (Alertmanager's
    `alertmanager_alerts{state="active"}`) and `GET /api/v2/alerts` (at most --get-timeout s).
 
 Usage: python3 bench/alerting.py [--only alertmanager|steward] [--skip-ingest] [--skip-memory]
@@ -619,6 +620,10 @@ def part_memory(side, args, tmp, recv, cleanup):
         n = wait_notified(recv, args.alerts - args.batch, time.time() + 300) + args.batch
         notified_s = time.time() - t
         time.sleep(args.settle)
+        # What holding the alerts costs while nothing happens (timers, evaluation passes).
+        c0 = proc_cpu(srv.proc.pid)
+        time.sleep(args.idle_window)
+        idle_cpu = (proc_cpu(srv.proc.pid) - c0) / args.idle_window
         mem = proc_status(srv.proc.pid)
         gauge = srv.active_gauge()
         t = time.time()
@@ -634,10 +639,11 @@ def part_memory(side, args, tmp, recv, cleanup):
         cleanup.stack.pop()
     out = {"alerts": args.alerts, "accepted": g["ok"] + args.batch, "rejected": g["err"], "errors": g["errors"], "post_s": post_s,
            "notified": n, "notified_after_s": notified_s, "rss_idle_mib": idle["VmRSS"], "rss_mib": mem["VmRSS"],
-           "hwm_mib": mem["VmHWM"], "active_gauge": gauge, "listed": listed, "get_s": get_s, "rss_after_get_mib": after_get["VmRSS"],
+           "hwm_mib": mem["VmHWM"], "idle_cpu_cores": idle_cpu, "active_gauge": gauge, "listed": listed, "get_s": get_s, "rss_after_get_mib": after_get["VmRSS"],
            "hwm_after_get_mib": after_get["VmHWM"]}
     print(f"[{side}] memory: {out['accepted']} accepted in {post_s:.1f} s, {n} notified after {notified_s:.1f} s; "
-          f"VmRSS {mem['VmRSS']:.0f} MiB (idle {idle['VmRSS']:.0f}), VmHWM {mem['VmHWM']:.0f} MiB; "
+          f"VmRSS {mem['VmRSS']:.0f} MiB (at start {idle['VmRSS']:.0f}), VmHWM {mem['VmHWM']:.0f} MiB; "
+          f"CPU while holding them idle {idle_cpu * 100:.1f}% of a core; "
           f"/metrics active {gauge}; GET /api/v2/alerts listed {listed} in {get_s:.1f} s (RSS after {after_get['VmRSS']:.0f} MiB)", flush=True)
     return out
 
@@ -668,6 +674,7 @@ def main():
     ap.add_argument("--alerts", type=int, default=100_000, help="active alerts for the memory part")
     ap.add_argument("--settle", type=float, default=5, help="seconds after the last notification before reading memory")
     ap.add_argument("--get-timeout", type=float, default=120, help="for GET /api/v2/alerts after the memory reading")
+    ap.add_argument("--idle-window", type=float, default=10, help="seconds of idle CPU measured with the alerts held")
     ap.add_argument("--batch", type=int, default=64, help="alerts per POST (Prometheus sends up to 64)")
     ap.add_argument("--gen-procs", type=int, default=2)
     ap.add_argument("--conns", type=int, default=4, help="keep-alive connections per generator process")
@@ -743,7 +750,7 @@ def print_summary(results):
         m = results.get(f"memory_{side}")
         if m:
             print(f"{side}: {m['alerts']} active alerts: VmRSS {m['rss_mib']:.0f} MiB, VmHWM {m['hwm_mib']:.0f} MiB "
-                  f"(notified {m['notified']}, /metrics active {m['active_gauge']}, GET listed {m['listed']} in {m['get_s']:.1f} s)")
+                  f"idle CPU {m['idle_cpu_cores'] * 100:.1f}% of a core (notified {m['notified']}, /metrics active {m['active_gauge']}, GET listed {m['listed']} in {m['get_s']:.1f} s)")
     a, s = results.get("memory_alertmanager"), results.get("memory_steward")
     if a and s:
         ratio = s["rss_mib"] / a["rss_mib"]

@@ -485,3 +485,19 @@ fn an_alert_that_fires_again_after_its_resolve_was_sent_is_notified_again() {
     }
     assert_eq!(summary(&sent), [("hook".into(), "firing".into(), 1)]);
 }
+
+#[test]
+fn change_events_go_once_to_the_receivers_their_labels_route_to() {
+    let mut p = pipeline("");
+    let n = p.change(
+        labels(&[("alertname", "SecretRotated"), ("severity", "page"), ("env", "prod")]),
+        "prod/db/app rotated".into(),
+        secs(0),
+    );
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].kind, NotifyKind::Change);
+    assert_eq!(n[0].channel, "slack", "the oncall route's first step");
+    assert_eq!(n[0].summary.as_deref(), Some("prod/db/app rotated"));
+    assert_eq!(p.group_count(), 0, "a change is not an incident: no group");
+    assert!(eval(&mut p, secs(600)).is_empty());
+}

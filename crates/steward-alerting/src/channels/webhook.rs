@@ -10,6 +10,7 @@
 //! bearer_secret = "prod/alerting/ops-hook#token"        # optional: Authorization: Bearer <token>
 //! max_alerts = 0                                        # 0 (default): all; else keep the first N
 //! timeout = "10s"                                       # default 10s
+//! send_acknowledgements = false                         # default false (see below)
 //! ```
 //!
 //! Exactly one of `url` and `url_secret` is required. With `max_alerts = N` the payload carries
@@ -18,7 +19,9 @@
 //! The body is Alertmanager's: `version` (`"4"`), `groupKey`, `truncatedAlerts`, `status`,
 //! `receiver`, `groupLabels`, `commonLabels`, `commonAnnotations`, `externalURL` and `alerts[]`
 //! (`status`, `labels`, `annotations`, `startsAt`, `endsAt`, `generatorURL`, `fingerprint`).
-//! Acknowledgements, change notices and tests have the same shape (a test's status is
+//! Acknowledgements are not sent unless `send_acknowledgements = true`: an Alertmanager
+//! receiver would read one (status `firing`) as a reminder. Acknowledgements, change notices
+//! and tests have the same shape (a test's status is
 //! `firing`); one extra member, `steward` (`{id, kind, dedupKey, summary?}`), tells them apart
 //! for receivers that care, and is ignored by those that do not. Any 2xx is success; 408, 429
 //! and 5xx are retried (honouring `Retry-After`); other answers go to the dead letters.
@@ -50,6 +53,7 @@ struct Webhook {
     bearer_secret: Option<String>,
     max_alerts: usize,
     timeout: Duration,
+    send_acks: bool,
 }
 
 /// Builds a `webhook` channel from its settings.
@@ -81,6 +85,7 @@ pub fn build(
     let max_alerts = s.u64("max_alerts", 0)?;
     let max_alerts = usize::try_from(max_alerts).unwrap_or(usize::MAX);
     let timeout = s.duration("timeout", DEFAULT_TIMEOUT)?;
+    let send_acks = s.bool("send_acknowledgements", false)?;
     s.finish()?;
     Ok(Arc::new(Webhook {
         name: name.to_string(),
@@ -89,6 +94,7 @@ pub fn build(
         bearer_secret,
         max_alerts,
         timeout,
+        send_acks,
     }))
 }
 
@@ -135,8 +141,8 @@ impl Channel for Webhook {
 
     async fn send(&self, n: &Notification, secrets: &dyn SecretSource) -> Result<(), SendError> {
         // An Alertmanager receiver would read an acknowledgement (status "firing") as a
-        // reminder: webhooks are not told; PagerDuty, Opsgenie and the chat channels are.
-        if n.kind == crate::model::NotifyKind::Acknowledged {
+        // reminder: sent only when the channel asks for them.
+        if n.kind == NotifyKind::Acknowledged && !self.send_acks {
             return Ok(());
         }
         let mut ctx = Ctx::new(KIND, &self.name);
