@@ -658,14 +658,27 @@ async fn webhook_sends_alertmanager_v4_for_every_kind() {
     assert_eq!(p["status"], "firing");
     assert_eq!(p["steward"]["kind"], "test");
 
-    for kind in [NotifyKind::Acknowledged, NotifyKind::Change] {
-        ch.send(&with_kind(firing(1), kind), &secrets)
-            .await
-            .unwrap();
-        let p = rx.last().json();
-        check_webhook_v4(&p);
-        assert_eq!(p["steward"]["dedupKey"], DEDUP);
-    }
+    ch.send(&with_kind(firing(1), NotifyKind::Change), &secrets)
+        .await
+        .unwrap();
+    let p = rx.last().json();
+    check_webhook_v4(&p);
+    assert_eq!(p["steward"]["kind"], "change");
+    assert_eq!(p["steward"]["dedupKey"], DEDUP);
+    // Acknowledgements are skipped unless asked for: an Alertmanager receiver would take
+    // one for a reminder.
+    let ack = with_kind(firing(1), NotifyKind::Acknowledged);
+    ch.send(&ack, &secrets).await.unwrap();
+    assert_eq!(rx.requests().len(), 4, "no request for the acknowledgement");
+    let acks = build(
+        "webhook",
+        json!({"url": rx.url("/alerts"), "send_acknowledgements": true}),
+    );
+    acks.send(&ack, &secrets).await.unwrap();
+    let p = rx.last().json();
+    check_webhook_v4(&p);
+    assert_eq!(p["steward"]["kind"], "acknowledged");
+    assert_eq!(p["steward"]["dedupKey"], DEDUP);
     assert_eq!(rx.requests().len(), 5);
 }
 

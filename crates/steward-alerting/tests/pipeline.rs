@@ -490,7 +490,11 @@ fn an_alert_that_fires_again_after_its_resolve_was_sent_is_notified_again() {
 fn change_events_go_once_to_the_receivers_their_labels_route_to() {
     let mut p = pipeline("");
     let n = p.change(
-        labels(&[("alertname", "SecretRotated"), ("severity", "page"), ("env", "prod")]),
+        labels(&[
+            ("alertname", "SecretRotated"),
+            ("severity", "page"),
+            ("env", "prod"),
+        ]),
         "prod/db/app rotated".into(),
         secs(0),
     );
