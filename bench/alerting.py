@@ -41,7 +41,8 @@ import tempfile, time, urllib.error, urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("STEWARD_BIN", os.path.join(ROOT, "target", "release", "steward"))
 AM_BIN = os.environ.get("ALERTMANAGER_BIN", "/usr/bin/prometheus-alertmanager")
-DEFAULT_STEPS = "500,1000,2000,3000,5000,7000,10000,15000,20000,30000,50000,70000,100000,150000,200000"
+DEFAULT_STEPS = ("500,1000,2000,3000,4000,5000,6000,7000,8500,10000,12000,15000,20000,25000,30000,40000,50000,"
+                 "70000,100000,150000,200000")
 SLO = 1.0  # s, notification latency p99
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -187,12 +187,20 @@ pub struct Pipeline {
     silences: HashMap<String, (Silence, Vec<crate::matchers::Matcher>)>,
     windows: Vec<CompiledWindow>,
     seq: u64,
+    timings: HashMap<String, (std::time::Duration, std::time::Duration)>,
 }
 
 impl Pipeline {
     pub fn new(cfg: Compiled) -> Self {
         let windows = cfg.windows.clone();
+        let timings = cfg
+            .route
+            .walk()
+            .into_iter()
+            .map(|r| (r.id.clone(), (r.group_interval, r.repeat_interval)))
+            .collect();
         Self {
+            timings,
             cfg,
             alerts: HashMap::new(),
             groups: HashMap::new(),
@@ -323,8 +331,9 @@ impl Pipeline {
         self.alert_groups.insert(fp.to_string(), gids);
     }
 
-    fn route_of(&self, id: &str) -> Option<&Route> {
-        self.cfg.route.walk().into_iter().find(|r| r.id == id)
+    /// A route's (group_interval, repeat_interval), looked up by id.
+    fn timing_of(&self, id: &str) -> Option<(std::time::Duration, std::time::Duration)> {
+        self.timings.get(id).copied()
     }
 
     // ---- silences and windows ------------------------------------------------------------
@@ -588,10 +597,8 @@ impl Pipeline {
         let Some(g) = self.groups.get(gid) else {
             return false;
         };
-        let route = self.route_of(&g.state.route_id).cloned();
-        let (group_interval, repeat) = route
-            .as_ref()
-            .map(|r| (r.group_interval, r.repeat_interval))
+        let (group_interval, repeat) = self
+            .timing_of(&g.state.route_id)
             .unwrap_or((
                 std::time::Duration::from_secs(300),
                 std::time::Duration::from_secs(14400),

@@ -38,7 +38,9 @@ use crate::{
 };
 
 const CURSOR_KEY: &str = "alerting/events/cursor";
-const TICK: Duration = Duration::from_millis(200);
+/// How often the loop looks for work when nothing wakes it (it adds at most this to a
+/// notification's latency beyond group_wait).
+const TICK: Duration = Duration::from_millis(100);
 
 /// An alert as the Alertmanager API v2 posts it.
 #[derive(Debug, Clone, Deserialize)]
@@ -286,7 +288,7 @@ impl Alerting {
         Ok(())
     }
 
-    /// The loop: every 200 ms (or when woken) follow events, evaluate, deliver; beat the
+    /// The loop: every 100 ms (or when woken) follow events, evaluate, deliver; beat the
     /// heartbeat and prune the log on their own intervals. Ends when `shutdown` turns true.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut loaded = false;
