@@ -188,6 +188,8 @@ pub struct Pipeline {
     windows: Vec<CompiledWindow>,
     seq: u64,
     timings: HashMap<String, (std::time::Duration, std::time::Duration)>,
+    /// Whether any receiver has escalation steps.
+    escalates: bool,
 }
 
 impl Pipeline {
@@ -199,7 +201,9 @@ impl Pipeline {
             .into_iter()
             .map(|r| (r.id.clone(), (r.group_interval, r.repeat_interval)))
             .collect();
+        let escalates = cfg.receivers.values().any(|r| r.steps.len() > 1);
         Self {
+            escalates,
             timings,
             cfg,
             alerts: HashMap::new(),
@@ -548,6 +552,14 @@ impl Pipeline {
     }
 
     fn escalation_due(&self, g: &GroupState, now: DateTime<Utc>) -> bool {
+        // Cheap checks first: this runs for every group on every pass.
+        if !self.escalates
+            || g.acked.is_some()
+            || g.first_fired_at.is_none()
+            || g.sent_firing.is_empty()
+        {
+            return false;
+        }
         let Some(rx) = self.cfg.receivers.get(&g.receiver) else {
             return false;
         };
@@ -597,12 +609,10 @@ impl Pipeline {
         let Some(g) = self.groups.get(gid) else {
             return false;
         };
-        let (group_interval, repeat) = self
-            .timing_of(&g.state.route_id)
-            .unwrap_or((
-                std::time::Duration::from_secs(300),
-                std::time::Duration::from_secs(14400),
-            ));
+        let (group_interval, repeat) = self.timing_of(&g.state.route_id).unwrap_or((
+            std::time::Duration::from_secs(300),
+            std::time::Duration::from_secs(14400),
+        ));
         let mut firing = Vec::new();
         let mut firing_new = false;
         let mut firing_unmuted = false;
