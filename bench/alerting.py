@@ -375,7 +375,7 @@ class Server:
         end = time.time() + timeout
         while time.time() < end:
             if self.proc.poll() is not None:
-                raise SystemExit(f"{self.name} exited ({self.proc.returncode}); log: {self.log}\n{self.tail()}")
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}); log: {self.log}\n{self.tail()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
                     if r.status == 200:
@@ -383,7 +383,9 @@ class Server:
             except (OSError, urllib.error.URLError):
                 pass
             time.sleep(0.1)
-        raise SystemExit(f"{self.name} on port {self.port} did not become ready; log: {self.log}\n{self.tail()}")
+        self.proc.kill()  # not yet in the cleanup list
+        self.proc.wait()
+        raise RuntimeError(f"{self.name} on port {self.port} did not become ready; log: {self.log}\n{self.tail()}")
 
     def tail(self, n=30):
         try:
@@ -569,6 +571,9 @@ def fmt_s(x):
 
 
 def print_step(side, r):
+    if "error" in r:
+        print(f"[{side}] {r['offered']:>7}/s offered  FAIL: {r['error']}", flush=True)
+        return
     print(f"[{side}] {r['offered']:>7}/s offered  {r['accepted_per_s']:>9.0f}/s accepted  "
           f"notified {r['notified']}/{r['accepted']} in {r['notifications']} webhooks  "
           f"latency ms p50 {fmt_s(r['lat_p50_s'])} p99 {fmt_s(r['lat_p99_s'])} max {fmt_s(r['lat_max_s'])}  "
@@ -589,7 +594,10 @@ def part_ingest(sides, args, tmp, recv, cleanup):
             if side in stopped:
                 continue
             for attempt in range(1, args.retries + 2):
-                r = step(side, rate, args, tmp, recv, cleanup)
+                try:
+                    r = step(side, rate, args, tmp, recv, cleanup)
+                except (RuntimeError, OSError) as e:  # a broken server fails its step, not the run
+                    r = {"offered": rate, "pass": False, "why": [f"error: {e}"], "error": str(e)}
                 r["attempt"] = attempt
                 rows[side].append(r)
                 print_step(side, r)
@@ -711,7 +719,11 @@ def main():
                 results[f"ingest_{side}"] = x
         for side in sides:
             if not args.skip_memory:
-                results[f"memory_{side}"] = part_memory(side, args, tmp, recv, cleanup)
+                try:
+                    results[f"memory_{side}"] = part_memory(side, args, tmp, recv, cleanup)
+                except (RuntimeError, OSError) as e:
+                    print(f"[{side}] memory: FAIL {e}", flush=True)
+                    results[f"memory_{side}_error"] = str(e)
         results["load_after"] = loadavg()
         keep = os.environ.get("BENCH_KEEP_LOGS")
         if keep:
@@ -738,6 +750,9 @@ def print_summary(results):
         print(f"  {'offered/s':>10}{'accepted/s':>11}{'notified':>17}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
               f"{'srv CPU s':>10}{'gen CPU s':>10}{'rcv CPU s':>10}{'other CPU':>10}{'RSS MiB':>8}  result")
         for r in x["steps"]:
+            if "error" in r:
+                print(f"  {r['offered']:>10}  FAIL {r['error'][:200]}")
+                continue
             print(f"  {r['offered']:>10}{r['accepted_per_s']:>11.0f}{r['notified']:>9}/{r['accepted']:<7}"
                   f"{fmt_s(r['lat_p50_s']):>8}{fmt_s(r['lat_p99_s']):>8}{fmt_s(r['lat_max_s']):>8}"
                   f"{r['server_cpu_during_load_s']:>10.1f}{r['gen_cpu_s']:>10.1f}{r['receiver_cpu_s']:>10.1f}{r['other_cpu_s']:>10.1f}{r['rss_mib']:>8.0f}  "
