@@ -190,6 +190,7 @@ pub struct Pipeline {
     timings: HashMap<String, (std::time::Duration, std::time::Duration)>,
     /// Whether any receiver has escalation steps.
     escalates: bool,
+    last_gc: Option<DateTime<Utc>>,
 }
 
 impl Pipeline {
@@ -203,6 +204,7 @@ impl Pipeline {
             .collect();
         let escalates = cfg.receivers.values().any(|r| r.steps.len() > 1);
         Self {
+            last_gc: None,
             escalates,
             timings,
             cfg,
@@ -547,7 +549,15 @@ impl Pipeline {
                 }
             }
         }
-        self.collect_garbage(now, &mut flush);
+        // Collection scans every alert: once a second is enough (a resolved alert waits at
+        // most that long to leave memory and the store).
+        if self
+            .last_gc
+            .is_none_or(|t| now - t >= ChronoDuration::seconds(1) || now < t)
+        {
+            self.last_gc = Some(now);
+            self.collect_garbage(now, &mut flush);
+        }
         flush
     }
 
