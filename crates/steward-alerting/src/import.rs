@@ -532,7 +532,7 @@ fn am_matchers(input: &str, at: &str) -> Result<Vec<String>, String> {
         s = inner;
     }
     let mut out = Vec::new();
-    for part in split_commas(s) {
+    for part in crate::matchers::split_top(s) {
         let part = part.trim();
         if part.is_empty() {
             continue;
@@ -581,32 +581,6 @@ fn am_unescape(raw: &str) -> String {
         }
     }
     out
-}
-
-/// Splits on commas outside double quotes.
-fn split_commas(s: &str) -> Vec<String> {
-    let mut parts = vec![String::new()];
-    let (mut quoted, mut escaped) = (false, false);
-    for c in s.chars() {
-        let last = parts.last_mut().expect("one part at least");
-        match c {
-            _ if escaped => {
-                escaped = false;
-                last.push(c);
-            }
-            '\\' if quoted => {
-                escaped = true;
-                last.push(c);
-            }
-            '"' => {
-                quoted = !quoted;
-                last.push(c);
-            }
-            ',' if !quoted => parts.push(String::new()),
-            _ => last.push(c),
-        }
-    }
-    parts
 }
 
 /// `matchers` plus the deprecated `match` / `match_re` maps of one object, in Steward's syntax.
@@ -1235,7 +1209,7 @@ impl Converter {
                 format!("to {to:?} is a template; Steward needs fixed addresses"),
             );
         }
-        let to: Vec<String> = split_commas(&to)
+        let to: Vec<String> = crate::matchers::split_top(&to)
             .into_iter()
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())

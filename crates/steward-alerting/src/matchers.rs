@@ -167,8 +167,8 @@ fn valid_label_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Splits on commas outside double quotes.
-fn split_top(s: &str) -> Vec<String> {
+/// Splits on commas outside double quotes (also used by the importer).
+pub(crate) fn split_top(s: &str) -> Vec<String> {
     let mut parts = vec![String::new()];
     let (mut quoted, mut escaped) = (false, false);
     for c in s.chars() {

@@ -618,7 +618,7 @@ impl Alerting {
                         tracing::warn!(error = %e, "alerting: sent, but cannot record it; it may be sent again")
                     }
                 }
-                self.channel_recovered(&channel, now).await;
+                self.channel_recovered(&channel).await;
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -680,7 +680,7 @@ impl Alerting {
                         if r.is_ok() {
                             self.done(&item.notification);
                         }
-                        self.channel_failed(&channel, &reason, now).await;
+                        self.channel_failed(&channel, &reason).await;
                     }
                 }
             }
@@ -707,49 +707,21 @@ impl Alerting {
     }
 
     /// A channel that dead-letters raises `StewardChannelFailing` through the other channels.
-    async fn channel_failed(&self, channel: &str, reason: &str, now: DateTime<Utc>) {
-        let doc = AlertDoc {
-            labels: Self::failing_labels(channel),
-            annotations: [(
-                "summary".to_string(),
-                format!("Notifications to channel {channel} fail: {reason}"),
-            )]
-            .into_iter()
-            .collect(),
-            starts_at: now,
-            ends_at: None,
-            generator_url: String::new(),
-            updated_at: now,
-            fire_at: None,
-            source: "steward".into(),
-        };
-        let row = {
-            let mut p = self.pipe();
-            let (fp, write) = p.upsert(doc, now, ChronoDuration::zero());
-            write.then(|| alert_row(&fp, p.get(&fp).expect("present")))
-        };
-        if let Some(row) = row {
-            let _ = self
-                .engine
-                .store()
-                .write(None, move |tx: &mut dyn Tx| tx.record_put(&row))
-                .await;
+    async fn channel_failed(&self, channel: &str, reason: &str) {
+        let annotations = [(
+            "summary".to_string(),
+            format!("Notifications to channel {channel} fail: {reason}"),
+        )]
+        .into_iter()
+        .collect();
+        if let Err(e) = self.raise(Self::failing_labels(channel), annotations).await {
+            tracing::warn!(error = %e, "alerting: cannot store the channel-failing alert");
         }
     }
 
-    async fn channel_recovered(&self, channel: &str, now: DateTime<Utc>) {
-        let fp = fingerprint(&Self::failing_labels(channel));
-        let row = {
-            let mut p = self.pipe();
-            p.resolve(&fp, now)
-                .then(|| alert_row(&fp, p.get(&fp).expect("present")))
-        };
-        if let Some(row) = row {
-            let _ = self
-                .engine
-                .store()
-                .write(None, move |tx: &mut dyn Tx| tx.record_put(&row))
-                .await;
+    async fn channel_recovered(&self, channel: &str) {
+        if let Err(e) = self.resolve(&Self::failing_labels(channel)).await {
+            tracing::warn!(error = %e, "alerting: cannot store the channel-failing alert's resolve");
         }
     }
 
