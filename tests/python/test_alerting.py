@@ -1284,6 +1284,9 @@ def test_expiring_secret_raises_an_alert_with_default_rules(server_factory, tmp_
     assert r.status_code == 200, r.text
     clock.advance(2 * SECOND)  # the scan runs once per clock value
     wait_for(lambda: events_of(s, path, "secret.expiring"), WAIT, what="secret.expiring")
+    # The alerting loop turns the event into an alert on its next pass: wait for the alert
+    # before moving the clock past group_wait, or its group would start after the move.
+    wait_for(lambda: [x for x in steward_alerts(s) if mentions(x, path)], WAIT, what="the SecretExpiring alert")
     clock.advance(11 * SECOND)
     req = rx.wait("/hook", 1, WAIT, pred=lambda r: path in r.body.decode(), what=f"an alert about {path}")[0]
     n = check_webhook(req.json())
