@@ -434,6 +434,23 @@ impl Pipeline {
         out
     }
 
+    /// (firing, pending, suppressed) without copying any alert (for /metrics).
+    pub fn counts(&self, now: DateTime<Utc>) -> (u64, u64, u64) {
+        let idx = self.firing_index(now);
+        let (mut firing, mut pending, mut suppressed) = (0, 0, 0);
+        for (fp, a) in &self.alerts {
+            match a.state(now) {
+                AlertState::Firing if self.mute_of(&idx, fp, &a.labels, now).is_muted() => {
+                    suppressed += 1
+                }
+                AlertState::Firing => firing += 1,
+                AlertState::Pending => pending += 1,
+                AlertState::Resolved => {}
+            }
+        }
+        (firing, pending, suppressed)
+    }
+
     pub fn info_of(&self, fp: &str, now: DateTime<Utc>) -> Option<AlertInfo> {
         let doc = self.alerts.get(fp)?;
         Some(self.info(&self.firing_index(now), fp, doc, now))
@@ -445,6 +462,7 @@ impl Pipeline {
             .iter()
             .filter_map(|g| self.groups.get(g).map(|g| g.state.receiver.clone()))
             .collect();
+        receivers.sort();
         receivers.dedup();
         let acknowledged = groups
             .iter()

@@ -155,6 +155,8 @@ pub struct Alerting {
     /// pending notification of keys waiting for a retry (later ones wait behind it).
     order: Mutex<Order>,
     counters: Counters,
+    /// The event cursor once read (see `follow_events`).
+    cursor: Mutex<Option<u64>>,
     permits: Arc<Semaphore>,
     /// When the loop last completed a pass (the dead man's switch beats only while it does).
     last_pass: Mutex<Option<DateTime<Utc>>>,
@@ -209,6 +211,7 @@ impl Alerting {
             wake: Notify::new(),
             order: Mutex::new(Order::default()),
             counters: Counters::default(),
+            cursor: Mutex::new(None),
             last_pass: Mutex::new(None),
             slack,
         }))
@@ -342,25 +345,35 @@ impl Alerting {
     /// Turns new events into alerts; the cursor, counters and alerts commit together.
     async fn follow_events(&self) -> Result<()> {
         let store = self.engine.store();
-        let cursor = store
-            .read(|tx| tx.sys_get(CURSOR_KEY))
-            .await
-            .map_err(SecretsError::from)?;
-        let cursor = match cursor {
-            Some(v) => String::from_utf8_lossy(&v).parse::<u64>().unwrap_or(0),
+        // The stored cursor is read once; afterwards this loop is its only writer and keeps
+        // it in memory (no store read per pass).
+        let known = *self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        let cursor = match known {
+            Some(c) => c,
             None => {
-                // First start: alert on what happens from now on, not on history.
-                let last = store
-                    .read(|tx| tx.events_last_seq())
+                let stored = store
+                    .read(|tx| tx.sys_get(CURSOR_KEY))
                     .await
                     .map_err(SecretsError::from)?;
-                store
-                    .write(None, move |tx: &mut dyn Tx| {
-                        tx.sys_put(CURSOR_KEY, last.to_string().as_bytes())
-                    })
-                    .await
-                    .map_err(SecretsError::from)?;
-                return Ok(());
+                let c = match stored {
+                    Some(v) => String::from_utf8_lossy(&v).parse::<u64>().unwrap_or(0),
+                    None => {
+                        // First start: alert on what happens from now on, not on history.
+                        let last = store
+                            .read(|tx| tx.events_last_seq())
+                            .await
+                            .map_err(SecretsError::from)?;
+                        store
+                            .write(None, move |tx: &mut dyn Tx| {
+                                tx.sys_put(CURSOR_KEY, last.to_string().as_bytes())
+                            })
+                            .await
+                            .map_err(SecretsError::from)?;
+                        last
+                    }
+                };
+                *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+                c
             }
         };
         let events = store
@@ -425,6 +438,7 @@ impl Alerting {
             })
             .await
             .map_err(SecretsError::from)?;
+        *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(last);
         if has_outbox {
             self.wake.notify_one();
         }
@@ -1407,14 +1421,7 @@ impl Alerting {
         let mut st = Stats::default();
         {
             let p = self.pipe();
-            for a in p.list(now) {
-                match a.state {
-                    crate::model::AlertState::Firing if a.mute.is_muted() => st.suppressed += 1,
-                    crate::model::AlertState::Firing => st.firing += 1,
-                    crate::model::AlertState::Pending => st.pending += 1,
-                    crate::model::AlertState::Resolved => {}
-                }
-            }
+            (st.firing, st.pending, st.suppressed) = p.counts(now);
             st.groups = p.group_count() as u64;
         }
         let c = &self.counters;

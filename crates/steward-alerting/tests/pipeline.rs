@@ -471,19 +471,48 @@ fn config_mistakes_name_the_key() {
 
 #[test]
 fn an_alert_that_fires_again_after_its_resolve_was_sent_is_notified_again() {
-    let mut p = pipeline("");
-    let fp = fire(&mut p, &[("alertname", "Flappy")], secs(0));
-    assert_eq!(eval(&mut p, secs(30)).len(), 1);
-    p.resolve(&fp, secs(40));
-    let n = eval(&mut p, secs(330));
-    assert_eq!(summary(&n), [("hook".into(), "resolved".into(), 1)]);
-    // Fires again before garbage collection saw it: routed again, notified again.
-    fire(&mut p, &[("alertname", "Flappy")], secs(331));
-    let mut sent = Vec::new();
-    for k in 0..3 {
-        sent.extend(eval(&mut p, secs(331 + 30 + 300 * k)));
-    }
-    assert_eq!(summary(&sent), [("hook".into(), "firing".into(), 1)]);
+    // Two groups hold the alert: the fast one sends the resolve and lets go of the alert;
+    // the slow one still owes its resolve, so the alert stays in memory. Firing again then
+    // must bring it back into the fast group.
+    let mut p = pipeline(
+        r#"
+[[alerting.route.routes]]
+matchers = ['team="x"']
+receiver = "team"
+group_wait = "10s"
+group_interval = "1m"
+continue = true
+[[alerting.route.routes]]
+matchers = ['team="x"']
+receiver = "oncall"
+group_wait = "10s"
+group_interval = "1h"
+"#,
+    );
+    let pairs = [("alertname", "Flappy"), ("team", "x")];
+    let fp = fire(&mut p, &pairs, secs(0));
+    let n = eval(&mut p, secs(10));
+    let mut chans: Vec<_> = n.iter().map(|n| n.channel.clone()).collect();
+    chans.sort();
+    assert_eq!(chans, ["hook", "slack"], "both groups announce it");
+    p.resolve(&fp, secs(20));
+    let n = eval(&mut p, secs(70));
+    assert_eq!(
+        summary(&n),
+        [("hook".into(), "resolved".into(), 1)],
+        "fast group only"
+    );
+    assert!(
+        p.get(&fp).is_some(),
+        "the slow group still owes its resolve"
+    );
+    fire(&mut p, &pairs, secs(80));
+    let n = eval(&mut p, secs(130));
+    assert_eq!(
+        summary(&n),
+        [("hook".into(), "firing".into(), 1)],
+        "the fast group announces it again"
+    );
 }
 
 #[test]
