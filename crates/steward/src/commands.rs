@@ -73,6 +73,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = || Client::new(&g, &cfg);
     match cli.command {
         Command::Up(args) => {
+            settings::check_alerting(&cfg, cfg_path.as_deref())?;
             let mut cfg = cfg;
             if let Some(l) = args.listen {
                 cfg.server.listen = l;
@@ -84,10 +85,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Config {
             command: ConfigCommand::Check,
-        } => match cfg_path {
-            Some(p) => println!("{}: ok", p.display()),
-            None => println!("no steward.toml found; the defaults apply (ok)"),
-        },
+        } => {
+            settings::check_alerting(&cfg, cfg_path.as_deref())?;
+            match cfg_path {
+                Some(p) => println!("{}: ok", p.display()),
+                None => println!("no steward.toml found; the defaults apply (ok)"),
+            }
+        }
         Command::Unseal => unseal(&client()?).await?,
         Command::Secret { command } => return secret(&client()?, command, out).await,
         Command::Token { command } => token(&client()?, command, out).await?,

@@ -60,22 +60,30 @@ pub fn load(global: &Global) -> anyhow::Result<(Config, Option<PathBuf>)> {
 fn parse_file(path: &Path) -> anyhow::Result<Config> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigProblem(format!("cannot read {}: {e}", path.display())))?;
-    let cfg = Config::parse(&text, &path.display().to_string())
+    Config::parse(&text, &path.display().to_string())
         .map_err(|e: ConfigError| anyhow::Error::new(ConfigProblem(e.to_string())))
-        .context("invalid configuration")?;
-    // `[alerting]` cross-references (receivers, channels, matchers, cron, time zones) are
-    // checked here too, so `config check` and `up` report them with file and line.
-    if let Err(e) = steward_alerting::config::check(&cfg.alerting) {
-        let line = locate(&text, &e.key);
-        return Err(anyhow::Error::new(ConfigProblem(format!(
-            "{}:{line}: {}: {}",
-            path.display(),
-            e.key,
-            e.message
-        ))))
-        .context("invalid configuration");
-    }
-    Ok(cfg)
+        .context("invalid configuration")
+}
+
+/// Checks `[alerting]` fully (references, matchers, cron, time zones, channel settings) and
+/// reports a mistake with file and line. Only `up` and `config check` call it: client
+/// commands do not pay for building channels they never use.
+pub fn check_alerting(cfg: &Config, path: Option<&Path>) -> anyhow::Result<()> {
+    let Err(e) = steward_alerting::config::check(&cfg.alerting) else {
+        return Ok(());
+    };
+    let place = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            format!("{}:{}: ", p.display(), locate(&text, &e.key))
+        }
+        None => String::new(),
+    };
+    Err(anyhow::Error::new(ConfigProblem(format!(
+        "{place}{}: {}",
+        e.key, e.message
+    ))))
+    .context("invalid configuration")
 }
 
 /// The line a dotted key such as `alerting.receivers[2].channels` is written on: the Nth
