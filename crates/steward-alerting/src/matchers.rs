@@ -161,7 +161,8 @@ pub fn all_match(matchers: &[Matcher], labels: &Labels) -> bool {
     matchers.iter().all(|m| m.matches(labels))
 }
 
-fn valid_label_name(name: &str) -> bool {
+/// Letters, digits and `_`, not starting with a digit (Prometheus label names).
+pub fn valid_label_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -76,6 +76,19 @@ pub enum NotifyKind {
     Test,
 }
 
+impl NotifyKind {
+    /// The name in payloads and the notification log (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyKind::Firing => "firing",
+            NotifyKind::Resolved => "resolved",
+            NotifyKind::Acknowledged => "acknowledged",
+            NotifyKind::Change => "change",
+            NotifyKind::Test => "test",
+        }
+    }
+}
+
 /// One notification for one channel: a group's alerts, as of one flush.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {

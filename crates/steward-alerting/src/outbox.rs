@@ -82,10 +82,7 @@ impl LogEntry {
             notification_id: n.id.clone(),
             channel: n.channel.clone(),
             receiver: n.receiver.clone(),
-            kind: serde_json::to_value(n.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            kind: n.kind.as_str().into(),
             status: n.status.clone(),
             group_key: n.group_key.clone(),
             dedup_key: n.dedup_key.clone(),

@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 use crate::{
     channels::{Channel, SecretSource, SendError},
     config::prepare,
-    matchers::{parse_list, Matcher},
+    matchers::{parse_list, valid_label_name},
     model::{fingerprint, Labels, Notification},
     mutes::{ApiMatcher, CompiledWindow, Maintenance, Silence},
     outbox::{backoff, LogEntry, OutboxItem, DEAD, LOG, OUTBOX},
@@ -786,15 +786,11 @@ impl Alerting {
                 if a.labels.is_empty() {
                     return Err(bad("invalid_alert", format!("alert {i}: labels are empty; every alert needs at least one label (e.g. alertname)")));
                 }
-                for (k, v) in &a.labels {
-                    if Matcher::new(k, crate::matchers::MatchOp::Eq, v).is_err() {
-                        return Err(bad(
-                            "invalid_alert",
-                            format!(
-                                "alert {i}: {k:?} is not a label name (letters, digits and '_')"
-                            ),
-                        ));
-                    }
+                if let Some(k) = a.labels.keys().find(|k| !valid_label_name(k)) {
+                    return Err(bad(
+                        "invalid_alert",
+                        format!("alert {i}: {k:?} is not a label name (letters, digits and '_')"),
+                    ));
                 }
                 if let (Some(s), Some(e)) = (a.starts_at, a.ends_at) {
                     if e < s {
@@ -810,15 +806,12 @@ impl Alerting {
                 return self.engine.complete(ctx, draft, Err(e)).await;
             }
         }
-        let timeout = {
-            let p = self.pipe();
-            crate::pipeline::dur(p.cfg.resolve_timeout)
-        };
         let n = alerts.len();
         // Alertmanager clients (amtool) send 0001-01-01T00:00:00Z for "not set".
         let set = |t: Option<DateTime<Utc>>| t.filter(|t| t.timestamp() > 0);
         let rows: Vec<RecordRow> = {
             let mut p = self.pipe();
+            let timeout = crate::pipeline::dur(p.cfg.resolve_timeout);
             let mut rows = Vec::new();
             for a in alerts {
                 let starts = set(a.starts_at).unwrap_or(now);
