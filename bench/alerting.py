@@ -482,7 +482,7 @@ url = "http://127.0.0.1:{hook_port}/"
 """)
         self.log = os.path.join(tmp, f"{os.path.basename(d)}.log")
         self.logf = open(self.log, "w")
-        env = dict(os.environ, STEWARD_LOG="warn")
+        env = dict(os.environ, STEWARD_LOG=os.environ.get("BENCH_STEWARD_LOG", "warn"))
         env.pop("STEWARD_TOKEN", None)
         self.proc = subprocess.Popen([BIN, "up", "--listen", f"127.0.0.1:{self.port}", "--data", data, "--config", cfg],
                                      stdout=self.logf, stderr=self.logf, env=env)

@@ -11,6 +11,8 @@ command -v mysqladmin >/dev/null 2>&1 || need_apt+=(mariadb-client)
 # The alerting acceptance tests run Prometheus and amtool against Steward.
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+# The DNS check tests query a real dnsmasq.
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "ensure-peers: installing ${need_apt[*]}"
   apt-get update -qq

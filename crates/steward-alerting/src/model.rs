@@ -1,7 +1,7 @@
 //! The alert model: label sets and their fingerprints, alerts as stored, and the
 //! [`Notification`] a channel renders (one group's alerts for one receiver).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -49,8 +49,9 @@ impl AlertState {
 pub struct AlertView {
     /// `firing` or `resolved`.
     pub status: String,
-    pub labels: Labels,
-    pub annotations: Labels,
+    /// Shared with the stored alert (no copy per notification).
+    pub labels: Arc<Labels>,
+    pub annotations: Arc<Labels>,
     pub starts_at: DateTime<Utc>,
     /// The resolve time; `0001-01-01T00:00:00Z` while firing (as Alertmanager sends).
     pub ends_at: DateTime<Utc>,
@@ -183,8 +184,8 @@ impl Notification {
             alerts: vec![AlertView {
                 status: "firing".into(),
                 fingerprint: fingerprint(&labels),
-                labels,
-                annotations,
+                labels: labels.into(),
+                annotations: annotations.into(),
                 starts_at: now,
                 ends_at: zero_time(),
                 generator_url: String::new(),

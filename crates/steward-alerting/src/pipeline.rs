@@ -9,7 +9,10 @@
 //! notifications and reminders: the resolve of an alert whose firing went out is always sent.
 //! An acknowledged group gets no reminders and no escalation, but still its resolve.
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
@@ -28,8 +31,9 @@ pub const CHANNEL_FAILING: &str = "StewardChannelFailing";
 /// One alert as stored (`records` kind `alert`, id = fingerprint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertDoc {
-    pub labels: Labels,
-    pub annotations: Labels,
+    /// Shared (not copied) by every notification that shows the alert.
+    pub labels: Arc<Labels>,
+    pub annotations: Arc<Labels>,
     pub starts_at: DateTime<Utc>,
     /// None: fires until resolved explicitly.
     pub ends_at: Option<DateTime<Utc>>,
@@ -387,7 +391,7 @@ impl Pipeline {
             .alerts
             .iter()
             .filter(|(_, a)| a.state(now) == AlertState::Firing)
-            .map(|(f, a)| (f, &a.labels))
+            .map(|(f, a)| (f, &*a.labels))
             .collect();
         InhibitIndex::build(&self.cfg.inhibit, firing.iter().copied())
     }
@@ -545,17 +549,21 @@ impl Pipeline {
             .filter(|(_, g)| g.state.next_flush <= now || self.escalation_due(&g.state, now))
             .map(|(id, _)| id.clone())
             .collect();
+        // Without silences, windows or inhibit rules nothing can be muted: skip the lookups.
+        let may_mute =
+            !self.silences.is_empty() || !self.windows.is_empty() || !self.cfg.inhibit.is_empty();
         for gid in gids {
             let before = self.groups.get(&gid).map(|g| g.state.clone());
-            for fp in self.groups[&gid].members.clone() {
-                if let std::collections::hash_map::Entry::Vacant(slot) = muted.entry(fp) {
-                    let fp = slot.key();
-                    let m = self
-                        .alerts
-                        .get(fp)
-                        .map(|a| self.mute_of(&idx, fp, &a.labels, now).is_muted())
-                        .unwrap_or(false);
-                    slot.insert(m);
+            if may_mute {
+                for fp in &self.groups[&gid].members {
+                    if !muted.contains_key(fp) {
+                        let m = self
+                            .alerts
+                            .get(fp)
+                            .map(|a| self.mute_of(&idx, fp, &a.labels, now).is_muted())
+                            .unwrap_or(false);
+                        muted.insert(fp.clone(), m);
+                    }
                 }
             }
             let changed = self.flush_group(&gid, &muted, now, &mut flush);
@@ -773,8 +781,8 @@ impl Pipeline {
         now: DateTime<Utc>,
     ) -> Notification {
         self.seq += 1;
-        let common_labels = common(alerts.iter().map(|a| &a.labels));
-        let common_annotations = common(alerts.iter().map(|a| &a.annotations));
+        let common_labels = common(alerts.iter().map(|a| &*a.labels));
+        let common_annotations = common(alerts.iter().map(|a| &*a.annotations));
         let firing = alerts.iter().any(|a| a.status == "firing");
         Notification {
             id: format!("{:016x}{:08x}", now.timestamp_micros().max(0), self.seq),
@@ -811,10 +819,12 @@ impl Pipeline {
         let fp = fingerprint(&labels);
         let view = AlertView {
             status: "firing".into(),
-            labels: labels.clone(),
-            annotations: [("summary".to_string(), summary.clone())]
-                .into_iter()
-                .collect(),
+            labels: Arc::new(labels.clone()),
+            annotations: Arc::new(
+                [("summary".to_string(), summary.clone())]
+                    .into_iter()
+                    .collect(),
+            ),
             starts_at: now,
             ends_at: now,
             generator_url: String::new(),

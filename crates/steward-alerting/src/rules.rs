@@ -87,14 +87,14 @@ impl RuleEngine {
                 c.fails += 1;
                 c.recovers = 0;
                 if c.fails >= rule.fail_after {
-                    let annotations = rule
+                    let annotations: Labels = rule
                         .annotations
                         .iter()
                         .map(|(k, v)| (k.clone(), render(v, ev, &detail)))
                         .collect();
                     actions.push(Action::Raise(AlertDoc {
-                        labels,
-                        annotations,
+                        labels: labels.into(),
+                        annotations: annotations.into(),
                         starts_at: now,
                         ends_at: rule.resolve_after.map(|d| now + dur(d)),
                         generator_url: String::new(),

@@ -9,7 +9,7 @@
 //! answered; a group's new state and the notifications it produced commit together.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -41,6 +41,8 @@ const CURSOR_KEY: &str = "alerting/events/cursor";
 /// How often the loop looks for work when nothing wakes it (it adds at most this to a
 /// notification's latency beyond group_wait).
 const TICK: Duration = Duration::from_millis(100);
+/// A loop pass longer than this is logged with its phases (it delays notifications).
+const SLOW_PASS: Duration = Duration::from_millis(100);
 
 /// An alert as the Alertmanager API v2 posts it.
 #[derive(Debug, Clone, Deserialize)]
@@ -303,15 +305,28 @@ impl Alerting {
             }
             if !loaded {
                 match self.load().await {
-                    Ok(()) => loaded = self.load_order().await.is_ok(),
+                    Ok(()) => loaded = self.load_outbox().await.is_ok(),
                     Err(e) => {
                         tracing::warn!(error = %e, "alerting: cannot load state yet; retrying")
                     }
                 }
             }
             if loaded {
-                let ok = self.follow_events().await.is_ok() & self.evaluate().await.is_ok();
+                let t0 = std::time::Instant::now();
+                let ok = self.follow_events().await.is_ok();
+                let t1 = t0.elapsed();
+                let ok = self.evaluate().await.is_ok() & ok;
+                let t2 = t0.elapsed();
                 self.clone().deliver().await;
+                let t3 = t0.elapsed();
+                if t3 > SLOW_PASS {
+                    tracing::info!(
+                        events_ms = t1.as_millis() as u64,
+                        evaluate_ms = (t2 - t1).as_millis() as u64,
+                        deliver_ms = (t3 - t2).as_millis() as u64,
+                        "alerting: slow pass"
+                    );
+                }
                 let now = self.now();
                 if ok {
                     *self.last_pass.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
@@ -425,38 +440,46 @@ impl Alerting {
                 }
             }
         }
-        let has_outbox = !outbox.is_empty();
+        let rows: Vec<RecordRow> = outbox
+            .iter()
+            .map(|o| o.row(OUTBOX, Some(o.first_at)))
+            .collect();
         store
             .write(None, move |tx: &mut dyn Tx| {
-                for r in &puts {
+                for r in puts.iter().chain(&rows) {
                     tx.record_put(r)?;
-                }
-                for o in &outbox {
-                    tx.record_put(&o.row(OUTBOX, Some(o.first_at)))?;
                 }
                 tx.sys_put(CURSOR_KEY, last.to_string().as_bytes())
             })
             .await
             .map_err(SecretsError::from)?;
         *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Some(last);
-        if has_outbox {
-            self.wake.notify_one();
-        }
+        self.enqueue(outbox.into_iter().map(|o| (o.first_at, o)));
         Ok(())
     }
 
     /// One evaluation; its group states and notifications commit together or not at all.
     async fn evaluate(&self) -> Result<()> {
         let now = self.now();
+        let t = std::time::Instant::now();
         let flush = self.pipe().evaluate(now);
-        self.persist(flush, now, None).await.map(drop)
+        let computed = t.elapsed();
+        let r = self.persist(flush, now, None).await.map(drop);
+        if t.elapsed() > SLOW_PASS {
+            tracing::info!(
+                compute_ms = computed.as_millis() as u64,
+                store_ms = (t.elapsed() - computed).as_millis() as u64,
+                "alerting: slow evaluation"
+            );
+        }
+        r
     }
 
     /// Writes a flush (group states, deletions, outbox rows), with `draft` as its audit
     /// entry when a request caused it; undoes it in memory if the write fails.
     async fn persist(
         &self,
-        flush: Flush,
+        mut flush: Flush,
         now: DateTime<Utc>,
         draft: Option<AuditDraft>,
     ) -> Result<usize> {
@@ -475,11 +498,11 @@ impl Alerting {
             .collect();
         let deleted = flush.groups_deleted.clone();
         let alerts_deleted = flush.alerts_deleted.clone();
-        let items: Vec<RecordRow> = flush
-            .notifications
-            .iter()
-            .map(|n| OutboxItem::new(n.clone(), now).row(OUTBOX, Some(now)))
+        let items: Vec<OutboxItem> = std::mem::take(&mut flush.notifications)
+            .into_iter()
+            .map(|n| OutboxItem::new(n, now))
             .collect();
+        let rows: Vec<RecordRow> = items.iter().map(|i| i.row(OUTBOX, Some(now))).collect();
         let count = items.len();
         let r = self
             .engine
@@ -494,7 +517,7 @@ impl Alerting {
                 for a in &alerts_deleted {
                     tx.record_delete("alert", a)?;
                 }
-                for i in &items {
+                for i in &rows {
                     tx.record_put(i)?;
                 }
                 Ok(())
@@ -502,9 +525,7 @@ impl Alerting {
             .await;
         match r {
             Ok(()) => {
-                if count > 0 {
-                    self.wake.notify_one();
-                }
+                self.enqueue(items.into_iter().map(|i| (now, i)));
                 Ok(count)
             }
             Err(e) => {
@@ -517,88 +538,130 @@ impl Alerting {
 
     // ---- delivery ------------------------------------------------------------------------
 
-    /// Finds the oldest pending notification per key once, after a restart (the order map
-    /// is in memory; the outbox is the truth).
-    async fn load_order(&self) -> Result<()> {
-        let rows = self.list_kind(OUTBOX).await?;
+    /// Reads the outbox once, after a (re)start, into the in-memory queue, and notes the
+    /// oldest pending notification per key. From then on the queue is fed by the writes that
+    /// add or reschedule outbox rows, after they commit: delivery never reads the store.
+    /// A row that does not parse goes to the dead letters.
+    async fn load_outbox(&self) -> Result<()> {
+        let mut after = String::new();
+        let mut items = Vec::new();
+        loop {
+            let a = after.clone();
+            let page = self
+                .engine
+                .store()
+                .read(move |tx| tx.record_list(OUTBOX, &a, 5000))
+                .await
+                .map_err(SecretsError::from)?;
+            let done = page.len() < 5000;
+            if let Some(last) = page.last() {
+                after = last.id.clone();
+            }
+            for row in page {
+                match serde_json::from_str::<OutboxItem>(&row.doc) {
+                    Ok(item) => items.push((row.due_at.unwrap_or_else(|| self.now()), item)),
+                    Err(_) => {
+                        tracing::error!(id = %row.id, "alerting: an outbox row does not parse; moving it to the dead letters");
+                        let id = row.id.clone();
+                        self.engine
+                            .store()
+                            .write(None, move |tx: &mut dyn Tx| {
+                                tx.record_delete(OUTBOX, &id)?;
+                                tx.record_put(&RecordRow {
+                                    kind: DEAD.into(),
+                                    ..row
+                                })
+                            })
+                            .await
+                            .map_err(SecretsError::from)?;
+                    }
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        {
+            let mut o = self.order.lock().unwrap_or_else(|e| e.into_inner());
+            // Ids grow with creation time: the first seen per key is its oldest.
+            for (_, item) in &items {
+                let n = &item.notification;
+                o.waiting
+                    .entry((n.channel.clone(), n.dedup_key.clone()))
+                    .or_insert(n.id.clone());
+            }
+        }
+        self.enqueue(items);
+        Ok(())
+    }
+
+    /// Queues committed outbox items for delivery at their due time and wakes the loop.
+    fn enqueue(&self, items: impl IntoIterator<Item = (DateTime<Utc>, OutboxItem)>) {
         let mut o = self.order.lock().unwrap_or_else(|e| e.into_inner());
-        for item in rows {
+        let before = o.queue.len();
+        for (due, item) in items {
+            o.queue.insert((due, item.notification.id.clone()), item);
+        }
+        if o.queue.len() > before {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Starts a send for every due notification whose key is free: one send per (channel,
+    /// dedup key) at a time, oldest first, so a resolve never overtakes its firing.
+    async fn deliver(self: Arc<Self>) {
+        let now = self.now();
+        let due: Vec<OutboxItem> = {
+            let mut o = self.order.lock().unwrap_or_else(|e| e.into_inner());
+            let later = o.queue.split_off(&(now, String::from("\u{10ffff}")));
+            let due = std::mem::replace(&mut o.queue, later);
+            let mut ready = Vec::new();
+            for ((at, id), item) in due {
+                let n = &item.notification;
+                let key = (n.channel.clone(), n.dedup_key.clone());
+                if o.busy.contains(&key) || o.waiting.get(&key).is_some_and(|w| *w != n.id) {
+                    // Behind a send in flight or a retry: stays queued, in order.
+                    o.queue.insert((at, id), item);
+                    continue;
+                }
+                o.busy.insert(key);
+                ready.push(item);
+            }
+            ready
+        };
+        for item in due {
             let key = (
                 item.notification.channel.clone(),
                 item.notification.dedup_key.clone(),
             );
-            o.waiting.entry(key).or_insert(item.notification.id.clone());
-        }
-        Ok(())
-    }
-
-    async fn deliver(self: Arc<Self>) {
-        let now = self.now();
-        let rows = match self
-            .engine
-            .store()
-            .read(move |tx| tx.record_due(OUTBOX, now, 512))
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "alerting: cannot read the outbox");
-                return;
-            }
-        };
-        let mut rows: Vec<(RecordRow, Option<OutboxItem>)> = rows
-            .into_iter()
-            .map(|r| {
-                let item = serde_json::from_str::<OutboxItem>(&r.doc).ok();
-                (r, item)
-            })
-            .collect();
-        // Creation order within the batch: ids grow with time.
-        rows.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-        for (row, item) in rows {
-            let Some(item) = item else {
-                tracing::error!(id = %row.id, "alerting: an outbox row does not parse; moving it to the dead letters");
-                let id = row.id.clone();
-                let _ = self
-                    .engine
-                    .store()
-                    .write(None, move |tx: &mut dyn Tx| {
-                        tx.record_delete(OUTBOX, &id)?;
-                        tx.record_put(&RecordRow {
-                            kind: DEAD.into(),
-                            ..row
-                        })
-                    })
-                    .await;
-                continue;
-            };
-            let n = &item.notification;
-            let key = (n.channel.clone(), n.dedup_key.clone());
-            {
-                let mut o = self.order.lock().unwrap_or_else(|e| e.into_inner());
-                // One send per key at a time, oldest first: a resolve never overtakes its firing.
-                if o.busy.contains(&key) || o.waiting.get(&key).is_some_and(|id| *id != n.id) {
-                    continue;
-                }
-                o.busy.insert(key.clone());
-            }
             let Ok(permit) = self.permits.clone().acquire_owned().await else {
                 return;
             };
             let me = self.clone();
             tokio::spawn(async move {
-                me.send_one(item).await;
-                me.order
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .busy
-                    .remove(&key);
-                drop(permit);
+                let release = {
+                    let me = me.clone();
+                    move || {
+                        me.order
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .busy
+                            .remove(&key);
+                        drop(permit);
+                        // The key is free: a notification queued behind it may go now.
+                        me.wake.notify_one();
+                    }
+                };
+                me.send_one(item, release).await;
             });
         }
     }
 
-    async fn send_one(&self, mut item: OutboxItem) {
+    /// Sends one notification, calls `release` (frees its key and its concurrency slot) as
+    /// soon as the provider answered, then records the outcome. Not holding the slot during
+    /// that write keeps sends flowing while the store commits: a crash before the write
+    /// commits sends the notification again after the restart (at least once, in order).
+    async fn send_one(&self, mut item: OutboxItem, release: impl FnOnce()) {
         let channel = item.notification.channel.clone();
         let result = match self.channels.get(&channel) {
             Some(ch) => {
@@ -612,6 +675,16 @@ impl Alerting {
         let now = self.now();
         item.attempts += 1;
         let id = item.notification.id.clone();
+        let will_retry = matches!(&result, Err(SendError::Retryable { .. }))
+            && item.attempts < self.delivery.max_attempts;
+        if will_retry {
+            // Later notifications of this key wait behind this one's retry.
+            let n = &item.notification;
+            let mut o = self.order.lock().unwrap_or_else(|e| e.into_inner());
+            o.waiting
+                .insert((n.channel.clone(), n.dedup_key.clone()), n.id.clone());
+        }
+        release();
         match result {
             Ok(()) => {
                 self.counters
@@ -659,12 +732,6 @@ impl Alerting {
                         let due = now + crate::pipeline::dur(wait);
                         let log = LogEntry::new(&item, now, "retry", Some(reason)).row();
                         let row = item.row(OUTBOX, Some(due));
-                        {
-                            let n = &item.notification;
-                            let mut o = self.order.lock().unwrap_or_else(|e| e.into_inner());
-                            o.waiting
-                                .insert((n.channel.clone(), n.dedup_key.clone()), n.id.clone());
-                        }
                         let _ = self
                             .engine
                             .store()
@@ -673,6 +740,9 @@ impl Alerting {
                                 tx.record_put(&log)
                             })
                             .await;
+                        // Retried from memory even if that write failed (the stored row
+                        // then still holds the previous attempt; a restart sends it again).
+                        self.enqueue([(due, item)]);
                     }
                     None => {
                         self.counters
@@ -693,6 +763,10 @@ impl Alerting {
                             .await;
                         if r.is_ok() {
                             self.done(&item.notification);
+                        } else {
+                            // Still in the stored outbox: try the move again later.
+                            let later = now + crate::pipeline::dur(self.delivery.retry_base);
+                            self.enqueue([(later, item)]);
                         }
                         self.channel_failed(&channel, &reason).await;
                     }
@@ -707,6 +781,7 @@ impl Alerting {
         let key = (n.channel.clone(), n.dedup_key.clone());
         if o.waiting.get(&key) == Some(&n.id) {
             o.waiting.remove(&key);
+            self.wake.notify_one();
         }
     }
 
@@ -816,8 +891,8 @@ impl Alerting {
             for a in alerts {
                 let starts = set(a.starts_at).unwrap_or(now);
                 let doc = AlertDoc {
-                    labels: a.labels,
-                    annotations: a.annotations,
+                    labels: a.labels.into(),
+                    annotations: a.annotations.into(),
                     starts_at: starts,
                     ends_at: Some(set(a.ends_at).unwrap_or(now + timeout)),
                     generator_url: a.generator_url,
@@ -1318,26 +1393,30 @@ impl Alerting {
         let n = self
             .engine
             .store()
-            .write(Some(draft), move |tx: &mut dyn Tx| -> Result<usize> {
-                let rows = tx.record_list(DEAD, "", 10_000)?;
-                let mut n = 0;
-                for r in rows {
-                    if ids.as_ref().is_some_and(|ids| !ids.contains(&r.id)) {
-                        continue;
+            .write(
+                Some(draft),
+                move |tx: &mut dyn Tx| -> Result<Vec<OutboxItem>> {
+                    let rows = tx.record_list(DEAD, "", 10_000)?;
+                    let mut n = Vec::new();
+                    for r in rows {
+                        if ids.as_ref().is_some_and(|ids| !ids.contains(&r.id)) {
+                            continue;
+                        }
+                        let mut item: OutboxItem =
+                            serde_json::from_str(&r.doc).map_err(|e| corrupt("notification", e))?;
+                        item.attempts = 0;
+                        item.dead_at = None;
+                        tx.record_delete(DEAD, &r.id)?;
+                        tx.record_put(&item.row(OUTBOX, Some(now)))?;
+                        n.push(item);
                     }
-                    let mut item: OutboxItem =
-                        serde_json::from_str(&r.doc).map_err(|e| corrupt("notification", e))?;
-                    item.attempts = 0;
-                    item.dead_at = None;
-                    tx.record_delete(DEAD, &r.id)?;
-                    tx.record_put(&item.row(OUTBOX, Some(now)))?;
-                    n += 1;
-                }
-                Ok(n)
-            })
+                    Ok(n)
+                },
+            )
             .await?;
-        self.wake.notify_one();
-        Ok(n)
+        let count = n.len();
+        self.enqueue(n.into_iter().map(|i| (now, i)));
+        Ok(count)
     }
 
     /// Sends a test notification to one channel at once and reports the outcome.
@@ -1441,8 +1520,8 @@ impl Alerting {
     pub async fn raise(&self, labels: Labels, annotations: Labels) -> Result<String> {
         let now = self.now();
         let doc = AlertDoc {
-            labels,
-            annotations,
+            labels: labels.into(),
+            annotations: annotations.into(),
             starts_at: now,
             ends_at: None,
             generator_url: String::new(),
@@ -1513,6 +1592,8 @@ struct Counters {
 struct Order {
     busy: HashSet<(String, String)>,
     waiting: HashMap<(String, String), String>,
+    /// The outbox, mirrored in memory by (due, id) (see [`Alerting::load_outbox`]).
+    queue: BTreeMap<(DateTime<Utc>, String), OutboxItem>,
 }
 
 fn alert_row(fp: &str, doc: &AlertDoc) -> RecordRow {
@@ -1530,21 +1611,6 @@ struct Secrets(Arc<Engine>);
 #[async_trait]
 impl SecretSource for Secrets {
     async fn resolve(&self, reference: &str) -> std::result::Result<Zeroizing<String>, String> {
-        let (target, field) = reference.split_once('#').ok_or_else(|| {
-            format!("secret reference {reference:?} needs a field: ENV/PATH#FIELD")
-        })?;
-        let (env, path) = target
-            .split_once('/')
-            .ok_or_else(|| format!("secret reference {reference:?} needs ENV/PATH#FIELD"))?;
-        let (_, _, value) = self
-            .0
-            .system_read(env, path, None)
-            .await
-            .map_err(|e| format!("cannot read {env}/{path}: {}", e.message))?;
-        match value.get(field) {
-            Some(Value::String(s)) => Ok(Zeroizing::new(s.clone())),
-            Some(_) => Err(format!("{env}/{path}#{field} is not a string")),
-            None => Err(format!("{env}/{path} has no field {field:?}")),
-        }
+        self.0.resolve_reference(reference).await
     }
 }

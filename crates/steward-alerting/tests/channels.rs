@@ -188,11 +188,12 @@ fn alert(i: usize, status: &str, summary: &str) -> AlertView {
     AlertView {
         status: status.into(),
         fingerprint: fingerprint(&l),
-        labels: l,
+        labels: l.into(),
         annotations: labels(&[
             ("summary", summary),
             ("runbook_url", "https://runbooks.example/high-latency"),
-        ]),
+        ])
+        .into(),
         starts_at: DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
             .unwrap()
             .with_timezone(&Utc),
@@ -1457,8 +1458,7 @@ async fn email_over_starttls_to_a_real_smtp_server() {
     let secrets = MapSecrets::new(&[]);
 
     let mut n = firing(2);
-    n.alerts[0]
-        .annotations
+    std::sync::Arc::make_mut(&mut n.alerts[0].annotations)
         .insert("description".into(), "<b>not html</b> & more".into());
     ch.send(&n, &secrets).await.unwrap();
     ch.send(&resolved(2), &secrets).await.unwrap();

@@ -70,8 +70,8 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 
 fn alert(pairs: &[(&str, &str)], at: DateTime<Utc>) -> AlertDoc {
     AlertDoc {
-        labels: labels(pairs),
-        annotations: Labels::new(),
+        labels: labels(pairs).into(),
+        annotations: Default::default(),
         starts_at: at,
         ends_at: None,
         generator_url: String::new(),

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod alerting;
+mod checks;
 pub mod error;
 mod kv;
 pub mod metrics;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub rotations: Arc<steward_rotation::Rotations>,
     pub alerting: Arc<steward_alerting::Alerting>,
+    pub checks: Arc<steward_checks::Monitor>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
 }
@@ -116,6 +118,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v2/status", get(alerting::status))
         .route("/api/v2/receivers", get(alerting::receivers))
+        .route("/v1/checks", get(checks::list))
+        .route("/v1/checks/{name}", get(checks::show))
+        .route("/v1/checks/{name}/run", post(checks::run))
+        .route("/v1/checks/{name}/beat", post(checks::beat))
         .route("/v1/sys/alerting/alerts", get(alerting::list))
         .route("/v1/sys/alerting/alerts/{fp}", get(alerting::show))
         .route("/v1/sys/alerting/alerts/{fp}/ack", post(alerting::ack))

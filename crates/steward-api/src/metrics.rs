@@ -1,7 +1,7 @@
 //! Prometheus metrics served at `/metrics`: requests by route and status, latency histograms,
 //! store errors, and the seal state. Names end in `_total` / `_seconds`.
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
@@ -26,6 +26,25 @@ pub struct StateLabels {
     pub state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub check: String,
+    pub check_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub check: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuantileLabels {
+    pub quantile: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
 /// All metrics of one server.
 #[derive(Debug)]
 pub struct Metrics {
@@ -46,6 +65,17 @@ pub struct Metrics {
     pub notifications: Family<StateLabels, Gauge<i64, AtomicI64>>,
     /// Notifications waiting in the outbox, and in the dead letters.
     pub outbox: Family<StateLabels, Gauge<i64, AtomicI64>>,
+    /// Per check: 1 up, 0 down (absent until its first run); the last run's duration,
+    /// its phases, and the certificate expiry when the probe reports one.
+    pub check_up: Family<CheckLabels, Gauge<i64, AtomicI64>>,
+    pub check_duration: Family<CheckLabels, FloatGauge>,
+    pub check_phase: Family<PhaseLabels, FloatGauge>,
+    pub check_cert_expiry: Family<CheckLabels, FloatGauge>,
+    /// Checks by state (up, down, unknown).
+    pub checks: Family<StateLabels, Gauge<i64, AtomicI64>>,
+    pub check_runs: Gauge<i64, AtomicI64>,
+    pub check_missed: Gauge<i64, AtomicI64>,
+    pub check_lag: Family<QuantileLabels, FloatGauge>,
 }
 
 impl Default for Metrics {
@@ -113,7 +143,59 @@ impl Default for Metrics {
             "Notifications stored and not yet delivered (state pending) or given up on (state dead)",
             outbox.clone(),
         );
+        let check_up = Family::<CheckLabels, Gauge<i64, AtomicI64>>::default();
+        let check_duration = Family::<CheckLabels, FloatGauge>::default();
+        let check_phase = Family::<PhaseLabels, FloatGauge>::default();
+        let check_cert_expiry = Family::<CheckLabels, FloatGauge>::default();
+        let checks = Family::<StateLabels, Gauge<i64, AtomicI64>>::default();
+        let check_runs = Gauge::<i64, AtomicI64>::default();
+        let check_missed = Gauge::<i64, AtomicI64>::default();
+        let check_lag = Family::<QuantileLabels, FloatGauge>::default();
+        registry.register(
+            "check_up",
+            "1 when the check is up, 0 when down (by its condition and fail_after/recover_after)",
+            check_up.clone(),
+        );
+        registry.register(
+            "check_duration_seconds",
+            "How long the check's last run took",
+            check_duration.clone(),
+        );
+        registry.register(
+            "check_phase_duration_seconds",
+            "The check's last run, by phase (dns, connect, tls, first_byte, query, ...)",
+            check_phase.clone(),
+        );
+        registry.register(
+            "check_cert_expiry_seconds",
+            "Seconds until the certificate the check saw expires",
+            check_cert_expiry.clone(),
+        );
+        registry.register(
+            "checks",
+            "Checks by state (up, down, unknown)",
+            checks.clone(),
+        );
+        registry.register("check_runs", "Check runs since start", check_runs.clone());
+        registry.register(
+            "check_missed_runs",
+            "Scheduled runs skipped because the previous one could not start in time",
+            check_missed.clone(),
+        );
+        registry.register(
+            "check_schedule_lag_seconds",
+            "Time from when a run was due to when it started, by quantile since start",
+            check_lag.clone(),
+        );
         Self {
+            check_up,
+            check_duration,
+            check_phase,
+            check_cert_expiry,
+            checks,
+            check_runs,
+            check_missed,
+            check_lag,
             alerts,
             alert_groups,
             notifications,

@@ -5,7 +5,7 @@
 use axum::{response::IntoResponse, Json};
 use utoipa::OpenApi;
 
-use crate::{alerting, kv, sys, token};
+use crate::{alerting, checks, kv, sys, token};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -79,6 +79,10 @@ use crate::{alerting, kv, sys, token};
         alerting::windows,
         alerting::start_window,
         alerting::end_window,
+        checks::list,
+        checks::show,
+        checks::run,
+        checks::beat,
     ),
     components(schemas(
         kv::WriteBody,

@@ -34,6 +34,51 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     }
 }
 
+/// Sets the health-check gauges from the monitor's current state.
+fn check_metrics(st: &AppState) {
+    use crate::metrics::{CheckLabels, PhaseLabels, QuantileLabels};
+    let m = &st.metrics;
+    let s = st.checks.stats();
+    crate::metrics::set_state(&m.checks, "up", s.up);
+    crate::metrics::set_state(&m.checks, "down", s.down);
+    crate::metrics::set_state(&m.checks, "unknown", s.unknown);
+    m.check_runs.set(s.runs as i64);
+    m.check_missed.set(s.missed as i64);
+    for (q, v) in [("0.5", s.lag_p50_ms), ("0.99", s.lag_p99_ms)] {
+        if let Some(v) = v {
+            m.check_lag
+                .get_or_create(&QuantileLabels { quantile: q.into() })
+                .set(v / 1000.0);
+        }
+    }
+    for c in st.checks.infos() {
+        let labels = CheckLabels {
+            check: c.name.clone(),
+            check_type: c.kind.clone(),
+        };
+        match c.health {
+            steward_checks::state::Health::Up => m.check_up.get_or_create(&labels).set(1),
+            steward_checks::state::Health::Down => m.check_up.get_or_create(&labels).set(0),
+            steward_checks::state::Health::Unknown => continue,
+        };
+        let Some(last) = &c.last else { continue };
+        m.check_duration
+            .get_or_create(&labels)
+            .set(last.duration_ms / 1000.0);
+        for (phase, ms) in &last.phases {
+            m.check_phase
+                .get_or_create(&PhaseLabels {
+                    check: c.name.clone(),
+                    phase: phase.clone(),
+                })
+                .set(ms / 1000.0);
+        }
+        if let Some(secs) = last.cert_expires_in_s {
+            m.check_cert_expiry.get_or_create(&labels).set(secs);
+        }
+    }
+}
+
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(st): State<AppState>) -> Response {
@@ -62,6 +107,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         set(&st.metrics.outbox, "pending", a.queued);
         set(&st.metrics.outbox, "dead", a.dead_letters);
     }
+    check_metrics(&st);
     (
         [(
             header::CONTENT_TYPE,

@@ -223,7 +223,9 @@ fn alert_kind() -> String {
     "alert".into()
 }
 
-fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn de_opt_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
     de_duration(d).map(Some)
 }
 

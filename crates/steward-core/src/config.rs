@@ -25,6 +25,7 @@ pub struct Config {
     pub rotation: RotationConfig,
     pub events: EventsConfig,
     pub alerting: crate::alerting::AlertingConfig,
+    pub monitoring: crate::monitoring::MonitoringConfig,
 }
 
 /// `[rotation]`: the rotation scheduler, expiry warnings and overdue reports.

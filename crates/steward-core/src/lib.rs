@@ -5,7 +5,9 @@
 pub mod alerting;
 pub mod clock;
 pub mod config;
+pub mod monitoring;
 pub mod names;
+pub mod settings;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use names::{EnvName, NameError, SecretPath};

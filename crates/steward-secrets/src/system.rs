@@ -188,6 +188,30 @@ impl Engine {
         self.finish(ctx, draft, result).await
     }
 
+    /// Resolves a credential reference `ENV/PATH#FIELD` (a string field of a Steward secret)
+    /// for Steward's own use: alert channels, health-check probes. The error never holds
+    /// the value.
+    pub async fn resolve_reference(
+        &self,
+        reference: &str,
+    ) -> std::result::Result<Zeroizing<String>, String> {
+        let (target, field) = reference.split_once('#').ok_or_else(|| {
+            format!("secret reference {reference:?} needs a field: ENV/PATH#FIELD")
+        })?;
+        let (env, path) = target
+            .split_once('/')
+            .ok_or_else(|| format!("secret reference {reference:?} needs ENV/PATH#FIELD"))?;
+        let (_, _, value) = self
+            .system_read(env, path, None)
+            .await
+            .map_err(|e| format!("cannot read {env}/{path}: {}", e.message))?;
+        match value.get(field) {
+            Some(Value::String(s)) => Ok(Zeroizing::new(s.clone())),
+            Some(_) => Err(format!("{env}/{path}#{field} is not a string")),
+            None => Err(format!("{env}/{path} has no field {field:?}")),
+        }
+    }
+
     /// Marks a request audited by a write the caller made with its draft.
     pub fn mark_audited(&self, ctx: &RequestCtx) {
         ctx.mark_audited();

@@ -154,3 +154,24 @@ pub struct ConsumerRow {
     pub version: u64,
     pub seen_at: DateTime<Utc>,
 }
+
+/// One health-check run (`check_results`, kept raw for a short time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResultRow {
+    pub check: String,
+    pub at: DateTime<Utc>,
+    pub ok: bool,
+    pub duration_us: u64,
+    /// Why it failed (never holds a credential).
+    pub error: Option<String>,
+}
+
+/// One roll-up bucket of a check's results (`check_rollups`): `res` is `minute`, `hour` or
+/// `day`, `bucket` the bucket's start (Unix seconds), `doc` the aggregate as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupRow {
+    pub check: String,
+    pub res: String,
+    pub bucket: i64,
+    pub doc: String,
+}

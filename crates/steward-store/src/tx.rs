@@ -3,8 +3,8 @@
 //! transaction (writes: one savepoint inside a group-commit transaction).
 
 use crate::{
-    audit::AuditRecord, ConsumerRow, EventRow, PolicyRecord, RecordRow, RotationRow, SecretHead,
-    StoreError, TokenRecord, VersionInfo, VersionRow,
+    audit::AuditRecord, CheckResultRow, ConsumerRow, EventRow, PolicyRecord, RecordRow, RollupRow,
+    RotationRow, SecretHead, StoreError, TokenRecord, VersionInfo, VersionRow,
 };
 use chrono::{DateTime, Utc};
 
@@ -160,6 +160,44 @@ pub trait Tx {
     fn record_delete_due(&mut self, kind: &str, before: DateTime<Utc>) -> Result<u64, StoreError>;
     /// How many records `kind` has.
     fn record_count(&mut self, kind: &str) -> Result<u64, StoreError>;
+
+    /// Stores health-check results (a result at the same check and time is replaced).
+    fn check_results_put(&mut self, rows: &[CheckResultRow]) -> Result<(), StoreError>;
+    /// Results with `from <= at < to` (all checks when `check` is None), oldest first, at
+    /// most `limit`.
+    fn check_results_range(
+        &mut self,
+        check: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<CheckResultRow>, StoreError>;
+    /// The newest `limit` results of `check`, newest first.
+    fn check_results_latest(
+        &mut self,
+        check: &str,
+        limit: u32,
+    ) -> Result<Vec<CheckResultRow>, StoreError>;
+    /// Deletes results older than `before`; returns how many.
+    fn check_results_delete_before(&mut self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    fn rollup_get(
+        &mut self,
+        check: &str,
+        res: &str,
+        bucket: i64,
+    ) -> Result<Option<RollupRow>, StoreError>;
+    /// Inserts or replaces a roll-up bucket.
+    fn rollup_put(&mut self, row: &RollupRow) -> Result<(), StoreError>;
+    /// Buckets of `check` at `res` with `from <= bucket < to`, oldest first.
+    fn rollups_range(
+        &mut self,
+        check: &str,
+        res: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<RollupRow>, StoreError>;
+    /// Deletes buckets at `res` older than `before`; returns how many.
+    fn rollups_delete_before(&mut self, res: &str, before: i64) -> Result<u64, StoreError>;
 
     fn savepoint(&mut self) -> Result<(), StoreError>;
     fn rollback_savepoint(&mut self) -> Result<(), StoreError>;

@@ -15,6 +15,8 @@ use crate::{audit::AuditRecord, store::Backend, AuditDraft, StoreError, Tx};
 pub(crate) const QUEUE_DEPTH: usize = 8192;
 /// Largest number of jobs in one transaction.
 const MAX_BATCH: usize = 512;
+/// A batch slower than this is logged (every request in it waited that long).
+const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(50);
 
 type RunFn = Box<dyn FnOnce(&mut dyn Tx) -> Result<(), String> + Send>;
 
@@ -59,6 +61,8 @@ fn run_batch(backend: &dyn Backend, batch: &mut [Job], key: Option<&SecretKey>) 
     let size = batch.len();
     // Jobs refused before the transaction (sealed) are answered on their own.
     let mut refused = vec![false; size];
+    let started = std::time::Instant::now();
+    let mut jobs_done = std::time::Duration::ZERO;
     let result = backend.write(&mut |tx| {
         let needs_audit = batch.iter().any(|j| j.audit.is_some());
         let mut head = match (needs_audit, key) {
@@ -93,8 +97,18 @@ fn run_batch(backend: &dyn Backend, batch: &mut [Job], key: Option<&SecretKey>) 
             }
         }
         tx.audit_append(&records)?;
+        jobs_done = started.elapsed();
         Ok(())
     });
+    let took = started.elapsed();
+    if took > SLOW_BATCH {
+        tracing::info!(
+            jobs = size,
+            jobs_ms = jobs_done.as_millis() as u64,
+            commit_ms = (took - jobs_done).as_millis() as u64,
+            "store: slow write batch"
+        );
+    }
     if let Err(e) = &result {
         tracing::error!(error = %e, jobs = size, "store write batch failed; every request in it is answered 503");
     }

@@ -128,6 +128,25 @@ pub enum Command {
         #[command(subcommand)]
         command: MaintenanceCommand,
     },
+    /// Health checks: list with their state, show one with its latest runs and uptime, run one now
+    Checks {
+        #[command(subcommand)]
+        command: ChecksCommand,
+    },
+    /// Send a heartbeat for a `type = "heartbeat"` check (from a cron job or worker)
+    #[command(
+        after_help = "Examples:\n  nightly-job && steward beat nightly-job\n  nightly-job || steward beat nightly-job --fail --message \"exit $?\""
+    )]
+    Beat {
+        /// The heartbeat check's name
+        name: String,
+        /// Report that the job failed (the check goes down at once)
+        #[arg(long)]
+        fail: bool,
+        /// A short message stored with a failure
+        #[arg(long)]
+        message: Option<String>,
+    },
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -435,6 +454,28 @@ pub struct ExportArgs {
 pub enum ExportFormat {
     Dotenv,
     Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ChecksCommand {
+    /// Every check with its state (up, down, unknown) and last run
+    #[command(after_help = "Examples:\n  steward checks list\n  steward checks list -o json")]
+    List,
+    /// One check: state, last run with its facts, latest runs, uptime and latency by hour or day
+    #[command(
+        after_help = "Examples:\n  steward checks show api\n  steward checks show api --res day --buckets 30"
+    )]
+    Show {
+        name: String,
+        /// Roll-up resolution: minute, hour or day
+        #[arg(long, default_value = "hour")]
+        res: String,
+        /// How many buckets back from now
+        #[arg(long, default_value_t = 24)]
+        buckets: u32,
+    },
+    /// Run a check now and print the outcome (exit code 1 when it fails)
+    Run { name: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -74,6 +74,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => {
             settings::check_alerting(&cfg, cfg_path.as_deref())?;
+            settings::check_monitoring(&cfg, cfg_path.as_deref())?;
             let mut cfg = cfg;
             if let Some(l) = args.listen {
                 cfg.server.listen = l;
@@ -87,6 +88,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             command: ConfigCommand::Check,
         } => {
             settings::check_alerting(&cfg, cfg_path.as_deref())?;
+            settings::check_monitoring(&cfg, cfg_path.as_deref())?;
             match cfg_path {
                 Some(p) => println!("{}: ok", p.display()),
                 None => println!("no steward.toml found; the defaults apply (ok)"),
@@ -123,6 +125,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             write_private(dest.as_deref(), rendered.as_bytes())?;
         }
         Command::Export(args) => export(&client()?, args).await?,
+        Command::Checks { command } => {
+            return crate::checks::checks(&client()?, command, out).await
+        }
+        Command::Beat {
+            name,
+            fail,
+            message,
+        } => crate::checks::beat(&client()?, &name, !fail, message).await?,
         Command::Alerts { command } => {
             return crate::alerts::alerts(&client()?, command, out).await
         }

@@ -203,10 +203,20 @@ async fn serve(cfg: Config, engine: Arc<Engine>) -> anyhow::Result<()> {
         rotation_settings(&cfg),
         crate::testhooks::fault_hook(),
     );
-    let alerting = steward_alerting::Alerting::new(engine.clone(), &cfg.alerting)
+    let monitoring =
+        steward_checks::Compiled::compile(&cfg.monitoring, &cfg.store.data.display().to_string())
+            .map_err(|e| anyhow::anyhow!("invalid [monitoring] configuration: {e}"))?;
+    // A down dependency mutes the alerts of the checks that depend on it.
+    let mut alerting_cfg = cfg.alerting.clone();
+    alerting_cfg
+        .inhibit_rules
+        .extend(monitoring.inhibit_rules());
+    let alerting = steward_alerting::Alerting::new(engine.clone(), &alerting_cfg)
         .map_err(|e| anyhow::anyhow!("invalid [alerting] configuration: {e}"))?;
     let (sched_stop_tx, mut sched_stop_rx) = tokio::sync::watch::channel(false);
     let alerting_task = tokio::spawn(alerting.clone().run(sched_stop_tx.subscribe()));
+    let checks = steward_checks::Monitor::new(engine.clone(), Some(alerting.clone()), monitoring);
+    let checks_task = tokio::spawn(checks.clone().run(sched_stop_tx.subscribe()));
     let scheduler = tokio::spawn(rotations.clone().run(async move {
         let _ = sched_stop_rx.wait_for(|s| *s).await;
     }));
@@ -214,6 +224,7 @@ async fn serve(cfg: Config, engine: Arc<Engine>) -> anyhow::Result<()> {
         engine,
         rotations,
         alerting,
+        checks,
         metrics: Arc::new(steward_api::Metrics::default()),
         settings: Arc::new(settings),
     };
@@ -264,6 +275,7 @@ async fn serve(cfg: Config, engine: Arc<Engine>) -> anyhow::Result<()> {
     let _ = sched_stop_tx.send(true);
     let _ = scheduler.await;
     let _ = alerting_task.await;
+    let _ = checks_task.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -72,16 +72,30 @@ pub fn check_alerting(cfg: &Config, path: Option<&Path>) -> anyhow::Result<()> {
     let Err(e) = steward_alerting::config::check(&cfg.alerting) else {
         return Ok(());
     };
+    config_problem(path, &e.key, &e.message)
+}
+
+/// Compiles `[monitoring]` (probe settings, conditions, dependencies); an error names the
+/// file and line of the key at fault.
+pub fn check_monitoring(cfg: &Config, path: Option<&Path>) -> anyhow::Result<()> {
+    let data = cfg.store.data.display().to_string();
+    let Err(e) = steward_checks::Compiled::compile(&cfg.monitoring, &data) else {
+        return Ok(());
+    };
+    config_problem(path, &e.key, &e.message)
+}
+
+/// An invalid-configuration error for `key`, with `file:line:` when the file is known.
+fn config_problem(path: Option<&Path>, key: &str, message: &str) -> anyhow::Result<()> {
     let place = match path {
         Some(p) => {
             let text = std::fs::read_to_string(p).unwrap_or_default();
-            format!("{}:{}: ", p.display(), locate(&text, &e.key))
+            format!("{}:{}: ", p.display(), locate(&text, key))
         }
         None => String::new(),
     };
     Err(anyhow::Error::new(ConfigProblem(format!(
-        "{place}{}: {}",
-        e.key, e.message
+        "{place}{key}: {message}"
     ))))
     .context("invalid configuration")
 }

@@ -200,12 +200,12 @@ fn plain_alert(out: &mut String, a: &AlertView) {
         out.push_str(&format!("  {s}\n"));
     }
     out.push_str("  Labels:\n");
-    for (k, v) in &a.labels {
+    for (k, v) in a.labels.iter() {
         out.push_str(&format!("    {k} = {v}\n"));
     }
     if !a.annotations.is_empty() {
         out.push_str("  Annotations:\n");
-        for (k, v) in &a.annotations {
+        for (k, v) in a.annotations.iter() {
             out.push_str(&format!("    {k} = {v}\n"));
         }
     }
@@ -242,10 +242,10 @@ fn html_alert(out: &mut String, a: &AlertView) {
             html_escape(v)
         ));
     };
-    for (k, v) in &a.labels {
+    for (k, v) in a.labels.iter() {
         row(k, v);
     }
-    for (k, v) in &a.annotations {
+    for (k, v) in a.annotations.iter() {
         row(k, v);
     }
     row("started", &show_time(&a.starts_at));

@@ -10,7 +10,6 @@
 
 use std::{
     borrow::Cow,
-    collections::BTreeSet,
     time::{Duration, SystemTime},
 };
 
@@ -18,7 +17,6 @@ use reqwest::{
     header::{HeaderName, HeaderValue, RETRY_AFTER},
     Client, Response, StatusCode, Url,
 };
-use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::{ChannelConfigError, SecretSource, SendError};
@@ -39,132 +37,32 @@ const READ_BYTES: usize = 4096;
 // ---------------------------------------------------------------------------------------------
 // Settings
 
-/// One channel's settings, read key by key. Every key read is remembered; [`Settings::finish`]
-/// rejects whatever was not read, naming it and listing the keys the kind takes.
-pub(crate) struct Settings {
-    channel: String,
-    kind: &'static str,
-    map: Map<String, Value>,
-    known: BTreeSet<&'static str>,
+/// One channel's settings, read key by key with `steward_core`'s shared reader: unknown and
+/// missing keys are errors that name the key, and every error is a [`ChannelConfigError`].
+pub(crate) type Settings = steward_core::settings::Settings<ChannelConfigError>;
+
+impl From<steward_core::settings::SettingsError> for ChannelConfigError {
+    fn from(e: steward_core::settings::SettingsError) -> Self {
+        ChannelConfigError {
+            channel: e.owner,
+            key: e.key,
+            message: e.message,
+        }
+    }
 }
 
-impl Settings {
-    /// `value` is the channel's table minus `name` and `type`: a JSON object (or null, read as
-    /// an empty one).
-    pub(crate) fn new(
-        channel: &str,
-        kind: &'static str,
-        value: &Value,
-    ) -> Result<Self, ChannelConfigError> {
-        let map = match value {
-            Value::Object(m) => m.clone(),
-            Value::Null => Map::new(),
-            _ => {
-                return Err(ChannelConfigError {
-                    channel: channel.to_string(),
-                    key: "settings".into(),
-                    message: format!(
-                        "the settings of a {kind} channel must be a table of keys; see the `{kind}` channel docs"
-                    ),
-                })
-            }
-        };
-        Ok(Settings {
-            channel: channel.to_string(),
-            kind,
-            map,
-            known: BTreeSet::new(),
-        })
-    }
+impl steward_core::settings::ConfigError for ChannelConfigError {
+    const NOUN: &'static str = "channel";
+}
 
-    /// An error about `key`.
-    pub(crate) fn error(&self, key: &str, message: impl Into<String>) -> ChannelConfigError {
-        ChannelConfigError {
-            channel: self.channel.clone(),
-            key: key.to_string(),
-            message: message.into(),
-        }
-    }
-
-    fn take(&mut self, key: &'static str) -> Option<Value> {
-        self.known.insert(key);
-        match self.map.remove(key) {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v),
-        }
-    }
-
-    fn missing(&self, key: &str, what: &str) -> ChannelConfigError {
-        self.error(
-            key,
-            format!("missing; a {} channel needs {what}", self.kind),
-        )
-    }
-
-    /// An optional string.
-    pub(crate) fn opt_str(
-        &mut self,
-        key: &'static str,
-    ) -> Result<Option<String>, ChannelConfigError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Value::String(s)) if s.trim().is_empty() => {
-                Err(self.error(key, "is empty; remove the key or give it a value"))
-            }
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => {
-                Err(self.error(key, format!("must be a string, not {}", type_name(&other))))
-            }
-        }
-    }
-
-    /// A required string; `what` says what it is for the error.
-    pub(crate) fn req_str(
-        &mut self,
-        key: &'static str,
-        what: &str,
-    ) -> Result<String, ChannelConfigError> {
-        self.opt_str(key)?.ok_or_else(|| self.missing(key, what))
-    }
-
-    /// An optional secret reference (`ENV/PATH#FIELD` or `ENV/PATH`), checked for shape only:
-    /// it is resolved at every send. The value is never quoted back: someone may have pasted the
-    /// credential itself.
-    pub(crate) fn opt_secret_ref(
-        &mut self,
-        key: &'static str,
-    ) -> Result<Option<String>, ChannelConfigError> {
-        let Some(s) = self.opt_str(key)? else {
-            return Ok(None);
-        };
-        let s = s.trim().to_string();
-        let (target, field) = match s.split_once('#') {
-            Some((t, f)) => (t, Some(f)),
-            None => (s.as_str(), None),
-        };
-        let field_ok = field.is_none_or(|f| !f.is_empty() && !f.contains(['/', '#']));
-        if !field_ok || steward_core::names::parse_reference(target).is_err() {
-            return Err(self.error(
-                key,
-                "is not a secret reference; write ENV/PATH#FIELD (e.g. \"prod/alerting/slack#url\") \
-                 and keep the credential itself in that Steward secret",
-            ));
-        }
-        Ok(Some(s))
-    }
-
-    /// A required secret reference.
-    pub(crate) fn req_secret_ref(
-        &mut self,
-        key: &'static str,
-        what: &str,
-    ) -> Result<String, ChannelConfigError> {
-        self.opt_secret_ref(key)?
-            .ok_or_else(|| self.missing(key, what))
-    }
-
+/// URL settings, which need `reqwest`'s parser (so they live here, not in `steward_core`).
+pub(crate) trait UrlSettings {
     /// An optional `http`/`https` URL written in the config (not a secret).
-    pub(crate) fn opt_url(&mut self, key: &'static str) -> Result<Option<Url>, ChannelConfigError> {
+    fn opt_url(&mut self, key: &'static str) -> Result<Option<Url>, ChannelConfigError>;
+}
+
+impl UrlSettings for Settings {
+    fn opt_url(&mut self, key: &'static str) -> Result<Option<Url>, ChannelConfigError> {
         let Some(s) = self.opt_str(key)? else {
             return Ok(None);
         };
@@ -173,129 +71,6 @@ impl Settings {
             Ok(_) => Err(self.error(key, "must be an http:// or https:// URL with a host")),
             Err(e) => Err(self.error(key, format!("is not a URL ({e})"))),
         }
-    }
-
-    /// A humantime duration (`"10s"`, `"1m 30s"`), not zero.
-    pub(crate) fn duration(
-        &mut self,
-        key: &'static str,
-        default: Duration,
-    ) -> Result<Duration, ChannelConfigError> {
-        match self.take(key) {
-            None => Ok(default),
-            Some(Value::String(s)) => match humantime::parse_duration(s.trim()) {
-                Ok(d) if d.is_zero() => {
-                    Err(self.error(key, "must be more than zero; write e.g. \"10s\""))
-                }
-                Ok(d) => Ok(d),
-                Err(e) => Err(self.error(
-                    key,
-                    format!("{s:?} is not a duration ({e}); write e.g. \"10s\" or \"1m\""),
-                )),
-            },
-            Some(other) => Err(self.error(
-                key,
-                format!(
-                    "must be a duration string such as \"10s\", not {}",
-                    type_name(&other)
-                ),
-            )),
-        }
-    }
-
-    /// A boolean.
-    pub(crate) fn bool(
-        &mut self,
-        key: &'static str,
-        default: bool,
-    ) -> Result<bool, ChannelConfigError> {
-        match self.take(key) {
-            None => Ok(default),
-            Some(Value::Bool(b)) => Ok(b),
-            Some(other) => Err(self.error(
-                key,
-                format!("must be true or false, not {}", type_name(&other)),
-            )),
-        }
-    }
-
-    /// A non-negative integer.
-    pub(crate) fn u64(
-        &mut self,
-        key: &'static str,
-        default: u64,
-    ) -> Result<u64, ChannelConfigError> {
-        match self.take(key) {
-            None => Ok(default),
-            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
-                self.error(key, format!("must be a whole number of 0 or more, not {n}"))
-            }),
-            Some(other) => Err(self.error(
-                key,
-                format!("must be a whole number, not {}", type_name(&other)),
-            )),
-        }
-    }
-
-    /// A list of strings (a single string is read as a list of one).
-    pub(crate) fn opt_str_list(
-        &mut self,
-        key: &'static str,
-    ) -> Result<Option<Vec<String>>, ChannelConfigError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(vec![s])),
-            Some(Value::Array(items)) => {
-                let mut out = Vec::with_capacity(items.len());
-                for (i, item) in items.into_iter().enumerate() {
-                    match item {
-                        Value::String(s) if !s.trim().is_empty() => out.push(s),
-                        other => {
-                            return Err(self.error(
-                                key,
-                                format!(
-                                    "item {} must be a non-empty string, not {}",
-                                    i + 1,
-                                    type_name(&other)
-                                ),
-                            ))
-                        }
-                    }
-                }
-                Ok(Some(out))
-            }
-            Some(other) => Err(self.error(
-                key,
-                format!("must be a list of strings, not {}", type_name(&other)),
-            )),
-        }
-    }
-
-    /// Rejects every key that was not read.
-    pub(crate) fn finish(self) -> Result<(), ChannelConfigError> {
-        if let Some(key) = self.map.keys().next() {
-            let known: Vec<&str> = self.known.iter().copied().collect();
-            return Err(self.error(
-                key,
-                format!(
-                    "unknown setting for a {} channel; it takes: {}",
-                    self.kind,
-                    known.join(", ")
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a table",
     }
 }
 
@@ -417,7 +192,7 @@ pub(crate) async fn post_json(
     ctx: &Ctx<'_>,
     url: Url,
     headers: &[(HeaderName, &str)],
-    body: &Value,
+    body: &impl serde::Serialize,
     timeout: Duration,
 ) -> Result<(), SendError> {
     let bytes = serde_json::to_vec(body)

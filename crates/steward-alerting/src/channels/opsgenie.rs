@@ -39,7 +39,7 @@ use zeroize::Zeroizing;
 use super::{
     http::{
         alert_name, alert_summary, group_severity, notification_summary, post_json, show_time,
-        truncate_chars, Ctx, Settings, DEFAULT_TIMEOUT,
+        truncate_chars, Ctx, Settings, UrlSettings, DEFAULT_TIMEOUT,
     },
     Channel, ChannelConfigError, SecretSource, SendError,
 };
@@ -147,7 +147,7 @@ fn description(n: &Notification) -> String {
             out.push_str(&format!(": {s}"));
         }
         out.push('\n');
-        for (k, v) in &a.annotations {
+        for (k, v) in a.annotations.iter() {
             out.push_str(&format!("  {k}: {v}\n"));
         }
         let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();

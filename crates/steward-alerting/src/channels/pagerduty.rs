@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use super::{
     http::{
         alert_name, alert_summary, group_severity, notification_summary, post_json, truncate_chars,
-        Ctx, Settings, DEFAULT_TIMEOUT,
+        Ctx, Settings, UrlSettings, DEFAULT_TIMEOUT,
     },
     Channel, ChannelConfigError, SecretSource, SendError,
 };

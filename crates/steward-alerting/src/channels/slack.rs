@@ -125,7 +125,7 @@ fn alert_text(a: &AlertView) -> String {
         out.push('\n');
         out.push_str(&esc(&truncate_chars(s, MAX_SUMMARY)));
     }
-    for (k, v) in &a.annotations {
+    for (k, v) in a.annotations.iter() {
         if Some(v.as_str()) == summary || v.trim().is_empty() {
             continue;
         }

@@ -95,7 +95,7 @@ fn alert_elements(a: &AlertView) -> Vec<Value> {
         facts.push(json!({"title": "ended", "value": show_time(&a.ends_at)}));
     }
     out.push(json!({"type": "FactSet", "facts": facts}));
-    for (k, v) in &a.annotations {
+    for (k, v) in a.annotations.iter() {
         if v.trim().is_empty() {
             continue;
         }

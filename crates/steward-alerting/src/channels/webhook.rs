@@ -30,14 +30,15 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use reqwest::{header::AUTHORIZATION, Client, Url};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use zeroize::Zeroizing;
 
 use super::{
-    http::{post_json, Ctx, Settings, DEFAULT_TIMEOUT},
+    http::{post_json, Ctx, Settings, UrlSettings, DEFAULT_TIMEOUT},
     Channel, ChannelConfigError, SecretSource, SendError,
 };
-use crate::model::{Notification, NotifyKind};
+use crate::model::{AlertView, Labels, Notification, NotifyKind};
 
 const KIND: &str = "webhook";
 
@@ -98,8 +99,38 @@ pub fn build(
     }))
 }
 
-/// The Alertmanager webhook v4 payload, keeping at most `max_alerts` alerts (0: all).
-pub(crate) fn payload(n: &Notification, max_alerts: usize) -> Value {
+/// The Alertmanager webhook v4 payload, borrowed from the notification (serialized straight
+/// to bytes: no intermediate JSON tree per alert).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Payload<'a> {
+    version: &'static str,
+    group_key: &'a str,
+    truncated_alerts: u64,
+    status: &'a str,
+    receiver: &'a str,
+    group_labels: &'a Labels,
+    common_labels: &'a Labels,
+    common_annotations: &'a Labels,
+    #[serde(rename = "externalURL")]
+    external_url: &'a str,
+    alerts: &'a [AlertView],
+    steward: StewardPart<'a>,
+}
+
+/// The `steward` member: tells acknowledgements, changes and tests apart.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StewardPart<'a> {
+    id: &'a str,
+    kind: NotifyKind,
+    dedup_key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<&'a str>,
+}
+
+/// The payload of `n`, keeping at most `max_alerts` alerts (0: all).
+pub(crate) fn payload(n: &Notification, max_alerts: usize) -> Payload<'_> {
     let keep = if max_alerts == 0 {
         n.alerts.len()
     } else {
@@ -110,27 +141,24 @@ pub(crate) fn payload(n: &Notification, max_alerts: usize) -> Value {
         NotifyKind::Test => "firing",
         _ => n.status.as_str(),
     };
-    let mut steward = json!({
-        "id": n.id,
-        "kind": n.kind,
-        "dedupKey": n.dedup_key,
-    });
-    if let Some(summary) = &n.summary {
-        steward["summary"] = json!(summary);
+    Payload {
+        version: "4",
+        group_key: &n.group_key,
+        truncated_alerts: n.truncated_alerts + dropped,
+        status,
+        receiver: &n.receiver,
+        group_labels: &n.group_labels,
+        common_labels: &n.common_labels,
+        common_annotations: &n.common_annotations,
+        external_url: &n.external_url,
+        alerts: &n.alerts[..keep],
+        steward: StewardPart {
+            id: &n.id,
+            kind: n.kind,
+            dedup_key: &n.dedup_key,
+            summary: n.summary.as_deref(),
+        },
     }
-    json!({
-        "version": "4",
-        "groupKey": n.group_key,
-        "truncatedAlerts": n.truncated_alerts + dropped,
-        "status": status,
-        "receiver": n.receiver,
-        "groupLabels": n.group_labels,
-        "commonLabels": n.common_labels,
-        "commonAnnotations": n.common_annotations,
-        "externalURL": n.external_url,
-        "alerts": &n.alerts[..keep],
-        "steward": steward,
-    })
 }
 
 #[async_trait]

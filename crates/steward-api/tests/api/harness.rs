@@ -186,10 +186,20 @@ impl Api {
         );
         let alerting = steward_alerting::Alerting::new(engine.clone(), &Default::default())
             .expect("the default alerting config compiles");
+        let monitoring = steward_core::monitoring::MonitoringConfig {
+            host_checks: false,
+            ..Default::default()
+        };
+        let checks = steward_checks::Monitor::new(
+            engine.clone(),
+            Some(alerting.clone()),
+            steward_checks::Compiled::compile(&monitoring, ".").expect("no checks compile"),
+        );
         let app = steward_api::app(AppState {
             engine: engine.clone(),
             rotations,
             alerting,
+            checks,
             metrics: metrics.clone(),
             settings: Arc::new(Settings {
                 request_timeout: Duration::from_secs(30),

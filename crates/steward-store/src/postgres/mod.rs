@@ -101,6 +101,21 @@ CREATE TABLE records (
 CREATE INDEX records_due ON records (kind, due_at);
 "#,
     ),
+    (
+        5,
+        r#"
+CREATE TABLE check_results (
+    check_name TEXT COLLATE "C" NOT NULL, at BIGINT NOT NULL, ok BIGINT NOT NULL,
+    duration_us BIGINT NOT NULL, error TEXT, PRIMARY KEY (check_name, at)
+);
+CREATE INDEX check_results_at ON check_results (at);
+CREATE TABLE check_rollups (
+    check_name TEXT COLLATE "C" NOT NULL, res TEXT COLLATE "C" NOT NULL,
+    bucket BIGINT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (check_name, res, bucket)
+);
+CREATE INDEX check_rollups_bucket ON check_rollups (res, bucket);
+"#,
+    ),
 ];
 
 /// A connection and the statements prepared on it.

@@ -8,8 +8,8 @@ use postgres::{types::ToSql, GenericClient, Row, Statement};
 use crate::{
     audit::AuditRecord,
     model::{from_micros, to_micros},
-    ConsumerRow, EventRow, PolicyRecord, RecordRow, RotationRow, SecretHead, StoreError,
-    TokenRecord, Tx, VersionInfo, VersionRow,
+    CheckResultRow, ConsumerRow, EventRow, PolicyRecord, RecordRow, RollupRow, RotationRow,
+    SecretHead, StoreError, TokenRecord, Tx, VersionInfo, VersionRow,
 };
 use chrono::{DateTime, Utc};
 
@@ -100,6 +100,27 @@ fn record_from(r: &Row) -> R<RecordRow> {
         id: col(r, 1)?,
         doc: col(r, 2)?,
         due_at: col::<Option<i64>>(r, 3)?.map(from_micros).transpose()?,
+    })
+}
+
+/// Columns `check_name, at, ok, duration_us, error`.
+fn result_from(r: &Row) -> R<CheckResultRow> {
+    Ok(CheckResultRow {
+        check: col(r, 0)?,
+        at: from_micros(col(r, 1)?)?,
+        ok: col::<i64>(r, 2)? != 0,
+        duration_us: unsigned(col(r, 3)?)?,
+        error: col(r, 4)?,
+    })
+}
+
+/// Columns `check_name, res, bucket, doc`.
+fn rollup_from(r: &Row) -> R<RollupRow> {
+    Ok(RollupRow {
+        check: col(r, 0)?,
+        res: col(r, 1)?,
+        bucket: col(r, 2)?,
+        doc: col(r, 3)?,
     })
 }
 
@@ -726,6 +747,105 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
     fn record_count(&mut self, kind: &str) -> R<u64> {
         let r = self.query_one("SELECT COUNT(*) FROM records WHERE kind = $1", &[&kind])?;
         unsigned(col(&r, 0)?)
+    }
+
+    fn check_results_put(&mut self, rows: &[CheckResultRow]) -> R<()> {
+        for r in rows {
+            self.exec(
+                "INSERT INTO check_results (check_name, at, ok, duration_us, error)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (check_name, at) DO UPDATE SET ok = excluded.ok,
+                 duration_us = excluded.duration_us, error = excluded.error",
+                &[
+                    &r.check,
+                    &to_micros(r.at),
+                    &i64::from(r.ok),
+                    &int(r.duration_us)?,
+                    &r.error,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn check_results_range(
+        &mut self,
+        check: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> R<Vec<CheckResultRow>> {
+        let (from, to, limit) = (to_micros(from), to_micros(to), i64::from(limit));
+        let rows = match check {
+            Some(c) => self.query(
+                "SELECT check_name, at, ok, duration_us, error FROM check_results
+                 WHERE check_name = $1 AND at >= $2 AND at < $3 ORDER BY at LIMIT $4",
+                &[&c, &from, &to, &limit],
+            )?,
+            None => self.query(
+                "SELECT check_name, at, ok, duration_us, error FROM check_results
+                 WHERE at >= $1 AND at < $2 ORDER BY at, check_name LIMIT $3",
+                &[&from, &to, &limit],
+            )?,
+        };
+        rows.iter().map(result_from).collect()
+    }
+
+    fn check_results_latest(&mut self, check: &str, limit: u32) -> R<Vec<CheckResultRow>> {
+        self.query(
+            "SELECT check_name, at, ok, duration_us, error FROM check_results
+             WHERE check_name = $1 ORDER BY at DESC LIMIT $2",
+            &[&check, &i64::from(limit)],
+        )?
+        .iter()
+        .map(result_from)
+        .collect()
+    }
+
+    fn check_results_delete_before(&mut self, before: DateTime<Utc>) -> R<u64> {
+        self.exec(
+            "DELETE FROM check_results WHERE at < $1",
+            &[&to_micros(before)],
+        )
+    }
+
+    fn rollup_get(&mut self, check: &str, res: &str, bucket: i64) -> R<Option<RollupRow>> {
+        self.query_opt(
+            "SELECT check_name, res, bucket, doc FROM check_rollups
+             WHERE check_name = $1 AND res = $2 AND bucket = $3",
+            &[&check, &res, &bucket],
+        )?
+        .as_ref()
+        .map(rollup_from)
+        .transpose()
+    }
+
+    fn rollup_put(&mut self, row: &RollupRow) -> R<()> {
+        self.exec(
+            "INSERT INTO check_rollups (check_name, res, bucket, doc) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (check_name, res, bucket) DO UPDATE SET doc = excluded.doc",
+            &[&row.check, &row.res, &row.bucket, &row.doc],
+        )
+        .map(drop)
+    }
+
+    fn rollups_range(&mut self, check: &str, res: &str, from: i64, to: i64) -> R<Vec<RollupRow>> {
+        self.query(
+            "SELECT check_name, res, bucket, doc FROM check_rollups
+             WHERE check_name = $1 AND res = $2 AND bucket >= $3 AND bucket < $4
+             ORDER BY bucket",
+            &[&check, &res, &from, &to],
+        )?
+        .iter()
+        .map(rollup_from)
+        .collect()
+    }
+
+    fn rollups_delete_before(&mut self, res: &str, before: i64) -> R<u64> {
+        self.exec(
+            "DELETE FROM check_rollups WHERE res = $1 AND bucket < $2",
+            &[&res, &before],
+        )
     }
 
     fn savepoint(&mut self) -> R<()> {

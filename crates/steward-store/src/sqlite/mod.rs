@@ -7,7 +7,11 @@ use std::{
     fs,
     os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
 };
 
 use rusqlite::Connection;
@@ -83,6 +87,21 @@ CREATE TABLE records (
 CREATE INDEX records_due ON records (kind, due_at);
 "#,
     ),
+    (
+        5,
+        r#"
+CREATE TABLE check_results (
+    check_name TEXT NOT NULL, at INTEGER NOT NULL, ok INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL, error TEXT, PRIMARY KEY (check_name, at)
+);
+CREATE INDEX check_results_at ON check_results (at);
+CREATE TABLE check_rollups (
+    check_name TEXT NOT NULL, res TEXT NOT NULL, bucket INTEGER NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (check_name, res, bucket)
+);
+CREATE INDEX check_rollups_bucket ON check_rollups (res, bucket);
+"#,
+    ),
 ];
 
 /// The SQLite backend.
@@ -94,6 +113,38 @@ pub struct SqliteBackend {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     max_idle: usize,
+    /// Tells the checkpointer thread to stop (set on drop).
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for SqliteBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How often the checkpointer copies committed WAL frames into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Checkpoints the WAL on its own thread and connection, so that no commit pays for it.
+/// SQLite's automatic checkpoint runs inside the commit that crosses 1000 WAL pages: under
+/// load that made one write batch in ~30 take 40-50 ms instead of ~10 (every request in that
+/// batch waited). A PASSIVE checkpoint never blocks the writer or readers; once it has
+/// copied every frame, the next write starts the WAL over, so the file stays small.
+fn spawn_checkpointer(path: PathBuf, sync: SqliteSync, stop: Arc<AtomicBool>) {
+    let _ = std::thread::Builder::new()
+        .name("steward-store-checkpoint".into())
+        .spawn(move || {
+            let Ok(conn) = SqliteBackend::connect(&path, sync) else {
+                return;
+            };
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "store: WAL checkpoint failed; retrying");
+                }
+            }
+        });
 }
 
 impl SqliteBackend {
@@ -136,7 +187,14 @@ impl SqliteBackend {
         }
         let writer = Self::connect(&path, sync)?;
         migrate(&writer)?;
+        // Checkpoints run on their own thread (see `spawn_checkpointer`).
+        writer
+            .execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .map_err(StoreError::sqlite)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        spawn_checkpointer(path.clone(), sync, stop.clone());
         Ok(Self {
+            stop,
             _lock: lock,
             path,
             sync,
@@ -152,9 +210,12 @@ impl SqliteBackend {
             SqliteSync::Full => "FULL",
             SqliteSync::Normal => "NORMAL",
         };
+        // temp_store = MEMORY: the group-commit writer runs every job in a savepoint, and
+        // SQLite keeps each savepoint's page copies in a statement journal; in memory that
+        // costs no temp-file writes (measured: 9% of the writer's time under alert ingest).
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
-             PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON;"
+             PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;"
         ))
         .map_err(StoreError::sqlite)?;
         conn.set_prepared_statement_cache_capacity(64);

@@ -5,8 +5,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::{
     audit::AuditRecord,
     model::{from_micros, to_micros},
-    ConsumerRow, EventRow, PolicyRecord, RecordRow, RotationRow, SecretHead, StoreError,
-    TokenRecord, Tx, VersionInfo, VersionRow,
+    CheckResultRow, ConsumerRow, EventRow, PolicyRecord, RecordRow, RollupRow, RotationRow,
+    SecretHead, StoreError, TokenRecord, Tx, VersionInfo, VersionRow,
 };
 use chrono::{DateTime, Utc};
 
@@ -97,6 +97,31 @@ fn to_record(c: RecordCols) -> R<RecordRow> {
         id: c.1,
         doc: c.2,
         due_at: c.3.map(from_micros).transpose()?,
+    })
+}
+
+type ResultCols = (String, i64, i64, i64, Option<String>);
+
+fn result_cols(r: &Row<'_>) -> rusqlite::Result<ResultCols> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn to_result(c: ResultCols) -> R<CheckResultRow> {
+    Ok(CheckResultRow {
+        check: c.0,
+        at: from_micros(c.1)?,
+        ok: c.2 != 0,
+        duration_us: u64::try_from(c.3).unwrap_or(0),
+        error: c.4,
+    })
+}
+
+fn rollup_cols(r: &Row<'_>) -> rusqlite::Result<RollupRow> {
+    Ok(RollupRow {
+        check: r.get(0)?,
+        res: r.get(1)?,
+        bucket: r.get(2)?,
+        doc: r.get(3)?,
     })
 }
 
@@ -785,6 +810,123 @@ impl Tx for SqliteTx<'_> {
         self.conn
             .prepare_cached("SELECT COUNT(*) FROM records WHERE kind = ?1")
             .and_then(|mut s| s.query_row([kind], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+            .map_err(e)
+    }
+
+    fn check_results_put(&mut self, rows: &[CheckResultRow]) -> R<()> {
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO check_results (check_name, at, ok, duration_us, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (check_name, at) DO UPDATE SET ok = excluded.ok,
+                 duration_us = excluded.duration_us, error = excluded.error",
+            )
+            .map_err(e)?;
+        for r in rows {
+            s.execute(params![
+                r.check,
+                to_micros(r.at),
+                i64::from(r.ok),
+                i64::try_from(r.duration_us).unwrap_or(i64::MAX),
+                r.error
+            ])
+            .map_err(e)?;
+        }
+        Ok(())
+    }
+
+    fn check_results_range(
+        &mut self,
+        check: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> R<Vec<CheckResultRow>> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT check_name, at, ok, duration_us, error FROM check_results
+                 WHERE (?1 IS NULL OR check_name = ?1) AND at >= ?2 AND at < ?3
+                 ORDER BY at, check_name LIMIT ?4",
+            )
+            .and_then(|mut s| {
+                s.query_map(
+                    params![check, to_micros(from), to_micros(to), limit],
+                    result_cols,
+                )?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(e)?;
+        rows.into_iter().map(to_result).collect()
+    }
+
+    fn check_results_latest(&mut self, check: &str, limit: u32) -> R<Vec<CheckResultRow>> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT check_name, at, ok, duration_us, error FROM check_results
+                 WHERE check_name = ?1 ORDER BY at DESC LIMIT ?2",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![check, limit], result_cols)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(e)?;
+        rows.into_iter().map(to_result).collect()
+    }
+
+    fn check_results_delete_before(&mut self, before: DateTime<Utc>) -> R<u64> {
+        self.conn
+            .prepare_cached("DELETE FROM check_results WHERE at < ?1")
+            .and_then(|mut s| s.execute([to_micros(before)]))
+            .map(|n| n as u64)
+            .map_err(e)
+    }
+
+    fn rollup_get(&mut self, check: &str, res: &str, bucket: i64) -> R<Option<RollupRow>> {
+        self.conn
+            .prepare_cached(
+                "SELECT check_name, res, bucket, doc FROM check_rollups
+                 WHERE check_name = ?1 AND res = ?2 AND bucket = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![check, res, bucket], rollup_cols)
+                    .optional()
+            })
+            .map_err(e)
+    }
+
+    fn rollup_put(&mut self, row: &RollupRow) -> R<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO check_rollups (check_name, res, bucket, doc) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (check_name, res, bucket) DO UPDATE SET doc = excluded.doc",
+            )
+            .and_then(|mut s| s.execute(params![row.check, row.res, row.bucket, row.doc]))
+            .map(drop)
+            .map_err(e)
+    }
+
+    fn rollups_range(&mut self, check: &str, res: &str, from: i64, to: i64) -> R<Vec<RollupRow>> {
+        self.conn
+            .prepare_cached(
+                "SELECT check_name, res, bucket, doc FROM check_rollups
+                 WHERE check_name = ?1 AND res = ?2 AND bucket >= ?3 AND bucket < ?4
+                 ORDER BY bucket",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![check, res, from, to], rollup_cols)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(e)
+    }
+
+    fn rollups_delete_before(&mut self, res: &str, before: i64) -> R<u64> {
+        self.conn
+            .prepare_cached("DELETE FROM check_rollups WHERE res = ?1 AND bucket < ?2")
+            .and_then(|mut s| s.execute(params![res, before]))
             .map(|n| n as u64)
             .map_err(e)
     }

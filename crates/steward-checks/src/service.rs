@@ -1,0 +1,874 @@
+//! The [`Monitor`]: runs every check on its schedule with bounded concurrency, keeps each
+//! check's state, raises and resolves its alert (`CheckDown{check=...}`) on state changes,
+//! stores every run, rolls runs up per minute, hour and day, and prunes old data.
+//!
+//! Scheduling: each check starts at an offset within its interval derived from its name (so
+//! 10,000 checks every 10 s spread evenly instead of starting together), then runs every
+//! interval plus a random jitter. The time from when a run was due to when it started is the
+//! scheduling lag (reported as p50/p99 in [`Stats`]); a run that could not start before its
+//! next one was due is counted as missed and skipped.
+//!
+//! Storage: results are written in batches every 250 ms (`check_results`). Roll-ups are
+//! derived from the stored results, minute by minute, in one transaction with their
+//! watermark (the `sys` key `checks/rollup/watermark`), so after kill -9 they are exactly
+//! what the stored results say.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap, HashMap},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde::Serialize;
+use steward_alerting::{model::Labels, Alerting};
+use steward_expr::Value;
+use steward_probes::{Outcome, SecretSource};
+use steward_secrets::{policy::Capability, Engine, RequestCtx, Result, SecretsError};
+use steward_store::{CheckResultRow, RollupRow, Tx};
+use tokio::{
+    sync::{watch, Semaphore},
+    time::Instant,
+};
+use zeroize::Zeroizing;
+
+use crate::{
+    config::{Check, Compiled, Runner, ALERT_NAME},
+    rollup::{bucket_start, Agg, RESOLUTIONS},
+    state::{CheckState, Health},
+};
+
+const WATERMARK_KEY: &str = "checks/rollup/watermark";
+/// How often buffered results are written.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// Minute roll-ups are kept this long; hours and days for `rollup_retention`.
+const MINUTE_RETENTION_DAYS: i64 = 14;
+/// Most of a fact's text kept for display (bodies, outputs).
+const FACT_TEXT_MAX: usize = 2048;
+
+/// The last run of a check, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastRun {
+    pub at: DateTime<Utc>,
+    pub ok: bool,
+    pub duration_ms: f64,
+    pub error: Option<String>,
+    /// The facts the probe reported (long texts cut).
+    pub facts: serde_json::Map<String, serde_json::Value>,
+    pub phases: Vec<(String, f64)>,
+    /// Seconds until the certificate the probe saw expires, when it reports one.
+    pub cert_expires_in_s: Option<f64>,
+}
+
+/// A check as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub health: Health,
+    pub since: Option<DateTime<Utc>>,
+    pub interval_s: f64,
+    pub condition: String,
+    pub depends_on: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub status_page: Option<String>,
+    pub last: Option<LastRun>,
+    pub fails_in_a_row: u32,
+}
+
+/// One roll-up bucket as shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollupInfo {
+    pub start: DateTime<Utc>,
+    pub runs: u64,
+    pub up: u64,
+    pub uptime: Option<f64>,
+    pub mean_ms: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: f64,
+}
+
+impl RollupInfo {
+    fn new(start: i64, a: &Agg) -> Self {
+        let ms = |v: Option<f64>| v.map(|x| x / 1000.0);
+        Self {
+            start: DateTime::from_timestamp(start, 0).unwrap_or_default(),
+            runs: a.total,
+            up: a.up,
+            uptime: a.uptime(),
+            mean_ms: ms(a.mean_us()),
+            p50_ms: ms(a.quantile_us(0.5)),
+            p95_ms: ms(a.quantile_us(0.95)),
+            p99_ms: ms(a.quantile_us(0.99)),
+            max_ms: a.max_us as f64 / 1000.0,
+        }
+    }
+}
+
+/// Scheduler figures (for /metrics and the benchmark).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub runs: u64,
+    pub failures: u64,
+    pub missed: u64,
+    pub lag_p50_ms: Option<f64>,
+    pub lag_p99_ms: Option<f64>,
+    pub lag_max_ms: f64,
+    pub up: u64,
+    pub down: u64,
+    pub unknown: u64,
+}
+
+#[derive(Default)]
+struct Live {
+    state: CheckState,
+    last: Option<LastRun>,
+    last_beat: Option<DateTime<Utc>>,
+    beats: u64,
+}
+
+struct Inner {
+    live: Vec<Live>,
+    pending: Vec<CheckResultRow>,
+    lag: Agg,
+}
+
+/// The health-check service.
+pub struct Monitor {
+    engine: Arc<Engine>,
+    alerting: Option<Arc<Alerting>>,
+    compiled: Compiled,
+    index: HashMap<String, usize>,
+    inner: Mutex<Inner>,
+    permits: Arc<Semaphore>,
+    runs: AtomicU64,
+    failures: AtomicU64,
+    missed: AtomicU64,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("checks", &self.compiled.checks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves probe credentials from Steward secrets.
+struct Secrets(Arc<Engine>);
+
+#[async_trait]
+impl SecretSource for Secrets {
+    async fn resolve(&self, reference: &str) -> std::result::Result<Zeroizing<String>, String> {
+        self.0.resolve_reference(reference).await
+    }
+}
+
+/// The offset within `interval` at which a check named `name` first runs: a hash of the name
+/// (FNV-1a), so it is stable across restarts and spread evenly.
+fn offset(name: &str, interval: Duration) -> Duration {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    interval.mul_f64((h % 10_000) as f64 / 10_000.0)
+}
+
+fn fact_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Null => J::Null,
+        Value::Bool(b) => J::Bool(*b),
+        Value::Number(n) => serde_json::Number::from_f64(*n).map_or(J::Null, J::Number),
+        Value::Duration(d) => J::String(format!("{:.3}ms", d.as_secs_f64() * 1000.0)),
+        Value::String(s) => {
+            let mut s = s.clone();
+            if s.len() > FACT_TEXT_MAX {
+                let mut cut = FACT_TEXT_MAX;
+                while !s.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                s.truncate(cut);
+                s.push('…');
+            }
+            J::String(s)
+        }
+        Value::List(items) => J::Array(items.iter().map(fact_json).collect()),
+        Value::Json(j) => {
+            let text = j.to_string();
+            if text.len() > FACT_TEXT_MAX {
+                J::String(format!("(JSON, {} bytes)", text.len()))
+            } else {
+                j.clone()
+            }
+        }
+    }
+}
+
+/// A short text of the facts a condition reads, for the alert: `status=500, response_time=12ms`.
+fn explain(check: &Check, outcome: &Outcome) -> String {
+    let mut parts = Vec::new();
+    for name in check.condition.names() {
+        let shown = match outcome.facts.lookup(&name) {
+            Some(v) => match fact_json(&v) {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            },
+            None => "(not reported)".into(),
+        };
+        let mut shown = shown;
+        if shown.len() > 80 {
+            shown.truncate(77);
+            shown.push_str("...");
+        }
+        parts.push(format!("{name}={shown}"));
+    }
+    parts.join(", ")
+}
+
+impl Monitor {
+    /// Builds the service; nothing runs until [`Monitor::run`].
+    pub fn new(
+        engine: Arc<Engine>,
+        alerting: Option<Arc<Alerting>>,
+        compiled: Compiled,
+    ) -> Arc<Self> {
+        let index = compiled
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        let live = compiled.checks.iter().map(|_| Live::default()).collect();
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(compiled.concurrency)),
+            engine,
+            alerting,
+            index,
+            compiled,
+            inner: Mutex::new(Inner {
+                live,
+                pending: Vec::new(),
+                lag: Agg::default(),
+            }),
+            runs: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.engine.clock().now()
+    }
+
+    pub fn checks(&self) -> &[Check] {
+        &self.compiled.checks
+    }
+
+    /// Restores the last beat of heartbeat checks from the stored results.
+    pub async fn load(&self) -> Result<()> {
+        for (i, c) in self.compiled.checks.iter().enumerate() {
+            if !matches!(c.runner, Runner::Heartbeat { .. }) {
+                continue;
+            }
+            let name = c.name.clone();
+            let rows = self
+                .engine
+                .store()
+                .read(move |tx| tx.check_results_latest(&name, 50))
+                .await
+                .map_err(SecretsError::from)?;
+            // Beats are the good results a heartbeat check records with no duration.
+            if let Some(beat) = rows.iter().find(|r| r.ok && r.error.is_none()) {
+                self.lock().live[i].last_beat = Some(beat.at);
+            }
+        }
+        Ok(())
+    }
+
+    /// The scheduler, the writer of results and the roll-up, until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if let Err(e) = self.load().await {
+            tracing::warn!(error = %e, "checks: cannot load heartbeat state");
+        }
+        let flusher = tokio::spawn(self.clone().flush_loop(shutdown.clone()));
+        let start = Instant::now();
+        let mut heap: BinaryHeap<Reverse<(Instant, usize)>> = self
+            .compiled
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Reverse((start + offset(&c.name, c.interval), i)))
+            .collect();
+        loop {
+            let Some(Reverse((due, _))) = heap.peek().copied() else {
+                let _ = shutdown.changed().await;
+                break;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            let now = Instant::now();
+            while let Some(Reverse((due, i))) = heap.peek().copied() {
+                if due > now {
+                    break;
+                }
+                heap.pop();
+                let c = &self.compiled.checks[i];
+                let jitter = c.interval.mul_f64(c.jitter * rand_unit());
+                let mut next = due + c.interval;
+                while next + jitter <= now {
+                    // Could not start in time: skip the missed runs instead of bunching.
+                    self.missed.fetch_add(1, Ordering::Relaxed);
+                    next += c.interval;
+                }
+                heap.push(Reverse((next + jitter, i)));
+                let me = self.clone();
+                let permits = self.permits.clone();
+                tokio::spawn(async move {
+                    let Ok(_permit) = permits.acquire_owned().await else {
+                        return;
+                    };
+                    let lag = Instant::now().saturating_duration_since(due);
+                    me.lock().lag.add(true, lag.as_micros() as u64);
+                    me.run_check(i).await;
+                });
+            }
+        }
+        let _ = flusher.await;
+        // Whatever is buffered goes out before the process ends.
+        let _ = self.flush().await;
+    }
+
+    async fn flush_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut last_rollup = Instant::now();
+        let mut last_prune: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(FLUSH_EVERY) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Err(e) = self.flush().await {
+                tracing::warn!(error = %e, "checks: cannot store results; keeping them to retry");
+            }
+            if last_rollup.elapsed() >= Duration::from_secs(10) {
+                last_rollup = Instant::now();
+                if let Err(e) = self.roll_up(self.now()).await {
+                    tracing::warn!(error = %e, "checks: roll-up failed; retrying later");
+                }
+            }
+            if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)) {
+                last_prune = Some(Instant::now());
+                if let Err(e) = self.prune(self.now()).await {
+                    tracing::warn!(error = %e, "checks: pruning old results failed");
+                }
+            }
+        }
+    }
+
+    /// Writes buffered results; on failure they go back to the buffer.
+    pub async fn flush(&self) -> Result<()> {
+        let rows = std::mem::take(&mut self.lock().pending);
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let r = {
+            let rows = rows.clone();
+            self.engine
+                .store()
+                .write(None, move |tx: &mut dyn Tx| tx.check_results_put(&rows))
+                .await
+        };
+        if let Err(e) = r {
+            let mut inner = self.lock();
+            let mut back = rows;
+            back.append(&mut inner.pending);
+            inner.pending = back;
+            return Err(SecretsError::from(e));
+        }
+        Ok(())
+    }
+
+    /// Runs check `i` once now and records the result (also used by "run now").
+    pub async fn run_check(&self, i: usize) -> LastRun {
+        let c = &self.compiled.checks[i];
+        let at = self.now();
+        let started = std::time::Instant::now();
+        let outcome = match &c.runner {
+            Runner::Probe(p) => {
+                let secrets = Secrets(self.engine.clone());
+                // The probe keeps its own timeout; this one only guards against a probe
+                // that does not.
+                match tokio::time::timeout(
+                    c.timeout + Duration::from_secs(1),
+                    p.run(&secrets, c.timeout),
+                )
+                .await
+                {
+                    Ok(o) => o,
+                    Err(_) => Outcome {
+                        error: Some(format!("no answer within {}s", c.timeout.as_secs_f64())),
+                        ..Outcome::default()
+                    },
+                }
+            }
+            Runner::Heartbeat { grace } => self.heartbeat_outcome(i, at, *grace),
+        };
+        let elapsed = started.elapsed();
+        self.record(i, at, elapsed, outcome)
+    }
+
+    fn heartbeat_outcome(&self, i: usize, now: DateTime<Utc>, grace: Duration) -> Outcome {
+        let (last, beats) = {
+            let inner = self.lock();
+            (inner.live[i].last_beat, inner.live[i].beats)
+        };
+        let mut o = Outcome::default();
+        let grace = ChronoDuration::from_std(grace).unwrap_or(ChronoDuration::MAX);
+        o.facts.insert("beats", beats);
+        o.facts.insert("response_time", Duration::ZERO);
+        match last {
+            Some(t) => {
+                let late = (now - t - grace).max(ChronoDuration::zero());
+                o.facts
+                    .insert("since_last_beat", late.to_std().unwrap_or_default());
+                if late > ChronoDuration::zero() {
+                    o.error = Some(format!(
+                        "no beat since {} (grace {}s)",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        grace.num_seconds()
+                    ));
+                }
+            }
+            None => {
+                o.facts.insert("since_last_beat", Duration::MAX);
+                o.error = Some("no beat received yet".into());
+            }
+        }
+        o
+    }
+
+    /// Evaluates the condition, moves the state, buffers the result, raises or resolves.
+    fn record(&self, i: usize, at: DateTime<Utc>, elapsed: Duration, outcome: Outcome) -> LastRun {
+        let c = &self.compiled.checks[i];
+        let mut error = outcome.error.clone();
+        let ok = error.is_none()
+            && match c.condition.eval(&outcome.facts) {
+                Ok(true) => true,
+                Ok(false) => {
+                    error = Some(format!(
+                        "condition `{}` is false ({})",
+                        c.condition.source(),
+                        explain(c, &outcome)
+                    ));
+                    false
+                }
+                Err(e) => {
+                    error = Some(format!("condition `{}`: {e}", c.condition.source()));
+                    false
+                }
+            };
+        let duration = match outcome.facts.get("response_time") {
+            Some(Value::Duration(d)) => *d,
+            _ => elapsed,
+        };
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let last = LastRun {
+            at,
+            ok,
+            duration_ms: duration.as_secs_f64() * 1000.0,
+            error: error.clone(),
+            facts: outcome
+                .facts
+                .iter()
+                .map(|(k, v)| (k.clone(), fact_json(v)))
+                .collect(),
+            phases: outcome
+                .phases
+                .iter()
+                .map(|(p, d)| (p.to_string(), d.as_secs_f64() * 1000.0))
+                .collect(),
+            cert_expires_in_s: match outcome.facts.get("cert_expires_in") {
+                Some(Value::Duration(d)) => Some(d.as_secs_f64()),
+                _ => None,
+            },
+        };
+        let change = {
+            let mut inner = self.lock();
+            inner.pending.push(CheckResultRow {
+                check: c.name.clone(),
+                at,
+                ok,
+                duration_us: duration.as_micros() as u64,
+                error: error.clone(),
+            });
+            let live = &mut inner.live[i];
+            live.last = Some(last.clone());
+            let before = live.state.health;
+            live.state
+                .record(ok, at, c.fail_after, c.recover_after)
+                .map(|h| (before, h))
+        };
+        if let Some((before, after)) = change {
+            tracing::info!(check = %c.name, from = before.as_str(), to = after.as_str(), "check state changed");
+            if let Some(alerting) = self.alerting.clone() {
+                let labels = self.alert_labels(c);
+                let summary = format!("Check {} is down", c.name);
+                let description = error.unwrap_or_default();
+                tokio::spawn(async move {
+                    let r = match after {
+                        Health::Down => {
+                            let annotations: Labels = [
+                                ("summary".to_string(), summary),
+                                ("description".to_string(), description),
+                            ]
+                            .into();
+                            alerting.raise(labels, annotations).await.map(drop)
+                        }
+                        _ => alerting.resolve(&labels).await.map(drop),
+                    };
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "checks: cannot update the check's alert");
+                    }
+                });
+            }
+        }
+        last
+    }
+
+    fn alert_labels(&self, c: &Check) -> Labels {
+        let mut l: Labels = c.labels.clone();
+        l.insert("alertname".into(), ALERT_NAME.into());
+        l.insert("check".into(), c.name.clone());
+        l.insert("check_type".into(), c.kind.clone());
+        l.entry("severity".into())
+            .or_insert_with(|| "critical".into());
+        l
+    }
+
+    /// Derives minute roll-ups from stored results for every whole minute since the
+    /// watermark (at most a day per call), and merges them into hours and days, in one
+    /// transaction with the new watermark.
+    pub async fn roll_up(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.flush().await?;
+        let current = bucket_start(now.timestamp(), 60);
+        let r = self
+            .engine
+            .store()
+            .write(
+                None,
+                move |tx: &mut dyn Tx| -> std::result::Result<u64, steward_store::StoreError> {
+                    let mark = tx
+                        .sys_get(WATERMARK_KEY)?
+                        .and_then(|v| String::from_utf8_lossy(&v).parse::<i64>().ok());
+                    let Some(from) = mark else {
+                        // First start: roll up from now on.
+                        tx.sys_put(WATERMARK_KEY, current.to_string().as_bytes())?;
+                        return Ok(0);
+                    };
+                    let to = current.min(from + 86_400);
+                    if to <= from {
+                        return Ok(0);
+                    }
+                    let ts = |s: i64| DateTime::from_timestamp(s, 0).unwrap_or_default();
+                    let rows = tx.check_results_range(None, ts(from), ts(to), u32::MAX)?;
+                    let mut minutes: BTreeMap<(String, i64), Agg> = BTreeMap::new();
+                    for r in &rows {
+                        minutes
+                            .entry((r.check.clone(), bucket_start(r.at.timestamp(), 60)))
+                            .or_default()
+                            .add(r.ok, r.duration_us);
+                    }
+                    let mut coarse: BTreeMap<(String, &str, i64), Agg> = BTreeMap::new();
+                    for ((check, minute), agg) in &minutes {
+                        tx.rollup_put(&RollupRow {
+                            check: check.clone(),
+                            res: "minute".into(),
+                            bucket: *minute,
+                            doc: serde_json::to_string(agg).unwrap_or_default(),
+                        })?;
+                        for (res, len) in &RESOLUTIONS[1..] {
+                            coarse
+                                .entry((check.clone(), res, bucket_start(*minute, *len)))
+                                .or_default()
+                                .merge(agg);
+                        }
+                    }
+                    for ((check, res, bucket), agg) in coarse {
+                        let mut merged = tx
+                            .rollup_get(&check, res, bucket)?
+                            .and_then(|r| serde_json::from_str::<Agg>(&r.doc).ok())
+                            .unwrap_or_default();
+                        merged.merge(&agg);
+                        tx.rollup_put(&RollupRow {
+                            check,
+                            res: res.to_string(),
+                            bucket,
+                            doc: serde_json::to_string(&merged).unwrap_or_default(),
+                        })?;
+                    }
+                    tx.sys_put(WATERMARK_KEY, to.to_string().as_bytes())?;
+                    Ok(rows.len() as u64)
+                },
+            )
+            .await
+            .map_err(SecretsError::from)?;
+        Ok(r)
+    }
+
+    /// Deletes raw results and roll-ups past their retention.
+    pub async fn prune(&self, now: DateTime<Utc>) -> Result<()> {
+        let raw = now - ChronoDuration::from_std(self.compiled.raw_retention).unwrap_or_default();
+        let keep = ChronoDuration::from_std(self.compiled.rollup_retention).unwrap_or_default();
+        let minute_before = (now - ChronoDuration::days(MINUTE_RETENTION_DAYS)).timestamp();
+        let coarse_before = (now - keep).timestamp();
+        self.engine
+            .store()
+            .write(None, move |tx: &mut dyn Tx| {
+                tx.check_results_delete_before(raw)?;
+                tx.rollups_delete_before("minute", minute_before)?;
+                tx.rollups_delete_before("hour", coarse_before)?;
+                tx.rollups_delete_before("day", coarse_before)?;
+                Ok::<_, steward_store::StoreError>(())
+            })
+            .await
+            .map_err(SecretsError::from)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let inner = self.lock();
+        let mut s = Stats {
+            runs: self.runs.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            missed: self.missed.load(Ordering::Relaxed),
+            lag_p50_ms: inner.lag.quantile_us(0.5).map(|v| v / 1000.0),
+            lag_p99_ms: inner.lag.quantile_us(0.99).map(|v| v / 1000.0),
+            lag_max_ms: inner.lag.max_us as f64 / 1000.0,
+            ..Stats::default()
+        };
+        for l in &inner.live {
+            match l.state.health {
+                Health::Up => s.up += 1,
+                Health::Down => s.down += 1,
+                Health::Unknown => s.unknown += 1,
+            }
+        }
+        s
+    }
+
+    /// Every check with its state and last run (no authorization: for /metrics and tests).
+    pub fn infos(&self) -> Vec<CheckInfo> {
+        let inner = self.lock();
+        self.compiled
+            .checks
+            .iter()
+            .zip(&inner.live)
+            .map(|(c, l)| CheckInfo {
+                name: c.name.clone(),
+                kind: c.kind.clone(),
+                health: l.state.health,
+                since: l.state.since,
+                interval_s: c.interval.as_secs_f64(),
+                condition: c.condition.source().to_string(),
+                depends_on: c.depends_on.clone(),
+                labels: c.labels.clone(),
+                status_page: c.status_page.clone(),
+                last: l.last.clone(),
+                fails_in_a_row: l.state.fails,
+            })
+            .collect()
+    }
+
+    fn find(&self, name: &str) -> Result<usize> {
+        self.index.get(name).copied().ok_or_else(|| {
+            SecretsError::not_found(format!(
+                "no check is named {name:?}; `steward checks list` shows the configured ones"
+            ))
+        })
+    }
+
+    // ---- operations for the API (authorized and audited) ----------------------------------
+
+    async fn authorize(
+        &self,
+        ctx: &RequestCtx,
+        action: &str,
+        area: &str,
+        cap: Capability,
+    ) -> Result<steward_store::AuditDraft> {
+        let (caller, draft) = self.engine.authorize(ctx, action, None, cap).await?;
+        if let Err(e) = caller.require(cap, "sys", area) {
+            return self.engine.complete(ctx, draft, Err(e)).await;
+        }
+        Ok(draft)
+    }
+
+    /// `GET /v1/checks`.
+    pub async fn list(&self, ctx: &RequestCtx) -> Result<Vec<CheckInfo>> {
+        let draft = self
+            .authorize(ctx, "checks.list", "checks", Capability::Read)
+            .await?;
+        self.engine.complete(ctx, draft, Ok(self.infos())).await
+    }
+
+    /// `GET /v1/checks/{name}`: the check, its latest runs, and roll-ups at `res` for the
+    /// last `buckets` buckets.
+    pub async fn show(
+        &self,
+        ctx: &RequestCtx,
+        name: &str,
+        res: &str,
+        buckets: u32,
+    ) -> Result<(CheckInfo, Vec<CheckResultRow>, Vec<RollupInfo>)> {
+        let draft = self
+            .authorize(ctx, "checks.show", "checks", Capability::Read)
+            .await?;
+        let r = self.show_inner(name, res, buckets).await;
+        self.engine.complete(ctx, draft, r).await
+    }
+
+    async fn show_inner(
+        &self,
+        name: &str,
+        res: &str,
+        buckets: u32,
+    ) -> Result<(CheckInfo, Vec<CheckResultRow>, Vec<RollupInfo>)> {
+        let i = self.find(name)?;
+        let len = RESOLUTIONS
+            .iter()
+            .find(|(r, _)| *r == res)
+            .map(|(_, l)| *l)
+            .ok_or_else(|| {
+                SecretsError::invalid(
+                    "invalid_resolution",
+                    format!("resolution {res:?} is not one of minute, hour, day"),
+                )
+            })?;
+        self.flush().await?;
+        let info = self.infos().swap_remove(i);
+        let check = name.to_string();
+        let now = self.now().timestamp();
+        let to = bucket_start(now, len) + len;
+        let from = to - len * i64::from(buckets.clamp(1, 1000));
+        let res_s = res.to_string();
+        let (latest, rollups) = self
+            .engine
+            .store()
+            .read(move |tx| {
+                Ok::<_, steward_store::StoreError>((
+                    tx.check_results_latest(&check, 100)?,
+                    tx.rollups_range(&check, &res_s, from, to)?,
+                ))
+            })
+            .await
+            .map_err(SecretsError::from)?;
+        let rollups = rollups
+            .iter()
+            .filter_map(|r| {
+                serde_json::from_str::<Agg>(&r.doc)
+                    .ok()
+                    .map(|a| RollupInfo::new(r.bucket, &a))
+            })
+            .collect();
+        Ok((info, latest, rollups))
+    }
+
+    /// `POST /v1/checks/{name}/run`: runs the check now and returns the run.
+    pub async fn run_now(&self, ctx: &RequestCtx, name: &str) -> Result<LastRun> {
+        let draft = self
+            .authorize(ctx, "checks.run", "checks", Capability::Write)
+            .await?;
+        let r = match self.find(name) {
+            Ok(i) => Ok(self.run_check(i).await),
+            Err(e) => Err(e),
+        };
+        self.engine.complete(ctx, draft, r).await
+    }
+
+    /// `POST /v1/checks/{name}/beat`: a heartbeat from a cron job or worker (`ok = false`
+    /// reports a failed job at once). Needs write on `sys/heartbeats/<name>`.
+    pub async fn beat(
+        &self,
+        ctx: &RequestCtx,
+        name: &str,
+        ok: bool,
+        message: Option<String>,
+    ) -> Result<()> {
+        let draft = self
+            .authorize(
+                ctx,
+                "checks.beat",
+                &format!("heartbeats/{name}"),
+                Capability::Write,
+            )
+            .await?;
+        let r = self.beat_inner(name, ok, message);
+        self.engine.complete(ctx, draft, r).await
+    }
+
+    fn beat_inner(&self, name: &str, ok: bool, message: Option<String>) -> Result<()> {
+        let i = self.find(name)?;
+        if !matches!(self.compiled.checks[i].runner, Runner::Heartbeat { .. }) {
+            return Err(SecretsError::invalid(
+                "not_a_heartbeat",
+                format!("check {name:?} is not a heartbeat check (type = \"heartbeat\")"),
+            ));
+        }
+        let now = self.now();
+        let mut o = Outcome::default();
+        o.facts.insert("since_last_beat", Duration::ZERO);
+        o.facts.insert("response_time", Duration::ZERO);
+        {
+            let mut inner = self.lock();
+            let live = &mut inner.live[i];
+            live.beats += 1;
+            o.facts.insert("beats", live.beats);
+            if ok {
+                live.last_beat = Some(now);
+            }
+        }
+        if !ok {
+            let mut m = message.unwrap_or_else(|| "the job reported a failure".into());
+            m.truncate(500);
+            o.error = Some(m);
+        }
+        self.record(i, now, Duration::ZERO, o);
+        Ok(())
+    }
+}
+
+/// A uniform random number in [0, 1) without a dependency: good enough for jitter.
+fn rand_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    (h.finish() % 1_000_000) as f64 / 1_000_000.0
+}

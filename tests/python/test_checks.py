@@ -1,0 +1,194 @@
+"""Health checks end to end, with the real binary in real time (1 s intervals): an HTTP check
+against a local server goes down and up again, its alert reaches a webhook through the
+alerting pipeline and resolves; heartbeats; the CLI listings with -o json; /metrics passes
+`promtool check metrics`; config mistakes are reported with file and line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from alerting_helpers import wait_for
+from receivers import HttpReceiver, Reply
+from steward_testlib import clean_env, run_cli
+
+PROMTOOL = "/usr/bin/promtool"
+
+OK_BODY = Reply(200, b'{"status": "ok"}', {"Content-Type": "application/json"})
+BAD_BODY = Reply(500, b'{"status": "failing"}', {"Content-Type": "application/json"})
+
+
+def config(target: HttpReceiver, hook: HttpReceiver, closed_port: int) -> str:
+    return f"""
+[alerting]
+default_rules = false
+[alerting.route]
+receiver = "ops"
+group_by = ["alertname", "check"]
+group_wait = "1s"
+group_interval = "1s"
+[[alerting.receivers]]
+name = "ops"
+channels = ["hook"]
+[[alerting.channels]]
+name = "hook"
+type = "webhook"
+url = "{hook.url}/hook"
+
+[monitoring]
+host_checks = false
+
+[[monitoring.checks]]
+name = "api"
+type = "http"
+url = "{target.url}/health"
+interval = "1s"
+timeout = "1s"
+jitter = 0.0
+condition = 'status == 200 && body.json.status == "ok" && response_time < 900ms'
+fail_after = 2
+recover_after = 2
+labels = {{ team = "e2e" }}
+
+[[monitoring.checks]]
+name = "closed"
+type = "tcp"
+host = "127.0.0.1"
+port = {closed_port}
+interval = "1s"
+timeout = "1s"
+depends_on = ["api"]
+
+[[monitoring.checks]]
+name = "nightly"
+type = "heartbeat"
+interval = "1s"
+grace = "1h"
+"""
+
+
+@pytest.fixture
+def target():
+    rx = HttpReceiver()
+    rx.default("/health", OK_BODY)
+    yield rx
+    rx.close()
+
+
+@pytest.fixture
+def hook():
+    rx = HttpReceiver()
+    yield rx
+    rx.close()
+
+
+def checks_json(s) -> dict:
+    r = s.cli("checks", "list", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    return {c["name"]: c for c in json.loads(r.stdout)}
+
+
+def health(s, name: str) -> str:
+    return checks_json(s)[name]["health"]
+
+
+def alerts_for(hook: HttpReceiver, check: str, status: str) -> list:
+    out = []
+    for b in hook.bodies("/hook"):
+        for a in b["alerts"]:
+            if a["labels"].get("check") == check and a["status"] == status:
+                out.append(a)
+    return out
+
+
+def test_http_check_goes_down_alerts_and_recovers(server_factory, target, hook):
+    from steward_testlib import free_port
+
+    s = server_factory.new("sqlite", config_text=config(target, hook, free_port()))
+    wait_for(lambda: health(s, "api") == "up", timeout=20, what="api up")
+    c = checks_json(s)["api"]
+    assert c["type"] == "http" and c["last"]["ok"] is True
+    assert c["last"]["facts"]["status"] == 200
+    assert c["last"]["facts"]["body.json"]["status"] == "ok"
+
+    # The target fails: down after two failed runs, and the alert reaches the webhook.
+    target.default("/health", BAD_BODY)
+    wait_for(lambda: health(s, "api") == "down", timeout=20, what="api down")
+    firing = wait_for(lambda: alerts_for(hook, "api", "firing"), timeout=20, what="CheckDown firing")
+    a = firing[0]
+    assert a["labels"]["alertname"] == "CheckDown"
+    assert a["labels"]["team"] == "e2e" and a["labels"]["check_type"] == "http"
+    assert "status=500" in a["annotations"]["description"], a
+
+    # The tcp check depends on api: its alert is inhibited while api is down.
+    wait_for(lambda: health(s, "closed") == "down", timeout=20, what="closed down")
+    r = s.cli("alerts", "list", 'check="closed"', "-o", "json")
+    assert r.returncode == 0, r.stderr
+    closed = json.loads(r.stdout)
+    assert closed and closed[0]["mute"]["inhibited_by"], closed
+
+    # Recovery: two good runs, then the resolve.
+    target.default("/health", OK_BODY)
+    wait_for(lambda: health(s, "api") == "up", timeout=20, what="api up again")
+    wait_for(lambda: alerts_for(hook, "api", "resolved"), timeout=20, what="CheckDown resolved")
+
+    # show: latest runs (failures with their reason) and roll-up buckets; run now.
+    r = s.cli("checks", "show", "api", "--res", "minute", "--buckets", "5", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    errors = [x["error"] for x in d["latest"] if not x["ok"]]
+    assert errors and all("condition" in e for e in errors), d["latest"]
+    r = s.cli("checks", "show", "api")
+    assert r.returncode == 0 and "condition:" in r.stdout and "latest runs:" in r.stdout, r.stdout
+    r = s.cli("checks", "run", "api")
+    assert r.returncode == 0 and r.stdout.startswith("api: ok"), (r.stdout, r.stderr)
+    r = s.cli("checks", "run", "closed")
+    assert r.returncode == 1 and "FAIL" in r.stdout, (r.stdout, r.stderr)
+    r = s.cli("checks", "show", "nope")
+    assert r.returncode != 0 and "no check is named" in r.stderr, r.stderr
+
+
+def test_heartbeat_and_metrics(server_factory, target, hook):
+    from steward_testlib import free_port
+
+    s = server_factory.new("sqlite", config_text=config(target, hook, free_port()))
+    wait_for(lambda: health(s, "nightly") == "down", timeout=20, what="no beat yet: down")
+    r = s.cli("beat", "nightly")
+    assert r.returncode == 0, r.stderr
+    assert health(s, "nightly") == "up"
+    r = s.cli("beat", "nightly", "--fail", "--message", "exit 3")
+    assert r.returncode == 0, r.stderr
+    c = checks_json(s)["nightly"]
+    assert c["health"] == "down" and "exit 3" in c["last"]["error"], c
+    r = s.cli("beat", "api")
+    assert r.returncode != 0 and "not a heartbeat" in r.stderr, r.stderr
+
+    wait_for(lambda: health(s, "api") == "up", timeout=20, what="api up")
+    text = s.api("GET", "/metrics").text
+    assert 'steward_check_up{check="api",check_type="http"} 1' in text, text[-3000:]
+    assert "steward_check_duration_seconds" in text and "steward_checks{state=" in text
+    p = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+
+
+@pytest.mark.parametrize(
+    "snippet, line, words",
+    [
+        ('[[monitoring.checks]]\nname = "a"\ntype = "http"\nurl = "http://127.0.0.1:1/"\ncondition = "status =="\n',
+         5, ["monitoring.checks[0].condition"]),
+        ('[[monitoring.checks]]\nname = "a"\ntype = "tcp"\nhost = "127.0.0.1"\nport = 1\ncondition = "status == 200"\n',
+         6, ["does not report", "connected"]),
+        ('[[monitoring.checks]]\nname = "a"\ntype = "tcp"\nhost = "127.0.0.1"\nport = 1\ndepends_on = ["b"]\n',
+         6, ['no check is named "b"']),
+        ('[[monitoring.checks]]\nname = "a"\ntype = "nosuch"\n', 3, ["unknown check type", "http"]),
+    ],
+)
+def test_config_mistakes_name_file_and_line(tmp_path, snippet, line, words):
+    (tmp_path / "steward.toml").write_text("[monitoring]\nhost_checks = false\n\n" + snippet)
+    r = run_cli(["config", "check"], env=clean_env(), cwd=tmp_path)
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert f"steward.toml:{line + 3}" in r.stderr, r.stderr
+    for w in words:
+        assert w in r.stderr, r.stderr
