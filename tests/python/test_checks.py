@@ -171,6 +171,10 @@ def test_heartbeat_and_metrics(server_factory, target, hook):
     assert "steward_check_duration_seconds" in text and "steward_checks{state=" in text
     p = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, (p.stdout, p.stderr)
+    # OpenMetrics by content negotiation: counters' families without _total, and # EOF.
+    r = s.api("GET", "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert r.headers["content-type"].startswith("application/openmetrics-text"), r.headers
+    assert r.text.rstrip().endswith("# EOF") and "# TYPE steward_http_requests counter" in r.text
 
 
 @pytest.mark.parametrize(

@@ -38,11 +38,6 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct QuantileLabels {
-    pub quantile: String,
-}
-
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// All metrics of one server.
@@ -75,7 +70,8 @@ pub struct Metrics {
     pub checks: Family<StateLabels, Gauge<i64, AtomicI64>>,
     pub check_runs: Gauge<i64, AtomicI64>,
     pub check_missed: Gauge<i64, AtomicI64>,
-    pub check_lag: Family<QuantileLabels, FloatGauge>,
+    pub check_lag_p50: FloatGauge,
+    pub check_lag_p99: FloatGauge,
 }
 
 impl Default for Metrics {
@@ -150,7 +146,8 @@ impl Default for Metrics {
         let checks = Family::<StateLabels, Gauge<i64, AtomicI64>>::default();
         let check_runs = Gauge::<i64, AtomicI64>::default();
         let check_missed = Gauge::<i64, AtomicI64>::default();
-        let check_lag = Family::<QuantileLabels, FloatGauge>::default();
+        let check_lag_p50 = FloatGauge::default();
+        let check_lag_p99 = FloatGauge::default();
         registry.register(
             "check_up",
             "1 when the check is up, 0 when down (by its condition and fail_after/recover_after)",
@@ -183,9 +180,14 @@ impl Default for Metrics {
             check_missed.clone(),
         );
         registry.register(
-            "check_schedule_lag_seconds",
-            "Time from when a run was due to when it started, by quantile since start",
-            check_lag.clone(),
+            "check_schedule_lag_p50_seconds",
+            "Median time from when a check run was due to when it started, since start",
+            check_lag_p50.clone(),
+        );
+        registry.register(
+            "check_schedule_lag_p99_seconds",
+            "99th percentile of the time from when a check run was due to when it started",
+            check_lag_p99.clone(),
         );
         Self {
             check_up,
@@ -195,7 +197,8 @@ impl Default for Metrics {
             checks,
             check_runs,
             check_missed,
-            check_lag,
+            check_lag_p50,
+            check_lag_p99,
             alerts,
             alert_groups,
             notifications,
@@ -221,10 +224,67 @@ pub(crate) fn set_state(f: &Family<StateLabels, Gauge<i64, AtomicI64>>, state: &
 }
 
 impl Metrics {
-    /// The text exposition format.
-    pub fn render(&self) -> String {
+    /// The OpenMetrics text format (what `prometheus-client` writes).
+    pub fn render_openmetrics(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+
+    /// The Prometheus text format 0.0.4: OpenMetrics names a counter's family without
+    /// `_total` (`# TYPE steward_http_requests counter`) while its samples carry it; the
+    /// older format wants the family named as the samples, and has no `# EOF` or `# UNIT`.
+    pub fn render(&self) -> String {
+        to_prometheus_text(&self.render_openmetrics())
+    }
+}
+
+/// Converts OpenMetrics text into the Prometheus text format 0.0.4 (see [`Metrics::render`]).
+pub fn to_prometheus_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (*p, rest)));
+        if let Some((prefix, rest)) = meta {
+            let name = rest.split(' ').next().unwrap_or_default();
+            if counters.contains(name) {
+                out.push_str(prefix);
+                out.push_str(name);
+                out.push_str("_total");
+                out.push_str(&rest[name.len()..]);
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_as_their_samples_in_the_prometheus_format() {
+        let om =
+            "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{x=\"1\"} 3\n\
+                  # HELP b Up.\n# TYPE b gauge\nb 1\n# EOF\n";
+        let text = to_prometheus_text(om);
+        assert_eq!(
+            text,
+            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total{x=\"1\"} 3\n\
+             # HELP b Up.\n# TYPE b gauge\nb 1\n"
+        );
     }
 }

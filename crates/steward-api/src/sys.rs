@@ -36,7 +36,7 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
 
 /// Sets the health-check gauges from the monitor's current state.
 fn check_metrics(st: &AppState) {
-    use crate::metrics::{CheckLabels, PhaseLabels, QuantileLabels};
+    use crate::metrics::{CheckLabels, PhaseLabels};
     let m = &st.metrics;
     let s = st.checks.stats();
     crate::metrics::set_state(&m.checks, "up", s.up);
@@ -44,12 +44,9 @@ fn check_metrics(st: &AppState) {
     crate::metrics::set_state(&m.checks, "unknown", s.unknown);
     m.check_runs.set(s.runs as i64);
     m.check_missed.set(s.missed as i64);
-    for (q, v) in [("0.5", s.lag_p50_ms), ("0.99", s.lag_p99_ms)] {
-        if let Some(v) = v {
-            m.check_lag
-                .get_or_create(&QuantileLabels { quantile: q.into() })
-                .set(v / 1000.0);
-        }
+    if let (Some(p50), Some(p99)) = (s.lag_p50_ms, s.lag_p99_ms) {
+        m.check_lag_p50.set(p50 / 1000.0);
+        m.check_lag_p99.set(p99 / 1000.0);
     }
     for c in st.checks.infos() {
         let labels = CheckLabels {
@@ -81,7 +78,7 @@ fn check_metrics(st: &AppState) {
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
-pub async fn metrics(State(st): State<AppState>) -> Response {
+pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     // Gauges of state are read when scraped, not maintained on every request.
     st.metrics.sealed.set(i64::from(st.engine.is_sealed()));
     if let Ok(c) = st.rotations.counts().await {
@@ -108,14 +105,32 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         set(&st.metrics.outbox, "dead", a.dead_letters);
     }
     check_metrics(&st);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        st.metrics.render(),
-    )
-        .into_response()
+    // OpenMetrics for scrapers that ask for it (Prometheus does), the classic text format
+    // for everyone else.
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            st.metrics.render_openmetrics(),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            st.metrics.render(),
+        )
+            .into_response()
+    }
 }
 
 /// Vault-compatible health: 200 unsealed, 503 sealed, 501 not initialized (overridable with
