@@ -106,3 +106,13 @@ pub async fn beat(
     st.checks.beat(&ctx, &name, b.ok, b.message).await?;
     Ok(crate::no_content())
 }
+
+/// `GET /v1/slos`: every SLO with attainment, error budget left and burn rates.
+#[utoipa::path(get, path = "/v1/slos", responses((status = 200, description = "data.slos")))]
+pub async fn slos(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+) -> Result<Response, ApiError> {
+    let slos = st.checks.slos(&ctx).await?;
+    Ok(vault_data(&ctx, json!({ "slos": slos })))
+}

@@ -119,6 +119,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v2/status", get(alerting::status))
         .route("/api/v2/receivers", get(alerting::receivers))
         .route("/v1/checks", get(checks::list))
+        .route("/v1/slos", get(checks::slos))
         .route("/v1/checks/{name}", get(checks::show))
         .route("/v1/checks/{name}/run", post(checks::run))
         .route("/v1/checks/{name}/beat", post(checks::beat))

@@ -83,6 +83,7 @@ use crate::{alerting, checks, kv, sys, token};
         checks::show,
         checks::run,
         checks::beat,
+        checks::slos,
     ),
     components(schemas(
         kv::WriteBody,

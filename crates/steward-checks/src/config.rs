@@ -68,6 +68,7 @@ impl std::fmt::Debug for Check {
 #[derive(Debug, Clone)]
 pub struct Compiled {
     pub checks: Vec<Check>,
+    pub slos: Vec<crate::slo::Slo>,
     pub concurrency: usize,
     pub raw_retention: Duration,
     pub rollup_retention: Duration,
@@ -214,8 +215,11 @@ impl Compiled {
                 }
             }
         }
+        let names: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
+        let slos = crate::slo::compile(&cfg.slos, &names)?;
         Ok(Self {
             checks,
+            slos,
             concurrency: cfg.concurrency,
             raw_retention: cfg.raw_retention,
             rollup_retention: cfg.rollup_retention,

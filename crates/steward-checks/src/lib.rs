@@ -8,6 +8,7 @@
 //!   dependencies).
 //! - [`state`]: the up/down state machine (fail after N, recover after M).
 //! - [`rollup`]: latency histograms and roll-up buckets.
+//! - [`slo`]: objectives, error budgets and multiwindow burn-rate alerts.
 //! - [`service`]: the [`Monitor`]: the scheduler, result storage, roll-ups, alerts, and the
 //!   operations behind the API and the CLI.
 
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod rollup;
 pub mod service;
+pub mod slo;
 pub mod state;
 
 pub use config::{CheckConfigError, Compiled};

@@ -40,6 +40,7 @@ use zeroize::Zeroizing;
 use crate::{
     config::{Check, Compiled, Runner, ALERT_NAME},
     rollup::{bucket_start, Agg, RESOLUTIONS},
+    slo::{Counts, SloStatus, ALERT_NAME as SLO_ALERT, RULES},
     state::{CheckState, Health},
 };
 
@@ -137,6 +138,8 @@ struct Live {
 
 struct Inner {
     live: Vec<Live>,
+    /// (SLO, speed) pairs whose burn-rate alert is raised.
+    burning: std::collections::HashSet<(String, String)>,
     pending: Vec<CheckResultRow>,
     lag: Agg,
 }
@@ -257,6 +260,7 @@ impl Monitor {
             compiled,
             inner: Mutex::new(Inner {
                 live,
+                burning: Default::default(),
                 pending: Vec::new(),
                 lag: Agg::default(),
             }),
@@ -359,6 +363,7 @@ impl Monitor {
 
     async fn flush_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut last_rollup = Instant::now();
+        let mut last_slo: Option<Instant> = None;
         let mut last_prune: Option<Instant> = None;
         loop {
             tokio::select! {
@@ -375,6 +380,14 @@ impl Monitor {
                 last_rollup = Instant::now();
                 if let Err(e) = self.roll_up(self.now()).await {
                     tracing::warn!(error = %e, "checks: roll-up failed; retrying later");
+                }
+            }
+            if !self.compiled.slos.is_empty()
+                && last_slo.is_none_or(|t| t.elapsed() >= Duration::from_secs(30))
+            {
+                last_slo = Some(Instant::now());
+                if let Err(e) = self.evaluate_slos(self.now()).await {
+                    tracing::warn!(error = %e, "checks: SLO evaluation failed; retrying later");
                 }
             }
             if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)) {
@@ -656,6 +669,150 @@ impl Monitor {
             })
             .await
             .map_err(SecretsError::from)
+    }
+
+    /// Every SLO's attainment, budget left and burn rates at `now` (no authorization).
+    pub async fn slo_statuses(&self, now: DateTime<Utc>) -> Result<Vec<SloStatus>> {
+        self.flush().await?;
+        let mut out = Vec::new();
+        for slo in &self.compiled.slos {
+            let checks = slo.checks.clone();
+            let window = slo.window;
+            let longest = RULES.iter().map(|r| r.1).max().unwrap_or_default();
+            let since = now - ChronoDuration::from_std(longest).unwrap_or_default();
+            let from_hour = bucket_start(
+                (now - ChronoDuration::from_std(window).unwrap_or_default()).timestamp(),
+                3600,
+            );
+            let to_hour = bucket_start(now.timestamp(), 3600) + 3600;
+            let (raw, hours) = self
+                .engine
+                .store()
+                .read(move |tx| {
+                    let mut raw = Vec::new();
+                    let mut hours = Vec::new();
+                    for c in &checks {
+                        raw.extend(tx.check_results_range(Some(c), since, now, u32::MAX)?);
+                        hours.extend(tx.rollups_range(c, "hour", from_hour, to_hour)?);
+                    }
+                    Ok::<_, steward_store::StoreError>((raw, hours))
+                })
+                .await
+                .map_err(SecretsError::from)?;
+            let mut whole = Counts::default();
+            for h in &hours {
+                if let Ok(a) = serde_json::from_str::<Agg>(&h.doc) {
+                    whole.total += a.total;
+                    whole.good += a.up;
+                }
+            }
+            let count = |w: Duration| {
+                let from = now - ChronoDuration::from_std(w).unwrap_or_default();
+                let mut c = Counts::default();
+                for r in raw.iter().filter(|r| r.at >= from) {
+                    c.add(r.ok);
+                }
+                c
+            };
+            let mut burn = Vec::new();
+            for (label, w) in [
+                ("5m", Duration::from_secs(300)),
+                ("30m", Duration::from_secs(1800)),
+                ("1h", Duration::from_secs(3600)),
+                ("6h", Duration::from_secs(6 * 3600)),
+            ] {
+                burn.push((label.to_string(), slo.burn_rate(count(w))));
+            }
+            let burning = RULES
+                .iter()
+                .filter(|(_, long, short, threshold, _)| {
+                    slo.burn_rate(count(*long)) >= *threshold
+                        && slo.burn_rate(count(*short)) >= *threshold
+                })
+                .map(|r| r.0.to_string())
+                .collect();
+            out.push(SloStatus {
+                name: slo.name.clone(),
+                checks: slo.checks.clone(),
+                objective: slo.objective,
+                window_days: window.as_secs_f64() / 86_400.0,
+                attained: (whole.total > 0).then(|| whole.good as f64 / whole.total as f64),
+                runs: whole.total,
+                budget_left: slo.budget_left(whole),
+                burn,
+                burning,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Raises and resolves `SLOBurnRate{slo, speed}` as the burn-rate rules start and stop
+    /// firing.
+    pub async fn evaluate_slos(&self, now: DateTime<Utc>) -> Result<Vec<SloStatus>> {
+        let statuses = self.slo_statuses(now).await?;
+        let Some(alerting) = self.alerting.clone() else {
+            return Ok(statuses);
+        };
+        for (st, slo) in statuses.iter().zip(&self.compiled.slos) {
+            if !slo.alerts {
+                continue;
+            }
+            for (speed, _, _, threshold, severity) in RULES {
+                let labels: Labels = [
+                    ("alertname".to_string(), SLO_ALERT.to_string()),
+                    ("slo".to_string(), st.name.clone()),
+                    ("speed".to_string(), speed.to_string()),
+                    ("severity".to_string(), severity.to_string()),
+                ]
+                .into();
+                let key = (st.name.clone(), speed.to_string());
+                let now_burning = st.burning.iter().any(|s| s == speed);
+                let was = self.lock().burning.contains(&key);
+                if now_burning && !was {
+                    let annotations: Labels = [
+                        (
+                            "summary".to_string(),
+                            format!(
+                                "SLO {} burns its error budget {speed} (over {threshold}x)",
+                                st.name
+                            ),
+                        ),
+                        (
+                            "description".to_string(),
+                            format!(
+                                "objective {:.3}%, budget left {:.1}%, burn rates {}",
+                                st.objective * 100.0,
+                                st.budget_left * 100.0,
+                                st.burn
+                                    .iter()
+                                    .map(|(w, b)| format!("{w}={b:.1}"))
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            ),
+                        ),
+                    ]
+                    .into();
+                    alerting.raise(labels, annotations).await?;
+                    self.lock().burning.insert(key);
+                } else if !now_burning {
+                    // Also after a restart: resolving an alert that is not active is a no-op.
+                    if was || self.lock().burning.is_empty() {
+                        alerting.resolve(&labels).await?;
+                    }
+                    self.lock().burning.remove(&key);
+                }
+            }
+        }
+        Ok(statuses)
+    }
+
+    /// `GET /v1/slos`.
+    pub async fn slos(&self, ctx: &RequestCtx) -> Result<Vec<SloStatus>> {
+        let draft = self
+            .authorize(ctx, "checks.slos", "checks", Capability::Read)
+            .await?;
+        let r = self.slo_statuses(self.now()).await;
+        self.engine.complete(ctx, draft, r).await
     }
 
     pub fn stats(&self) -> Stats {

@@ -71,6 +71,13 @@ struct World {
     engine: Arc<Engine>,
     alerting: Arc<Alerting>,
     ctx: RequestCtx,
+    token: String,
+}
+
+impl World {
+    fn ctx_token(&self) -> Option<String> {
+        Some(self.token.clone())
+    }
 }
 
 async fn world(dir: tempfile::TempDir, compiled: &Compiled) -> World {
@@ -108,13 +115,15 @@ async fn world(dir: tempfile::TempDir, compiled: &Compiled) -> World {
         clock,
         engine,
         alerting,
-        ctx: RequestCtx::new("test".into(), Some(token), None),
+        ctx: RequestCtx::new("test".into(), Some(token.clone()), None),
+        token,
     }
 }
 
 fn compiled(checks: Vec<Check>) -> Compiled {
     Compiled {
         checks,
+        slos: Vec::new(),
         concurrency: 4,
         raw_retention: Duration::from_secs(48 * 3600),
         rollup_retention: Duration::from_secs(400 * 86_400),
@@ -347,4 +356,79 @@ async fn pruning_drops_old_raw_results() {
         1,
         "the run 49 h ago is gone, the one 2 h ago stays"
     );
+}
+
+#[tokio::test]
+async fn slo_burn_rate_alerts_fire_on_both_windows_and_resolve_on_the_short_one() {
+    // 50 good runs, then 10 failures, then 40 good runs (outcomes pop from the end).
+    let mut script: Vec<(u16, u64)> = Vec::new();
+    script.extend(std::iter::repeat_n((200, 5), 40));
+    script.extend(std::iter::repeat_n((500, 5), 10));
+    script.extend(std::iter::repeat_n((200, 5), 50));
+    let probe = Arc::new(Scripted(Mutex::new(script)));
+    let mut c = compiled(vec![check("api", probe, &[])]);
+    c.slos = steward_checks::slo::compile(
+        &[steward_core::monitoring::SloConfig {
+            name: "api-availability".into(),
+            checks: vec!["api".into()],
+            objective: toml::Value::String("99.9%".into()),
+            window: None,
+            alerts: true,
+        }],
+        &["api".to_string()],
+    )
+    .unwrap();
+    let w = world(tempfile::tempdir().unwrap(), &c).await;
+    let m = Monitor::new(w.engine.clone(), Some(w.alerting.clone()), c);
+    m.roll_up(w.clock.now()).await.unwrap();
+    let burning = |w: &World| {
+        let w_alerting = w.alerting.clone();
+        let ctx = RequestCtx::new("t".into(), w.ctx_token(), None);
+        async move {
+            let mut v: Vec<String> = w_alerting
+                .alerts(&ctx, &["alertname=\"SLOBurnRate\"".into()])
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|a| a.state == steward_alerting::model::AlertState::Firing)
+                .map(|a| a.doc.labels["speed"].clone())
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    for _ in 0..50 {
+        m.run_check(0).await;
+        w.clock.advance(chrono::Duration::seconds(10));
+    }
+    let st = m.evaluate_slos(w.clock.now()).await.unwrap();
+    assert!(st[0].burning.is_empty(), "all good so far: {st:?}");
+    for _ in 0..10 {
+        m.run_check(0).await;
+        w.clock.advance(chrono::Duration::seconds(10));
+    }
+    let st = m.evaluate_slos(w.clock.now()).await.unwrap();
+    assert_eq!(
+        st[0].burning,
+        vec!["fast".to_string(), "slow".to_string()],
+        "{st:?}"
+    );
+    assert_eq!(burning(&w).await, vec!["fast", "slow"]);
+    // Recovery: once five minutes are clean the fast rule stops; the slow one (30 min short
+    // window) still sees the failures.
+    for _ in 0..40 {
+        m.run_check(0).await;
+        w.clock.advance(chrono::Duration::seconds(10));
+    }
+    let st = m.evaluate_slos(w.clock.now()).await.unwrap();
+    assert_eq!(st[0].burning, vec!["slow".to_string()], "{st:?}");
+    assert_eq!(burning(&w).await, vec!["slow"]);
+    // The budget over 30 days: 10 bad runs of 100 against a 0.1% budget is overspent.
+    m.roll_up(w.clock.now() + chrono::Duration::minutes(2))
+        .await
+        .unwrap();
+    let st = m.slo_statuses(w.clock.now()).await.unwrap();
+    assert!(st[0].runs >= 90, "{st:?}");
+    assert!(st[0].budget_left < 0.0, "{st:?}");
+    assert!((st[0].attained.unwrap() - 0.9).abs() < 0.02, "{st:?}");
 }

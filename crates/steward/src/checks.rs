@@ -140,6 +140,45 @@ pub async fn checks(c: &Client, cmd: ChecksCommand, out: Output) -> anyhow::Resu
                 }
             }
         }
+        ChecksCommand::Slos => {
+            let v = c.call("GET", "/v1/slos", None).await?;
+            let list = &v["data"]["slos"];
+            match out {
+                Output::Json => print_json(list),
+                Output::Human => {
+                    let items = list.as_array().cloned().unwrap_or_default();
+                    if items.is_empty() {
+                        println!("no SLOs configured (add [[monitoring.slos]] to the config)");
+                    }
+                    for slo in items {
+                        let burn: Vec<String> = slo["burn"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|b| format!("{}={:.1}", s(&b[0]), b[1].as_f64().unwrap_or(0.0)))
+                            .collect();
+                        let burning = slo["burning"]
+                            .as_array()
+                            .filter(|a| !a.is_empty())
+                            .map(|a| {
+                                let v: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
+                                format!("  BURNING ({})", v.join(", "))
+                            })
+                            .unwrap_or_default();
+                        println!(
+                            "{:<24} objective {}  attained {}  budget left {:.1}%  burn {}{}",
+                            s(&slo["name"]),
+                            pct(&slo["objective"]),
+                            pct(&slo["attained"]),
+                            slo["budget_left"].as_f64().unwrap_or(0.0) * 100.0,
+                            burn.join(" "),
+                            burning
+                        );
+                    }
+                }
+            }
+        }
         ChecksCommand::Run { name } => {
             let v = c
                 .call("POST", &format!("/v1/checks/{name}/run"), Some(json!({})))

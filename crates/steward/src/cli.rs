@@ -476,6 +476,9 @@ pub enum ChecksCommand {
     },
     /// Run a check now and print the outcome (exit code 1 when it fails)
     Run { name: String },
+    /// SLOs: attainment over their window, error budget left, burn rates (5m, 30m, 1h, 6h)
+    #[command(after_help = "Examples:\n  steward checks slos\n  steward checks slos -o json")]
+    Slos,
 }
 
 #[derive(Subcommand, Debug)]
