@@ -196,3 +196,27 @@ def test_config_mistakes_name_file_and_line(tmp_path, snippet, line, words):
     assert f"steward.toml:{line + 3}" in r.stderr, r.stderr
     for w in words:
         assert w in r.stderr, r.stderr
+
+
+def test_grafana_dashboard_uses_only_metrics_steward_exports(server_factory, target, hook):
+    """deploy/grafana/steward.json: valid JSON, and every steward_* series its queries read is
+    in a live /metrics (after the checks ran), so a renamed metric breaks this test."""
+    import pathlib
+    import re
+
+    from steward_testlib import free_port
+
+    dash = json.loads((pathlib.Path(__file__).parents[2] / "deploy/grafana/steward.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    assert exprs and dash["uid"] == "steward-overview"
+    names = {n for e in exprs for n in re.findall(r"\bsteward_[a-z0-9_]+", e)}
+    s = server_factory.new("sqlite", config_text=config(target, hook, free_port()))
+    wait_for(lambda: health(s, "api") == "up" and health(s, "closed") == "down", timeout=20, what="checks ran")
+    s.cli("secret", "list", "dev")
+    text = s.api("GET", "/metrics").text
+    # Sample lines, and families declared without samples yet (cert expiry needs a TLS check).
+    exported = set(re.findall(r"^(steward_[a-z0-9_]+)", text, re.M))
+    exported |= set(re.findall(r"^# TYPE (steward_[a-z0-9_]+)", text, re.M))
+    exported |= {n.removesuffix("_bucket") for n in exported}
+    missing = sorted(n for n in names if n not in exported and n + "_bucket" not in exported)
+    assert not missing, f"the dashboard reads series /metrics does not export: {missing}"

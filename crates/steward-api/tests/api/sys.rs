@@ -480,6 +480,11 @@ const ROUTE_DOCS: &[(&str, &[&str])] = &[
         &["/v1/sys/alerting/dead-letters/replay"],
     ),
     ("/v1/sys/alerting/outbox", &["/v1/sys/alerting/outbox"]),
+    ("/v1/checks", &["/v1/checks"]),
+    ("/v1/checks/{name}", &["/v1/checks/{name}"]),
+    ("/v1/checks/{name}/run", &["/v1/checks/{name}/run"]),
+    ("/v1/checks/{name}/beat", &["/v1/checks/{name}/beat"]),
+    ("/v1/slos", &["/v1/slos"]),
     ("/v1/sys/alerting/log", &["/v1/sys/alerting/log"]),
     (
         "/v1/sys/alerting/notify-test/{channel}",
