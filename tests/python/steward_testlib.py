@@ -123,6 +123,9 @@ class ServerDied(RuntimeError):
     pass
 
 
+NO_HOST_CHECKS = "\n[monitoring]\nhost_checks = false\n"
+
+
 class StewardServer:
     """One `steward up` on 127.0.0.1:<free port>. `start()` may be called again after `stop()`
     or `kill()` (a restart on the same data directory / database, on a new port). Each start
@@ -143,6 +146,12 @@ class StewardServer:
         self.pg = pg
         self.extra_env = dict(env or {})
         self.config_path: Optional[pathlib.Path] = None
+        # The built-in host checks (load, memory, disk) would raise alerts on a loaded test
+        # machine into tests that count notifications: off unless a test configures them.
+        if config_text is None:
+            config_text = NO_HOST_CHECKS
+        elif "[monitoring]" not in config_text:
+            config_text += NO_HOST_CHECKS
         if config_text is not None:
             self.config_path = self.workdir / "server.toml"
             self.config_path.write_text(config_text)
