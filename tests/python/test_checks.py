@@ -51,6 +51,7 @@ condition = 'status == 200 && body.json.status == "ok" && response_time < 900ms'
 fail_after = 2
 recover_after = 2
 labels = {{ team = "e2e" }}
+status_page = "Public API"
 
 [[monitoring.checks]]
 name = "closed"
@@ -220,3 +221,26 @@ def test_grafana_dashboard_uses_only_metrics_steward_exports(server_factory, tar
     exported |= {n.removesuffix("_bucket") for n in exported}
     missing = sorted(n for n in names if n not in exported and n + "_bucket" not in exported)
     assert not missing, f"the dashboard reads series /metrics does not export: {missing}"
+
+
+def test_public_status_page_follows_the_checks(server_factory, target, hook):
+    """/status needs no token, shows only components (checks with status_page), their state,
+    and 90 uptime bars each; never check names of unpublished checks, URLs or errors."""
+    from steward_testlib import free_port
+
+    s = server_factory.new("sqlite", config_text=config(target, hook, free_port()))
+    wait_for(lambda: health(s, "api") == "up", timeout=20, what="api up")
+    r = s.http.get(s.url + "/status", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), r
+    page = r.text
+    assert "All systems operational" in page and "Public API" in page, page[:2000]
+    assert page.count("<rect ") == 90, "90 daily bars for the one component"
+    assert 'name="viewport"' in page and 'lang="en"' in page
+    for private in ("closed", "nightly", target.url, "/health"):
+        assert private not in page, f"{private!r} leaked onto the public page"
+
+    target.default("/health", BAD_BODY)
+    wait_for(lambda: health(s, "api") == "down", timeout=20, what="api down")
+    page = s.http.get(s.url + "/status", timeout=10).text
+    assert "1 of 1 components have an outage" in page and "Open incidents" in page, page[:2000]
+    assert "status=500" not in page, "errors stay private"

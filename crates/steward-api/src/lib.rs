@@ -14,6 +14,7 @@ mod kv;
 pub mod metrics;
 mod openapi;
 mod rotation;
+mod status;
 mod sys;
 mod token;
 
@@ -72,6 +73,7 @@ pub fn app(state: AppState) -> Router {
         .route("/livez", get(sys::livez))
         .route("/readyz", get(sys::readyz))
         .route("/metrics", get(sys::metrics))
+        .route("/status", get(status::page))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/sys/health", get(sys::health).head(sys::health))
         .route("/v1/sys/seal-status", get(sys::seal_status))

@@ -5,7 +5,7 @@
 use axum::{response::IntoResponse, Json};
 use utoipa::OpenApi;
 
-use crate::{alerting, checks, kv, sys, token};
+use crate::{alerting, checks, kv, status, sys, token};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -84,6 +84,7 @@ use crate::{alerting, checks, kv, sys, token};
         checks::run,
         checks::beat,
         checks::slos,
+        status::page,
     ),
     components(schemas(
         kv::WriteBody,

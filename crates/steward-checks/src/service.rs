@@ -114,6 +114,25 @@ impl RollupInfo {
     }
 }
 
+/// One component of the public status page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Component {
+    pub name: String,
+    pub health: Health,
+    /// When the component went down (its incident's start), while it is down.
+    pub down_since: Option<DateTime<Utc>>,
+    /// Over the days shown.
+    pub uptime: Option<f64>,
+    pub days: Vec<DayUptime>,
+}
+
+/// A day's uptime (None: no runs that day).
+#[derive(Debug, Clone, Serialize)]
+pub struct DayUptime {
+    pub day: DateTime<Utc>,
+    pub uptime: Option<f64>,
+}
+
 /// Scheduler figures (for /metrics and the benchmark).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
@@ -813,6 +832,86 @@ impl Monitor {
             .await?;
         let r = self.slo_statuses(self.now()).await;
         self.engine.complete(ctx, draft, r).await
+    }
+
+    /// The public status page's data: components (checks with `status_page`, grouped by
+    /// its value; a component is as bad as its worst check) with their uptime per day for the
+    /// last `days` days, from the day roll-ups. No authorization: the page is public and shows
+    /// only component names, states and uptime, never check settings, errors or facts.
+    pub async fn status_page(&self, now: DateTime<Utc>, days: u32) -> Result<Vec<Component>> {
+        let mut comps: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, c) in self.compiled.checks.iter().enumerate() {
+            if let Some(name) = &c.status_page {
+                comps.entry(name.clone()).or_default().push(i);
+            }
+        }
+        let today = bucket_start(now.timestamp(), 86_400);
+        let from = today - 86_400 * i64::from(days.saturating_sub(1));
+        let infos = self.infos();
+        let mut out = Vec::new();
+        for (name, idx) in comps {
+            let checks: Vec<String> = idx
+                .iter()
+                .map(|i| self.compiled.checks[*i].name.clone())
+                .collect();
+            let rows = {
+                let checks = checks.clone();
+                self.engine
+                    .store()
+                    .read(move |tx| {
+                        let mut v = Vec::new();
+                        for c in &checks {
+                            v.extend(tx.rollups_range(c, "day", from, today + 86_400)?);
+                        }
+                        Ok::<_, steward_store::StoreError>(v)
+                    })
+                    .await
+                    .map_err(SecretsError::from)?
+            };
+            let mut per_day: BTreeMap<i64, Agg> = BTreeMap::new();
+            for r in &rows {
+                if let Ok(a) = serde_json::from_str::<Agg>(&r.doc) {
+                    per_day.entry(r.bucket).or_default().merge(&a);
+                }
+            }
+            let days_v = (0..i64::from(days))
+                .map(|k| {
+                    let d = from + k * 86_400;
+                    DayUptime {
+                        day: DateTime::from_timestamp(d, 0).unwrap_or_default(),
+                        uptime: per_day.get(&d).and_then(Agg::uptime),
+                    }
+                })
+                .collect::<Vec<_>>();
+            let healths: Vec<(Health, Option<DateTime<Utc>>)> = idx
+                .iter()
+                .map(|i| (infos[*i].health, infos[*i].since))
+                .collect();
+            let health = if healths.iter().any(|h| h.0 == Health::Down) {
+                Health::Down
+            } else if healths.iter().all(|h| h.0 == Health::Up) {
+                Health::Up
+            } else {
+                Health::Unknown
+            };
+            let down_since = healths
+                .iter()
+                .filter(|h| h.0 == Health::Down)
+                .filter_map(|h| h.1)
+                .min();
+            let total: Agg = per_day.values().fold(Agg::default(), |mut a, b| {
+                a.merge(b);
+                a
+            });
+            out.push(Component {
+                name,
+                health,
+                down_since,
+                uptime: total.uptime(),
+                days: days_v,
+            });
+        }
+        Ok(out)
     }
 
     pub fn stats(&self) -> Stats {

@@ -408,6 +408,7 @@ const ROUTE_DOCS: &[(&str, &[&str])] = &[
     ("/livez", &["/livez"]),
     ("/readyz", &["/readyz"]),
     ("/metrics", &["/metrics"]),
+    ("/status", &["/status"]),
     ("/v1/openapi.json", &["/v1/openapi.json"]),
     ("/v1/sys/health", &["/v1/sys/health"]),
     ("/v1/sys/seal-status", &["/v1/sys/seal-status"]),
