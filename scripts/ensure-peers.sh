@@ -11,6 +11,9 @@ command -v mysqladmin >/dev/null 2>&1 || need_apt+=(mariadb-client)
 # The alerting acceptance tests run Prometheus and amtool against Steward.
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+# Browser tests drive Debian's Chromium through its WebDriver.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 # The DNS check tests query a real dnsmasq.
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -19,7 +22,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import hvac, pytest, requests, psycopg, pymysql, redis, aiosmtpd' >/dev/null 2>&1; then
+if ! python3 -c 'import hvac, pytest, requests, psycopg, pymysql, redis, aiosmtpd, selenium' >/dev/null 2>&1; then
   echo "ensure-peers: installing Python test requirements"
   python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 fi

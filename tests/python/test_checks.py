@@ -244,3 +244,29 @@ def test_public_status_page_follows_the_checks(server_factory, target, hook):
     page = s.http.get(s.url + "/status", timeout=10).text
     assert "1 of 1 components have an outage" in page and "Open incidents" in page, page[:2000]
     assert "status=500" not in page, "errors stay private"
+
+
+def test_status_page_in_chromium_on_a_phone_and_a_desktop(server_factory, target, hook):
+    """Debian's Chromium renders /status: the banner, the component and its 90 bars, each bar
+    with a readable label; at a phone's width nothing overflows sideways. Screenshots go to
+    tests/python/artifacts/."""
+    from browser import chromium, screenshot
+    from selenium.webdriver.common.by import By
+    from steward_testlib import free_port
+
+    s = server_factory.new("sqlite", config_text=config(target, hook, free_port()))
+    wait_for(lambda: health(s, "api") == "up", timeout=20, what="api up")
+    for name, (w, h) in {"status-desktop": (1280, 900), "status-phone": (390, 844)}.items():
+        d = chromium(w, h)
+        try:
+            d.get(s.url + "/status")
+            assert d.find_element(By.CSS_SELECTOR, ".banner").text == "All systems operational"
+            assert d.find_element(By.CSS_SELECTOR, ".component h3").text == "Public API"
+            bars = d.find_elements(By.CSS_SELECTOR, "svg.bars rect")
+            assert len(bars) == 90
+            assert d.find_element(By.CSS_SELECTOR, "svg.bars").get_attribute("aria-label").startswith("Public API uptime")
+            overflow = d.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{name}: the page scrolls sideways by {overflow}px"
+            assert screenshot(d, name).stat().st_size > 1000
+        finally:
+            d.quit()
