@@ -339,3 +339,12 @@ def test_run_passes_sigterm_to_the_child(server):
             os.killpg(p.pid, signal.SIGKILL)
     assert "got-term" in out, (out, err)
     assert p.returncode == 7, (p.returncode, err)
+
+
+def test_a_closed_stdout_ends_quietly():
+    """`steward ... | head` closes the pipe early: exit 141 (as SIGPIPE would), no panic text."""
+    p = subprocess.Popen([STEWARD_BIN, "completions", "bash"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader goes away before anything is read
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 141, (p.returncode, err)
+    assert b"panicked" not in err and b"Broken pipe" not in err, err
