@@ -14,7 +14,6 @@ use std::{
     time::Duration,
 };
 
-use async_trait::async_trait;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -26,7 +25,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use zeroize::Zeroizing;
 
 use crate::{
-    channels::{Channel, SecretSource, SendError},
+    channels::{Channel, SendError},
     config::prepare,
     matchers::{parse_list, valid_label_name},
     model::{fingerprint, Labels, Notification},
@@ -227,29 +226,32 @@ impl Alerting {
         self.pipeline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Every record of `kind`, read in pages of 5,000.
+    async fn all(&self, kind: &'static str) -> Result<Vec<RecordRow>> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let a = after.clone();
+            let page = self
+                .engine
+                .store()
+                .read(move |tx| tx.record_list(kind, &a, 5000))
+                .await
+                .map_err(SecretsError::from)?;
+            let done = page.len() < 5000;
+            if let Some(last) = page.last() {
+                after = last.id.clone();
+            }
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Loads alerts, groups, silences, windows and flap counters from the store.
     pub async fn load(&self) -> Result<()> {
-        let all = |kind: &'static str| async move {
-            let mut out = Vec::new();
-            let mut after = String::new();
-            loop {
-                let a = after.clone();
-                let page = self
-                    .engine
-                    .store()
-                    .read(move |tx| tx.record_list(kind, &a, 5000))
-                    .await
-                    .map_err(SecretsError::from)?;
-                let done = page.len() < 5000;
-                if let Some(last) = page.last() {
-                    after = last.id.clone();
-                }
-                out.extend(page);
-                if done {
-                    return Ok::<_, SecretsError>(out);
-                }
-            }
-        };
+        let all = |kind| self.all(kind);
         let now = self.now();
         let groups = all("group")
             .await?
@@ -543,42 +545,25 @@ impl Alerting {
     /// add or reschedule outbox rows, after they commit: delivery never reads the store.
     /// A row that does not parse goes to the dead letters.
     async fn load_outbox(&self) -> Result<()> {
-        let mut after = String::new();
         let mut items = Vec::new();
-        loop {
-            let a = after.clone();
-            let page = self
-                .engine
-                .store()
-                .read(move |tx| tx.record_list(OUTBOX, &a, 5000))
-                .await
-                .map_err(SecretsError::from)?;
-            let done = page.len() < 5000;
-            if let Some(last) = page.last() {
-                after = last.id.clone();
-            }
-            for row in page {
-                match serde_json::from_str::<OutboxItem>(&row.doc) {
-                    Ok(item) => items.push((row.due_at.unwrap_or_else(|| self.now()), item)),
-                    Err(_) => {
-                        tracing::error!(id = %row.id, "alerting: an outbox row does not parse; moving it to the dead letters");
-                        let id = row.id.clone();
-                        self.engine
-                            .store()
-                            .write(None, move |tx: &mut dyn Tx| {
-                                tx.record_delete(OUTBOX, &id)?;
-                                tx.record_put(&RecordRow {
-                                    kind: DEAD.into(),
-                                    ..row
-                                })
+        for row in self.all(OUTBOX).await? {
+            match serde_json::from_str::<OutboxItem>(&row.doc) {
+                Ok(item) => items.push((row.due_at.unwrap_or_else(|| self.now()), item)),
+                Err(_) => {
+                    tracing::error!(id = %row.id, "alerting: an outbox row does not parse; moving it to the dead letters");
+                    let id = row.id.clone();
+                    self.engine
+                        .store()
+                        .write(None, move |tx: &mut dyn Tx| {
+                            tx.record_delete(OUTBOX, &id)?;
+                            tx.record_put(&RecordRow {
+                                kind: DEAD.into(),
+                                ..row
                             })
-                            .await
-                            .map_err(SecretsError::from)?;
-                    }
+                        })
+                        .await
+                        .map_err(SecretsError::from)?;
                 }
-            }
-            if done {
-                break;
             }
         }
         {
@@ -664,10 +649,7 @@ impl Alerting {
     async fn send_one(&self, mut item: OutboxItem, release: impl FnOnce()) {
         let channel = item.notification.channel.clone();
         let result = match self.channels.get(&channel) {
-            Some(ch) => {
-                ch.send(&item.notification, &Secrets(self.engine.clone()))
-                    .await
-            }
+            Some(ch) => ch.send(&item.notification, &*self.engine).await,
             None => Err(SendError::permanent(format!(
                 "channel {channel:?} is no longer configured"
             ))),
@@ -817,7 +799,7 @@ impl Alerting {
     async fn beat(&self, h: &HeartbeatConfig) {
         let url = match (&h.url, &h.url_secret) {
             (Some(u), _) => Zeroizing::new(u.clone()),
-            (None, Some(r)) => match Secrets(self.engine.clone()).resolve(r).await {
+            (None, Some(r)) => match self.engine.resolve_reference(r).await {
                 Ok(u) => u,
                 Err(e) => {
                     tracing::warn!(error = %e, "alerting: heartbeat URL unavailable");
@@ -1434,7 +1416,7 @@ impl Alerting {
         };
         let now = self.now();
         let n = Notification::sample(channel, now);
-        let r = ch.send(&n, &Secrets(self.engine.clone())).await;
+        let r = ch.send(&n, &*self.engine).await;
         let mut item = OutboxItem::new(n, now);
         item.attempts = 1;
         let (outcome, err) = match &r {
@@ -1602,15 +1584,5 @@ fn alert_row(fp: &str, doc: &AlertDoc) -> RecordRow {
         id: fp.to_string(),
         doc: serde_json::to_string(doc).expect("alerts serialize"),
         due_at: None,
-    }
-}
-
-/// Resolves channel credentials from Steward secrets (`ENV/PATH#FIELD`).
-struct Secrets(Arc<Engine>);
-
-#[async_trait]
-impl SecretSource for Secrets {
-    async fn resolve(&self, reference: &str) -> std::result::Result<Zeroizing<String>, String> {
-        self.0.resolve_reference(reference).await
     }
 }

@@ -1348,13 +1348,7 @@ impl Drop for SmtpServer {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use steward_test_utils::free_port;
 
 /// aiosmtpd on a free loopback port, with STARTTLS required (its default once a certificate
 /// is given), writing what it receives to `spool` through `tests/channels/smtp_sink.py`.

@@ -11,26 +11,11 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use steward_checks::{service::Component, state::Health};
+use steward_core::text::html_escape as esc;
 
 use crate::AppState;
 
 const DAYS: u32 = 90;
-
-/// Escapes text for HTML element content and attribute values.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// Bar colour and label for a day's uptime (dark enough on white for AA contrast).
 fn day_class(u: Option<f64>) -> (&'static str, String) {

@@ -48,29 +48,29 @@ fn check_metrics(st: &AppState) {
         m.check_lag_p50.set(p50 / 1000.0);
         m.check_lag_p99.set(p99 / 1000.0);
     }
-    for c in st.checks.infos() {
+    for (c, health, last) in st.checks.latest() {
         let labels = CheckLabels {
             check: c.name.clone(),
             check_type: c.kind.clone(),
         };
-        match c.health {
+        match health {
             steward_checks::state::Health::Up => m.check_up.get_or_create(&labels).set(1),
             steward_checks::state::Health::Down => m.check_up.get_or_create(&labels).set(0),
             steward_checks::state::Health::Unknown => continue,
         };
-        let Some(last) = &c.last else { continue };
+        let Some(last) = last else { continue };
         m.check_duration
             .get_or_create(&labels)
-            .set(last.duration_ms / 1000.0);
-        for (phase, ms) in &last.phases {
+            .set(last.duration.as_secs_f64());
+        for (phase, d) in &last.phases {
             m.check_phase
                 .get_or_create(&PhaseLabels {
                     check: c.name.clone(),
-                    phase: phase.clone(),
+                    phase: phase.to_string(),
                 })
-                .set(ms / 1000.0);
+                .set(d.as_secs_f64());
         }
-        if let Some(secs) = last.cert_expires_in_s {
+        if let Some(secs) = last.cert_expires_in_s() {
             m.check_cert_expiry.get_or_create(&labels).set(secs);
         }
     }

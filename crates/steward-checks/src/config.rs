@@ -275,7 +275,7 @@ fn compile_check(
             format!("{key}.timeout"),
             format!(
                 "must be more than 0 and at most the interval ({}); a run must end before the next starts",
-                humantime_str(interval)
+                humantime::format_duration(interval)
             ),
         ));
     }
@@ -359,15 +359,4 @@ fn compile_check(
         labels: c.labels.clone(),
         status_page: c.status_page.clone(),
     })
-}
-
-fn humantime_str(d: Duration) -> String {
-    let s = d.as_secs();
-    if s % 3600 == 0 {
-        format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
 }

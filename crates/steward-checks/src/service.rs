@@ -23,19 +23,17 @@ use std::{
     time::Duration,
 };
 
-use async_trait::async_trait;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::Serialize;
 use steward_alerting::{model::Labels, Alerting};
 use steward_expr::Value;
-use steward_probes::{Outcome, SecretSource};
+use steward_probes::Outcome;
 use steward_secrets::{policy::Capability, Engine, RequestCtx, Result, SecretsError};
 use steward_store::{CheckResultRow, RollupRow, Tx};
 use tokio::{
     sync::{watch, Semaphore},
     time::Instant,
 };
-use zeroize::Zeroizing;
 
 use crate::{
     config::{Check, Compiled, Runner, ALERT_NAME},
@@ -49,8 +47,60 @@ const WATERMARK_KEY: &str = "checks/rollup/watermark";
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Minute roll-ups are kept this long; hours and days for `rollup_retention`.
 const MINUTE_RETENTION_DAYS: i64 = 14;
+/// How long the status page reuses the day history it read.
+const HISTORY_TTL: ChronoDuration = ChronoDuration::seconds(30);
+
+/// Per status-page component, its runs aggregated per day (day start, Unix seconds).
+type History = BTreeMap<String, BTreeMap<i64, Agg>>;
+
+/// The history last read: when, for which (first day, today), and what.
+type CachedHistory = Option<(DateTime<Utc>, (i64, i64), Arc<History>)>;
+
 /// Most of a fact's text kept for display (bodies, outputs).
 const FACT_TEXT_MAX: usize = 2048;
+
+/// One run as recorded: the probe's facts and phases kept as they came (they are turned
+/// into JSON only when someone looks, not on every run).
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub at: DateTime<Utc>,
+    pub ok: bool,
+    pub duration: Duration,
+    pub error: Option<String>,
+    pub facts: steward_expr::Facts,
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+impl Run {
+    /// Seconds until the certificate the probe saw expires, when it reports one.
+    pub fn cert_expires_in_s(&self) -> Option<f64> {
+        match self.facts.get("cert_expires_in") {
+            Some(Value::Duration(d)) => Some(d.as_secs_f64()),
+            _ => None,
+        }
+    }
+
+    /// The run as listed (long texts cut).
+    pub fn view(&self) -> LastRun {
+        LastRun {
+            at: self.at,
+            ok: self.ok,
+            duration_ms: self.duration.as_secs_f64() * 1000.0,
+            error: self.error.clone(),
+            facts: self
+                .facts
+                .iter()
+                .map(|(k, v)| (k.clone(), fact_json(v)))
+                .collect(),
+            phases: self
+                .phases
+                .iter()
+                .map(|(p, d)| (p.to_string(), d.as_secs_f64() * 1000.0))
+                .collect(),
+            cert_expires_in_s: self.cert_expires_in_s(),
+        }
+    }
+}
 
 /// The last run of a check, for listings.
 #[derive(Debug, Clone, Serialize)]
@@ -150,7 +200,7 @@ pub struct Stats {
 #[derive(Default)]
 struct Live {
     state: CheckState,
-    last: Option<LastRun>,
+    last: Option<Arc<Run>>,
     last_beat: Option<DateTime<Utc>>,
     beats: u64,
 }
@@ -171,6 +221,8 @@ pub struct Monitor {
     index: HashMap<String, usize>,
     inner: Mutex<Inner>,
     permits: Arc<Semaphore>,
+    /// The status page's day history and when it was read (see `day_history`).
+    history: Mutex<CachedHistory>,
     runs: AtomicU64,
     failures: AtomicU64,
     missed: AtomicU64,
@@ -181,16 +233,6 @@ impl std::fmt::Debug for Monitor {
         f.debug_struct("Monitor")
             .field("checks", &self.compiled.checks.len())
             .finish_non_exhaustive()
-    }
-}
-
-/// Resolves probe credentials from Steward secrets.
-struct Secrets(Arc<Engine>);
-
-#[async_trait]
-impl SecretSource for Secrets {
-    async fn resolve(&self, reference: &str) -> std::result::Result<Zeroizing<String>, String> {
-        self.0.resolve_reference(reference).await
     }
 }
 
@@ -273,6 +315,7 @@ impl Monitor {
         let live = compiled.checks.iter().map(|_| Live::default()).collect();
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(compiled.concurrency)),
+            history: Mutex::new(None),
             engine,
             alerting,
             index,
@@ -295,10 +338,6 @@ impl Monitor {
 
     fn now(&self) -> DateTime<Utc> {
         self.engine.clock().now()
-    }
-
-    pub fn checks(&self) -> &[Check] {
-        &self.compiled.checks
     }
 
     /// Restores the last beat of heartbeat checks from the stored results.
@@ -355,7 +394,7 @@ impl Monitor {
                 }
                 heap.pop();
                 let c = &self.compiled.checks[i];
-                let jitter = c.interval.mul_f64(c.jitter * rand_unit());
+                let jitter = c.interval.mul_f64(c.jitter * rand::random::<f64>());
                 let mut next = due + c.interval;
                 while next + jitter <= now {
                     // Could not start in time: skip the missed runs instead of bunching.
@@ -442,18 +481,17 @@ impl Monitor {
     }
 
     /// Runs check `i` once now and records the result (also used by "run now").
-    pub async fn run_check(&self, i: usize) -> LastRun {
+    pub async fn run_check(&self, i: usize) -> Arc<Run> {
         let c = &self.compiled.checks[i];
         let at = self.now();
         let started = std::time::Instant::now();
         let outcome = match &c.runner {
             Runner::Probe(p) => {
-                let secrets = Secrets(self.engine.clone());
                 // The probe keeps its own timeout; this one only guards against a probe
                 // that does not.
                 match tokio::time::timeout(
                     c.timeout + Duration::from_secs(1),
-                    p.run(&secrets, c.timeout),
+                    p.run(&*self.engine, c.timeout),
                 )
                 .await
                 {
@@ -501,7 +539,7 @@ impl Monitor {
     }
 
     /// Evaluates the condition, moves the state, buffers the result, raises or resolves.
-    fn record(&self, i: usize, at: DateTime<Utc>, elapsed: Duration, outcome: Outcome) -> LastRun {
+    fn record(&self, i: usize, at: DateTime<Utc>, elapsed: Duration, outcome: Outcome) -> Arc<Run> {
         let c = &self.compiled.checks[i];
         let mut error = outcome.error.clone();
         let ok = error.is_none()
@@ -528,26 +566,14 @@ impl Monitor {
         if !ok {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
-        let last = LastRun {
+        let last = Arc::new(Run {
             at,
             ok,
-            duration_ms: duration.as_secs_f64() * 1000.0,
+            duration,
             error: error.clone(),
-            facts: outcome
-                .facts
-                .iter()
-                .map(|(k, v)| (k.clone(), fact_json(v)))
-                .collect(),
-            phases: outcome
-                .phases
-                .iter()
-                .map(|(p, d)| (p.to_string(), d.as_secs_f64() * 1000.0))
-                .collect(),
-            cert_expires_in_s: match outcome.facts.get("cert_expires_in") {
-                Some(Value::Duration(d)) => Some(d.as_secs_f64()),
-                _ => None,
-            },
-        };
+            facts: outcome.facts,
+            phases: outcome.phases,
+        });
         let change = {
             let mut inner = self.lock();
             inner.pending.push(CheckResultRow {
@@ -558,7 +584,7 @@ impl Monitor {
                 error: error.clone(),
             });
             let live = &mut inner.live[i];
-            live.last = Some(last.clone());
+            live.last = Some(Arc::clone(&last));
             let before = live.state.health;
             live.state
                 .record(ok, at, c.fail_after, c.recover_after)
@@ -814,10 +840,9 @@ impl Monitor {
                     alerting.raise(labels, annotations).await?;
                     self.lock().burning.insert(key);
                 } else if !now_burning {
-                    // Also after a restart: resolving an alert that is not active is a no-op.
-                    if was || self.lock().burning.is_empty() {
-                        alerting.resolve(&labels).await?;
-                    }
+                    // Also resolves one left firing before a restart; resolving an alert that
+                    // is not active changes nothing and writes nothing.
+                    alerting.resolve(&labels).await?;
                     self.lock().burning.remove(&key);
                 }
             }
@@ -847,33 +872,11 @@ impl Monitor {
         }
         let today = bucket_start(now.timestamp(), 86_400);
         let from = today - 86_400 * i64::from(days.saturating_sub(1));
-        let infos = self.infos();
+        let history = self.day_history(&comps, now, from, today).await?;
+        let inner = self.lock();
         let mut out = Vec::new();
         for (name, idx) in comps {
-            let checks: Vec<String> = idx
-                .iter()
-                .map(|i| self.compiled.checks[*i].name.clone())
-                .collect();
-            let rows = {
-                let checks = checks.clone();
-                self.engine
-                    .store()
-                    .read(move |tx| {
-                        let mut v = Vec::new();
-                        for c in &checks {
-                            v.extend(tx.rollups_range(c, "day", from, today + 86_400)?);
-                        }
-                        Ok::<_, steward_store::StoreError>(v)
-                    })
-                    .await
-                    .map_err(SecretsError::from)?
-            };
-            let mut per_day: BTreeMap<i64, Agg> = BTreeMap::new();
-            for r in &rows {
-                if let Ok(a) = serde_json::from_str::<Agg>(&r.doc) {
-                    per_day.entry(r.bucket).or_default().merge(&a);
-                }
-            }
+            let per_day = history.get(&name).cloned().unwrap_or_default();
             let days_v = (0..i64::from(days))
                 .map(|k| {
                     let d = from + k * 86_400;
@@ -883,23 +886,21 @@ impl Monitor {
                     }
                 })
                 .collect::<Vec<_>>();
-            let healths: Vec<(Health, Option<DateTime<Utc>>)> = idx
-                .iter()
-                .map(|i| (infos[*i].health, infos[*i].since))
-                .collect();
-            let health = if healths.iter().any(|h| h.0 == Health::Down) {
+            // The state is read live; only the day history comes from the store (cached).
+            let states: Vec<&CheckState> = idx.iter().map(|i| &inner.live[*i].state).collect();
+            let health = if states.iter().any(|s| s.health == Health::Down) {
                 Health::Down
-            } else if healths.iter().all(|h| h.0 == Health::Up) {
+            } else if states.iter().all(|s| s.health == Health::Up) {
                 Health::Up
             } else {
                 Health::Unknown
             };
-            let down_since = healths
+            let down_since = states
                 .iter()
-                .filter(|h| h.0 == Health::Down)
-                .filter_map(|h| h.1)
+                .filter(|s| s.health == Health::Down)
+                .filter_map(|s| s.since)
                 .min();
-            let total: Agg = per_day.values().fold(Agg::default(), |mut a, b| {
+            let total = per_day.values().fold(Agg::default(), |mut a, b| {
                 a.merge(b);
                 a
             });
@@ -912,6 +913,57 @@ impl Monitor {
             });
         }
         Ok(out)
+    }
+
+    /// Each component's day roll-ups from `from` to `today`, in one store read, reused for
+    /// [`HISTORY_TTL`]: the page is public, and its history changes only as days roll up.
+    async fn day_history(
+        &self,
+        comps: &BTreeMap<String, Vec<usize>>,
+        now: DateTime<Utc>,
+        from: i64,
+        today: i64,
+    ) -> Result<Arc<History>> {
+        if let Some((at, key, h)) = &*self.history.lock().unwrap_or_else(|e| e.into_inner()) {
+            if *key == (from, today) && now - *at < HISTORY_TTL && now >= *at {
+                return Ok(h.clone());
+            }
+        }
+        let wanted: Vec<(String, String)> = comps
+            .iter()
+            .flat_map(|(comp, idx)| {
+                idx.iter()
+                    .map(|i| (comp.clone(), self.compiled.checks[*i].name.clone()))
+            })
+            .collect();
+        let rows = self
+            .engine
+            .store()
+            .read(move |tx| {
+                let mut v = Vec::new();
+                for (comp, check) in &wanted {
+                    for r in tx.rollups_range(check, "day", from, today + 86_400)? {
+                        v.push((comp.clone(), r));
+                    }
+                }
+                Ok::<_, steward_store::StoreError>(v)
+            })
+            .await
+            .map_err(SecretsError::from)?;
+        let mut h = History::new();
+        for (comp, r) in rows {
+            if let Ok(a) = serde_json::from_str::<Agg>(&r.doc) {
+                h.entry(comp)
+                    .or_default()
+                    .entry(r.bucket)
+                    .or_default()
+                    .merge(&a);
+            }
+        }
+        let h = Arc::new(h);
+        *self.history.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((now, (from, today), h.clone()));
+        Ok(h)
     }
 
     pub fn stats(&self) -> Stats {
@@ -935,27 +987,41 @@ impl Monitor {
         s
     }
 
-    /// Every check with its state and last run (no authorization: for /metrics and tests).
-    pub fn infos(&self) -> Vec<CheckInfo> {
+    /// Every check's state and last run as recorded (no JSON made): what `/metrics` reads on
+    /// each scrape.
+    pub fn latest(&self) -> Vec<(&Check, Health, Option<Arc<Run>>)> {
         let inner = self.lock();
         self.compiled
             .checks
             .iter()
             .zip(&inner.live)
-            .map(|(c, l)| CheckInfo {
-                name: c.name.clone(),
-                kind: c.kind.clone(),
-                health: l.state.health,
-                since: l.state.since,
-                interval_s: c.interval.as_secs_f64(),
-                condition: c.condition.source().to_string(),
-                depends_on: c.depends_on.clone(),
-                labels: c.labels.clone(),
-                status_page: c.status_page.clone(),
-                last: l.last.clone(),
-                fails_in_a_row: l.state.fails,
-            })
+            .map(|(c, l)| (c, l.state.health, l.last.clone()))
             .collect()
+    }
+
+    /// Every check with its state and last run (no authorization: for tests and listings).
+    pub fn infos(&self) -> Vec<CheckInfo> {
+        let inner = self.lock();
+        (0..self.compiled.checks.len())
+            .map(|i| self.info_of(i, &inner))
+            .collect()
+    }
+
+    fn info_of(&self, i: usize, inner: &Inner) -> CheckInfo {
+        let (c, l) = (&self.compiled.checks[i], &inner.live[i]);
+        CheckInfo {
+            name: c.name.clone(),
+            kind: c.kind.clone(),
+            health: l.state.health,
+            since: l.state.since,
+            interval_s: c.interval.as_secs_f64(),
+            condition: c.condition.source().to_string(),
+            depends_on: c.depends_on.clone(),
+            labels: c.labels.clone(),
+            status_page: c.status_page.clone(),
+            last: l.last.as_ref().map(|r| r.view()),
+            fails_in_a_row: l.state.fails,
+        }
     }
 
     fn find(&self, name: &str) -> Result<usize> {
@@ -1024,7 +1090,7 @@ impl Monitor {
                 )
             })?;
         self.flush().await?;
-        let info = self.infos().swap_remove(i);
+        let info = self.info_of(i, &self.lock());
         let check = name.to_string();
         let now = self.now().timestamp();
         let to = bucket_start(now, len) + len;
@@ -1058,7 +1124,7 @@ impl Monitor {
             .authorize(ctx, "checks.run", "checks", Capability::Write)
             .await?;
         let r = match self.find(name) {
-            Ok(i) => Ok(self.run_check(i).await),
+            Ok(i) => Ok(self.run_check(i).await.view()),
             Err(e) => Err(e),
         };
         self.engine.complete(ctx, draft, r).await
@@ -1114,17 +1180,4 @@ impl Monitor {
         self.record(i, now, Duration::ZERO, o);
         Ok(())
     }
-}
-
-/// A uniform random number in [0, 1) without a dependency: good enough for jitter.
-fn rand_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    );
-    (h.finish() % 1_000_000) as f64 / 1_000_000.0
 }

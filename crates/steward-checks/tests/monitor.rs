@@ -16,10 +16,9 @@ use steward_checks::{
     state::Health,
     Compiled, Monitor,
 };
-use steward_core::{config::SqliteSync, Clock, EnvName, ManualClock};
+use steward_core::{Clock, ManualClock};
 use steward_probes::{Outcome, Probe, SecretSource};
-use steward_secrets::{Engine, EngineConfig, InitRequest, RequestCtx};
-use steward_store::Store;
+use steward_secrets::{Engine, RequestCtx};
 
 /// A probe whose next outcomes the test decides: `(status, latency ms)`.
 struct Scripted(Mutex<Vec<(u16, u64)>>);
@@ -82,28 +81,7 @@ impl World {
 
 async fn world(dir: tempfile::TempDir, compiled: &Compiled) -> World {
     let clock = ManualClock::new(t0());
-    let store = Store::open_sqlite(dir.path(), SqliteSync::Normal, 4)
-        .await
-        .unwrap();
-    let env = |s: &str| EnvName::parse(s).unwrap();
-    let engine = Arc::new(Engine::new(
-        store,
-        Arc::new(clock.clone()),
-        EngineConfig {
-            environments: vec![env("dev")],
-            default_environment: env("dev"),
-            max_versions: 5,
-            max_value_bytes: 65536,
-        },
-    ));
-    let init = engine
-        .initialize(
-            InitRequest::Key(steward_crypto::UnsealKey::generate()),
-            |_| Ok(()),
-        )
-        .await
-        .unwrap();
-    let token = init.root_token.to_string();
+    let (engine, token) = steward_test_utils::engine(dir.path(), clock.clone()).await;
     let cfg = steward_core::alerting::AlertingConfig {
         inhibit_rules: compiled.inhibit_rules(),
         ..Default::default()
@@ -159,7 +137,7 @@ async fn state_changes_raise_and_resolve_the_checks_alert() {
     w.clock.advance(chrono::Duration::seconds(10));
     let run = m.run_check(0).await;
     assert!(!run.ok);
-    let err = run.error.unwrap();
+    let err = run.error.clone().unwrap();
     assert!(
         err.contains("status=500"),
         "the failure names the facts: {err}"
@@ -281,7 +259,7 @@ async fn heartbeats_go_down_when_late_and_up_on_a_beat() {
     w.clock.advance(chrono::Duration::seconds(20));
     let run = m.run_check(0).await;
     assert!(!run.ok, "70 s after the beat, grace 60 s");
-    assert!(run.error.unwrap().contains("no beat since"));
+    assert!(run.error.clone().unwrap().contains("no beat since"));
     assert_eq!(m.infos()[0].health, Health::Down);
     // A failed job reports at once; a beat for a check that is not a heartbeat is refused.
     m.beat(&w.ctx, "nightly", true, None).await.unwrap();

@@ -8,6 +8,7 @@ pub mod config;
 pub mod monitoring;
 pub mod names;
 pub mod settings;
+pub mod text;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use names::{EnvName, NameError, SecretPath};

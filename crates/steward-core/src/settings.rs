@@ -32,6 +32,16 @@
 use std::{collections::BTreeMap, collections::BTreeSet, fmt, marker::PhantomData, time::Duration};
 
 use serde_json::{Map, Value};
+use zeroize::Zeroizing;
+
+/// Resolves the `ENV/PATH#FIELD` references that settings hold (checked for shape by
+/// [`Settings::opt_secret_ref`]) to the secret's value, at the moment it is needed. Alert
+/// channels and health-check probes take one; the secrets engine is the implementation.
+#[async_trait::async_trait]
+pub trait SecretSource: Send + Sync {
+    /// The field's value; the error says which reference failed and why, without any value.
+    async fn resolve(&self, reference: &str) -> Result<Zeroizing<String>, String>;
+}
 
 /// A setting that does not fit: `key` is the setting's name as written in the config, `owner`
 /// the name of what is configured (a channel's or check's name; may be empty), `kind` its type

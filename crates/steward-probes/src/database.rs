@@ -60,9 +60,10 @@ use tokio_postgres::{
     Client, NoTls, Socket,
 };
 
-use self::shared::{redact, resolve_secret, Progress, SettingsExt};
+use self::shared::{resolve_secret, Progress, SettingsExt};
 use crate::support::Settings;
 use crate::{Facts, Outcome, Probe, ProbeConfigError, SecretSource, Value};
+use steward_core::text::redact;
 
 /// The check types this module provides.
 pub const KINDS: &[(&str, &str)] = &[
@@ -572,13 +573,9 @@ impl Drop for Session {
 mod pg_tls {
     use std::sync::Arc;
 
-    use rustls::{
-        client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-        crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider},
-        pki_types::{CertificateDer, ServerName, UnixTime},
-        DigitallySignedStruct, SignatureScheme,
-    };
     use tokio_postgres_rustls::MakeRustlsConnect;
+
+    use crate::support::AnyCertificate;
 
     pub(super) fn connector() -> Result<MakeRustlsConnect, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -586,57 +583,11 @@ mod pg_tls {
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("could not set up TLS: {e}; set sslmode = \"disable\""))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate::new(
+                provider.signature_verification_algorithms,
+            )))
             .with_no_client_auth();
         Ok(MakeRustlsConnect::new(config))
-    }
-
-    #[derive(Debug)]
-    struct EncryptOnly(Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for EncryptOnly {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
     }
 }
 
@@ -1183,15 +1134,6 @@ pub(crate) mod shared {
 
     // -- error text -----------------------------------------------------------------------
 
-    /// `text` with every occurrence of each non-empty secret replaced by `***`.
-    pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
-        let mut out = text.to_string();
-        for s in secrets.iter().filter(|s| !s.is_empty()) {
-            out = out.replace(*s, "***");
-        }
-        out
-    }
-
     /// The first I/O error in an error's source chain.
     pub(crate) fn find_io<'a>(
         e: &'a (dyn std::error::Error + 'static),
@@ -1335,10 +1277,5 @@ mod tests {
         .unwrap();
         assert_eq!(p.kind(), "postgres");
         assert_eq!(p.default_condition(), "connected");
-    }
-
-    #[test]
-    fn redaction() {
-        assert_eq!(shared::redact("a pw b pw", &["pw", ""]), "a *** b ***");
     }
 }

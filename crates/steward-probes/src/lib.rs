@@ -14,7 +14,6 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 pub use steward_expr::{Facts, Value};
-use zeroize::Zeroizing;
 
 /// The outcome of one run.
 #[derive(Debug, Clone, Default)]
@@ -28,11 +27,7 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-/// Resolves `ENV/PATH#FIELD` secret references at run time.
-#[async_trait]
-pub trait SecretSource: Send + Sync {
-    async fn resolve(&self, reference: &str) -> Result<Zeroizing<String>, String>;
-}
+pub use steward_core::settings::SecretSource;
 
 /// One configured check target.
 #[async_trait]

@@ -42,8 +42,10 @@ use lapin::{
 };
 use zeroize::Zeroizing;
 
+use steward_core::text::redact;
+
 use crate::{
-    database::shared::{self, redact, resolve_secret, Progress, SettingsExt},
+    database::shared::{self, resolve_secret, Progress, SettingsExt},
     redis::Endpoint,
     support::Settings,
     Facts, Outcome, Probe, ProbeConfigError, SecretSource,

@@ -34,8 +34,10 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 
+use steward_core::text::redact;
+
 use crate::{
-    database::shared::{self, redact, resolve_secret, Progress, SettingsExt},
+    database::shared::{self, resolve_secret, Progress, SettingsExt},
     support::Settings,
     Facts, Outcome, Probe, ProbeConfigError, SecretSource, Value,
 };

@@ -8,6 +8,13 @@ use std::{
 };
 
 use steward_core::settings::{ConfigError, SettingsError};
+use tokio_rustls::rustls::{
+    self,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms},
+    pki_types::{CertificateDer, ServerName, UnixTime},
+    DigitallySignedStruct, SignatureScheme,
+};
 use zeroize::Zeroizing;
 
 use crate::{Facts, Outcome, ProbeConfigError, SecretSource, Value};
@@ -82,44 +89,12 @@ pub(crate) fn finish(
     }
 }
 
-/// An error and its sources as one line, joined with `: `, repeated parts dropped, at most
-/// 300 bytes.
-pub(crate) fn error_chain(e: &(dyn Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next: Option<&(dyn Error + 'static)> = Some(e);
-    while let Some(err) = next {
-        let text = err.to_string();
-        // Some errors repeat their source's text inside their own.
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = err.source();
-    }
-    one_line(&parts.join(": "), 300)
-}
+pub(crate) use steward_core::text::one_line;
 
-/// `text` as one line (line breaks become ` | `, other control characters spaces) of at most
-/// `max` bytes, cut on a character boundary.
-pub(crate) fn one_line(text: &str, max: usize) -> String {
-    let line = text
-        .lines()
-        .map(|l| {
-            l.chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect::<String>()
-        })
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" | ");
-    if line.len() <= max {
-        return line;
-    }
-    let mut end = max.saturating_sub('…'.len_utf8());
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &line[..end])
+/// An error and its sources as one line ([`steward_core::text::error_chain`]), at most 300
+/// bytes.
+pub(crate) fn error_chain(e: &(dyn Error + 'static)) -> String {
+    one_line(&steward_core::text::error_chain(e), 300)
 }
 
 /// Captured bytes as text: invalid UTF-8 is replaced, and a multi-byte character cut by a
@@ -182,6 +157,57 @@ impl CertInfo {
         } else {
             (Duration::from_secs(left.unsigned_abs()), false)
         }
+    }
+}
+
+/// A certificate verifier that accepts any certificate during the handshake but still checks
+/// the handshake signatures, so the server proves it holds the certificate's key. The `tls`
+/// probe uses it to report a bad certificate's facts (it checks the chain and the name
+/// afterwards); PostgreSQL's `sslmode = prefer|require` uses it for libpq's meaning of those
+/// modes (encrypted, certificate not checked against a CA).
+#[derive(Debug)]
+pub(crate) struct AnyCertificate {
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl AnyCertificate {
+    pub(crate) fn new(algs: WebPkiSupportedAlgorithms) -> Self {
+        Self { algs }
+    }
+}
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
     }
 }
 

@@ -24,21 +24,17 @@ use tokio::io::AsyncWriteExt;
 use tokio_rustls::{
     rustls::{
         self,
-        client::{
-            danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-            verify_server_cert_signed_by_trust_anchor, verify_server_name, Resumption,
-        },
-        crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms},
+        client::{verify_server_cert_signed_by_trust_anchor, verify_server_name, Resumption},
+        crypto::WebPkiSupportedAlgorithms,
         pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime},
         server::ParsedCertificate,
-        CertificateError, ClientConfig, DigitallySignedStruct, ProtocolVersion, RootCertStore,
-        SignatureScheme,
+        CertificateError, ClientConfig, ProtocolVersion, RootCertStore,
     },
     TlsConnector,
 };
 
 use crate::{
-    support::{error_chain, finish, no_answer, static_kind, CertInfo, Settings},
+    support::{error_chain, finish, no_answer, static_kind, AnyCertificate, CertInfo, Settings},
     tcp::{connect, host_port, show_addr},
     Facts, Outcome, Probe, ProbeConfigError, SecretSource, Value,
 };
@@ -121,7 +117,7 @@ pub fn build(kind: &str, settings: &serde_json::Value) -> Result<Arc<dyn Probe>,
         .with_safe_default_protocol_versions()
         .map_err(|e| err("type", format!("cannot set up TLS: {e}")))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate { algs }))
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate::new(algs)))
         .with_no_client_auth();
     config.resumption = Resumption::disabled();
 
@@ -133,49 +129,6 @@ pub fn build(kind: &str, settings: &serde_json::Value) -> Result<Arc<dyn Probe>,
         algs,
         connector: TlsConnector::from(Arc::new(config)),
     }))
-}
-
-/// Accepts any certificate during the handshake (the chain and name are checked afterwards,
-/// so that a bad certificate still gets reported), but checks the handshake signatures, so
-/// the server proves it holds the certificate's key.
-#[derive(Debug)]
-struct AnyCertificate {
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
 }
 
 struct Tls {

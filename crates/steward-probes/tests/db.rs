@@ -6,8 +6,6 @@
 use std::{
     collections::HashMap,
     net::TcpListener,
-    path::{Path, PathBuf},
-    process::Command,
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
@@ -15,6 +13,7 @@ use std::{
 use async_trait::async_trait;
 use serde_json::{json, Value as Json};
 use steward_probes::{build, Outcome, SecretSource, Value};
+use steward_test_utils::{free_port, PgCluster};
 use zeroize::Zeroizing;
 
 /// Generous: these must succeed even on a loaded 2-core machine.
@@ -114,14 +113,6 @@ fn unique(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// A free TCP port on 127.0.0.1 with nothing listening (bound then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// A server that accepts connections and never says a word: every probe must give up on it
@@ -363,126 +354,9 @@ async fn postgres_connection_refused_and_unknown_database() {
     );
 }
 
-/// PostgreSQL's server binaries (the newest installed version).
-fn pg_bin() -> PathBuf {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL server binaries under /usr/lib/postgresql")
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|p| p.join("initdb").exists())
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .expect("an initdb under /usr/lib/postgresql/*/bin")
-}
-
-/// `program`, run as the `postgres` user when we are root (initdb refuses root).
-fn as_postgres(program: &Path) -> Command {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false);
-    if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-fn check(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A throwaway cluster that asks for scram-sha-256 passwords, on a free port; stopped and
-/// deleted on drop.
-struct ScramCluster {
-    port: u16,
-    superuser_password: String,
-    bin: PathBuf,
-    data: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl ScramCluster {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let bin = pg_bin();
-        let superuser_password = unique("Su");
-        let pwfile = dir.path().join("pwfile");
-        std::fs::write(&pwfile, format!("{superuser_password}\n")).unwrap();
-        check(
-            Command::new("chown")
-                .arg("-R")
-                .arg("postgres:")
-                .arg(dir.path()),
-        );
-        let data = dir.path().join("data");
-        check(
-            as_postgres(&bin.join("initdb"))
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", "postgres", "--auth=scram-sha-256", "--no-sync"])
-                .arg(format!("--pwfile={}", pwfile.display())),
-        );
-        let port = free_port();
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            dir.path().display()
-        );
-        check(
-            as_postgres(&bin.join("pg_ctl"))
-                .arg("-D")
-                .arg(&data)
-                .args(["-w", "-t", "60", "-o", &opts, "-l"])
-                .arg(dir.path().join("log"))
-                .arg("start"),
-        );
-        ScramCluster {
-            port,
-            superuser_password,
-            bin,
-            data,
-            _dir: dir,
-        }
-    }
-
-    async fn exec(&self, sql: &str) {
-        let (client, conn) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.port)
-            .user("postgres")
-            .password(&self.superuser_password)
-            .dbname("postgres")
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("superuser login");
-        tokio::spawn(conn);
-        client.batch_execute(sql).await.expect(sql);
-    }
-}
-
-impl Drop for ScramCluster {
-    fn drop(&mut self) {
-        let _ = as_postgres(&self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "immediate", "stop"])
-            .output();
-    }
-}
-
 #[tokio::test]
 async fn postgres_wrong_password_names_the_user_not_the_password() {
-    let cluster = ScramCluster::start();
+    let cluster = PgCluster::start();
     let right = unique("Right");
     let wrong = unique("Wrong");
     cluster

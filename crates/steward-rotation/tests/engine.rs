@@ -15,12 +15,10 @@ use std::{
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
-use steward_core::{config::SqliteSync, EnvName, ManualClock};
-use steward_crypto::UnsealKey;
+use steward_core::ManualClock;
 use steward_rotation::{RotationConfig, RotationSettings, Rotations, Schedule};
 use steward_rotators::{Credential, Registry, Rotator, RotatorError, StepContext};
-use steward_secrets::{Engine, EngineConfig, InitRequest, ReadOptions, RequestCtx, WriteRequest};
-use steward_store::Store;
+use steward_secrets::{Engine, ReadOptions, RequestCtx, WriteRequest};
 
 /// Which step fails, and how the target looks.
 #[derive(Default)]
@@ -115,30 +113,13 @@ fn settings() -> RotationSettings {
 impl Harness {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(dir.path(), SqliteSync::Normal, 4)
-            .await
-            .unwrap();
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 1, 10, 0, 0).unwrap());
-        let env = |s: &str| EnvName::parse(s).unwrap();
-        let engine = Arc::new(Engine::new(
-            store,
-            Arc::new(clock.clone()),
-            EngineConfig {
-                environments: vec![env("dev")],
-                default_environment: env("dev"),
-                max_versions: 10,
-                max_value_bytes: 65536,
-            },
-        ));
-        let init = engine
-            .initialize(InitRequest::Key(UnsealKey::generate()), |_| Ok(()))
-            .await
-            .unwrap();
+        let (engine, root) = steward_test_utils::engine(dir.path(), clock.clone()).await;
         Self {
             engine,
             clock,
             target: Arc::new(Target::default()),
-            root: init.root_token.to_string(),
+            root,
             _dir: dir,
         }
     }

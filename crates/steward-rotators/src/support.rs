@@ -7,6 +7,10 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
+/// Error text helpers (redaction, source chains) are shared with the other crates that talk
+/// to outside systems.
+pub(crate) use steward_core::text::{error_chain, one_line, redact};
+
 use crate::{random::RandomSettings, Credential, RotatorError, StepContext};
 
 /// Parses `settings` into `T`, naming the rotator in the error (serde's message names the
@@ -72,20 +76,6 @@ pub(crate) fn generate_password(length: usize) -> String {
     .generate()
 }
 
-/// Replaces every occurrence of each secret in `text` with `***`. Used on every message that
-/// quotes a target's or a script's output, as a second line of defence behind "never format a
-/// secret into a message".
-pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
-    let mut out = text.to_string();
-    for s in secrets {
-        // Very short values would blank out ordinary words; generated secrets are long.
-        if s.len() >= 4 {
-            out = out.replace(s, "***");
-        }
-    }
-    out
-}
-
 /// Field names whose values are identifiers, not secrets: kept when redacting a credential.
 const PLAIN_FIELDS: &[&str] = &[
     "username", "user", "host", "port", "dbname", "database", "id", "key_id", "name", "url",
@@ -120,7 +110,8 @@ pub(crate) fn tail_text(bytes: &[u8], max: usize) -> String {
     let start = bytes.len().saturating_sub(max);
     let s = String::from_utf8_lossy(&bytes[start..]);
     let s = s.trim_start_matches('\u{FFFD}');
-    clean(s)
+    // One line, so quoted output cannot forge log lines or send terminal escapes.
+    one_line(s, usize::MAX)
 }
 
 /// At most the first `max` bytes of `bytes` as text, like [`tail_text`].
@@ -128,23 +119,8 @@ pub(crate) fn head_text(bytes: &[u8], max: usize) -> String {
     let end = bytes.len().min(max);
     let s = String::from_utf8_lossy(&bytes[..end]);
     let s = s.trim_end_matches('\u{FFFD}');
-    clean(s)
-}
-
-/// One line: line breaks become ` | ` and other control characters spaces, so quoted output
-/// cannot forge log lines or send terminal escapes.
-fn clean(s: &str) -> String {
-    s.lines()
-        .map(|l| {
-            l.chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect::<String>()
-                .trim()
-                .to_string()
-        })
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" | ")
+    // One line, so quoted output cannot forge log lines or send terminal escapes.
+    one_line(s, usize::MAX)
 }
 
 /// Runs blocking client code (the sync database and Redis clients) on the blocking pool and
@@ -166,22 +142,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
             humantime::format_duration(limit)
         ))),
     }
-}
-
-/// An error and its sources, joined with `: ` (client errors often keep the useful part, such
-/// as "Connection refused", in a source).
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        next = s.source();
-    }
-    out
 }
 
 /// A string or number field of a credential (ports are often stored either way).

@@ -301,3 +301,11 @@ impl Engine {
         log.into_values().collect()
     }
 }
+
+/// Alert channels and health-check probes read their credentials through the engine.
+#[async_trait::async_trait]
+impl steward_core::settings::SecretSource for Engine {
+    async fn resolve(&self, reference: &str) -> std::result::Result<Zeroizing<String>, String> {
+        self.resolve_reference(reference).await
+    }
+}

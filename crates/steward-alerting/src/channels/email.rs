@@ -43,6 +43,8 @@ use lettre::{
 };
 use serde_json::Value;
 
+use steward_core::text::html_escape;
+
 use super::{
     http::{
         alert_name, alert_summary, error_chain, notification_summary, one_line, show_time, Ctx,
@@ -169,21 +171,6 @@ pub fn build(name: &str, settings: &Value) -> Result<Arc<dyn Channel>, ChannelCo
         password_secret,
         timeout,
     }))
-}
-
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn is_http(url: &str) -> bool {

@@ -19,6 +19,8 @@ use reqwest::{
 };
 use zeroize::Zeroizing;
 
+pub(crate) use steward_core::text::{error_chain, one_line, redact};
+
 use super::{ChannelConfigError, SecretSource, SendError};
 use crate::model::{AlertView, Notification};
 
@@ -305,66 +307,14 @@ pub(crate) fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
     )
 }
 
-/// An error and its sources, joined with `: `.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        next = s.source();
-    }
-    // Some errors repeat their own kind in their source ("Connection error: Connection error:").
-    let mut parts: Vec<&str> = Vec::new();
-    for p in out.split(": ") {
-        if parts.last() != Some(&p) {
-            parts.push(p);
-        }
-    }
-    parts.join(": ")
-}
-
 // ---------------------------------------------------------------------------------------------
 // Text
-
-/// Replaces every occurrence of each secret in `text` with `***` (values shorter than 4 bytes
-/// are left alone: they would blank out ordinary words).
-pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
-    let mut out = text.to_string();
-    let mut by_len: Vec<&&str> = secrets.iter().filter(|s| s.len() >= 4).collect();
-    // Longest first, so a secret containing another is replaced whole.
-    by_len.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for s in by_len {
-        out = out.replace(*s, "***");
-    }
-    out
-}
 
 /// At most the first `max` bytes of `bytes` as one line of text (lossy UTF-8, cut on a
 /// character boundary; line breaks become ` | `, other control characters spaces).
 pub(crate) fn excerpt(bytes: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     one_line(&text, max)
-}
-
-/// `text` as one line of at most `max` bytes (see [`excerpt`]).
-pub(crate) fn one_line(text: &str, max: usize) -> String {
-    let line = text
-        .lines()
-        .map(|l| {
-            l.chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect::<String>()
-                .trim()
-                .to_string()
-        })
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" | ");
-    truncate_bytes(&line, max).into_owned()
 }
 
 /// `s` cut to at most `max` characters, the last of them `…` when anything was cut.
@@ -379,23 +329,6 @@ pub(crate) fn truncate_chars(s: &str, max: usize) -> Cow<'_, str> {
             Cow::Owned(format!("{}…", &s[..end]))
         }
     }
-}
-
-/// `s` cut on a character boundary to at most `max` bytes of UTF-8, ending in `…` (3 bytes)
-/// when anything was cut.
-pub(crate) fn truncate_bytes(s: &str, max: usize) -> Cow<'_, str> {
-    if s.len() <= max {
-        return Cow::Borrowed(s);
-    }
-    let ellipsis = '…'.len_utf8();
-    if max < ellipsis {
-        return Cow::Borrowed("");
-    }
-    let mut end = max - ellipsis;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    Cow::Owned(format!("{}…", &s[..end]))
 }
 
 /// An alert's name: its `alertname` label, or its fingerprint.
@@ -468,11 +401,6 @@ mod tests {
         assert_eq!(truncate_chars("hello!", 5), "hell…");
         assert_eq!(truncate_chars("ééééé", 3), "éé…");
         assert_eq!(truncate_chars("abc", 0), "");
-        assert_eq!(truncate_bytes("hello", 5), "hello");
-        let t = truncate_bytes("aéééé", 6);
-        assert!(t.len() <= 6, "{t}");
-        assert!(t.ends_with('…'));
-        assert_eq!(truncate_bytes("abcdef", 2), "");
     }
 
     #[test]

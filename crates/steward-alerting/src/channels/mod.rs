@@ -11,7 +11,6 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use serde_json::Value;
-use zeroize::Zeroizing;
 
 use crate::model::Notification;
 
@@ -65,12 +64,7 @@ pub struct ChannelConfigError {
     pub message: String,
 }
 
-/// Resolves `ENV/PATH#FIELD` references to Steward secrets (audited as Steward itself).
-#[async_trait]
-pub trait SecretSource: Send + Sync {
-    /// The field's value; the error says which reference failed and why, without any value.
-    async fn resolve(&self, reference: &str) -> Result<Zeroizing<String>, String>;
-}
+pub use steward_core::settings::SecretSource;
 
 /// One configured destination.
 #[async_trait]

@@ -3,7 +3,7 @@
 use serde_json::json;
 use steward_rotators::{postgres::PostgresRotator, ErrorKind, Rotator};
 
-use crate::common::{cx, expect_err, free_port, login, password, PgCluster};
+use crate::common::{admin, cx, expect_err, free_port, login, password, PgCluster};
 
 #[tokio::test]
 async fn single_strategy_replaces_the_password_and_discard_restores_it() {
@@ -11,7 +11,7 @@ async fn single_strategy_replaces_the_password_and_discard_restores_it() {
     let initial = password();
     pg.exec(&format!("CREATE ROLE app LOGIN PASSWORD '{initial}'"))
         .await;
-    let admin = pg.admin();
+    let admin = admin(&pg);
     let settings = json!({"port": pg.port, "username": "app", "password_length": 24});
     let current = login("app", &initial);
     let r = PostgresRotator;
@@ -63,7 +63,7 @@ async fn alternating_strategy_keeps_the_old_user_until_revoke() {
         "CREATE ROLE app_a LOGIN PASSWORD '{a_pw}'; CREATE ROLE app_b NOLOGIN;"
     ))
     .await;
-    let admin = pg.admin();
+    let admin = admin(&pg);
     let settings = json!({
         "host": "127.0.0.1", "port": pg.port, "dbname": "postgres",
         "strategy": "alternating", "usernames": ["app_a", "app_b"]
@@ -114,7 +114,7 @@ async fn alternating_strategy_keeps_the_old_user_until_revoke() {
 #[tokio::test]
 async fn errors_name_the_problem_and_never_the_password() {
     let pg = PgCluster::start();
-    let admin = pg.admin();
+    let admin = admin(&pg);
     let r = PostgresRotator;
 
     // A role that does not exist: Invalid, naming it and how to create it.
@@ -125,7 +125,7 @@ async fn errors_name_the_problem_and_never_the_password() {
     let m = expect_err(
         r.set(&step, &pending).await,
         ErrorKind::Invalid,
-        &[&pw, &pg.admin_password],
+        &[&pw, &pg.superuser_password],
     );
     assert!(m.contains("ghost_role") && m.contains("CREATE ROLE"), "{m}");
 
@@ -168,14 +168,14 @@ async fn errors_name_the_problem_and_never_the_password() {
 async fn quotes_in_names_and_passwords_are_escaped() {
     let pg = PgCluster::start();
     pg.exec(r#"CREATE ROLE "o'brien ""x""" LOGIN"#).await;
-    let admin = pg.admin();
+    let admin = admin(&pg);
     let settings = json!({"port": pg.port, "username": "o'brien \"x\""});
     let r = PostgresRotator;
     let step = cx(&settings, None, Some(&admin));
     let odd = login("o'brien \"x\"", r"it's a \'; DROP ROLE postgres; --");
     r.set(&step, &odd).await.unwrap();
     r.test(&step, &odd).await.unwrap();
-    assert!(pg.can_login("postgres", &pg.admin_password).await);
+    assert!(pg.can_login("postgres", &pg.superuser_password).await);
     let m = expect_err(
         r.set(&step, &login("o'brien \"x\"", "nul\0inside")).await,
         ErrorKind::Invalid,
