@@ -179,6 +179,7 @@ impl Compiled {
                     timezone: Some(m.timezone.clone()),
                     comment: m.comment.clone(),
                     created_by: "config".into(),
+                    public: m.public,
                 },
                 &format!("alerting.maintenance[{i}]"),
             )?);

@@ -101,6 +101,10 @@ pub struct Maintenance {
     pub comment: String,
     #[serde(default)]
     pub created_by: String,
+    /// Shown on the public status page (its name, comment and times; never its matchers or
+    /// author). Off by default, so internal windows stay private.
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// A window ready to evaluate.
@@ -186,6 +190,43 @@ impl CompiledWindow {
                 .ok()
                 .map(|t| t.with_timezone(&Utc)),
         }
+    }
+
+    /// The occurrences (start, end) in progress at `now` or starting before `until`, in
+    /// order, at most `max` (a recurring window has one per cron start).
+    pub fn occurrences(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        max: usize,
+    ) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        let mut out = Vec::new();
+        match &self.cron {
+            None => {
+                if let (Some(s), Some(e)) = (self.doc.starts_at, self.doc.ends_at) {
+                    if now < e && s < until && max > 0 {
+                        out.push((s, e));
+                    }
+                }
+            }
+            Some((_, _, len)) => {
+                if let Some(span) = self.active_span(now) {
+                    out.push(span);
+                }
+                let mut t = now;
+                while out.len() < max {
+                    match self.next_start(t) {
+                        Some(s) if s < until && s > t => {
+                            out.push((s, s + *len));
+                            t = s;
+                        }
+                        _ => break,
+                    }
+                }
+                out.truncate(max);
+            }
+        }
+        out
     }
 
     pub fn matches(&self, labels: &Labels) -> bool {
@@ -307,6 +348,7 @@ mod tests {
                 timezone: Some("Europe/Berlin".into()),
                 comment: String::new(),
                 created_by: String::new(),
+                public: false,
             },
             "m",
         )
@@ -329,6 +371,72 @@ mod tests {
     }
 
     #[test]
+    fn occurrences_in_progress_and_ahead() {
+        let daily = CompiledWindow::compile(
+            Maintenance {
+                id: "w".into(),
+                name: "nightly".into(),
+                matchers: vec![],
+                starts_at: None,
+                ends_at: None,
+                cron: Some("0 2 * * *".into()),
+                duration_secs: Some(3600),
+                timezone: None,
+                comment: String::new(),
+                created_by: String::new(),
+                public: true,
+            },
+            "m",
+        )
+        .unwrap();
+        let now = t("2026-12-01T02:30:00Z");
+        let week = now + ChronoDuration::days(7);
+        let occ = daily.occurrences(now, week, 100);
+        assert_eq!(occ.len(), 8, "the one in progress and seven ahead: {occ:?}");
+        assert_eq!(
+            occ[0],
+            (t("2026-12-01T02:00:00Z"), t("2026-12-01T03:00:00Z"))
+        );
+        assert_eq!(occ[1].0, t("2026-12-02T02:00:00Z"));
+        assert_eq!(occ[7].0, t("2026-12-08T02:00:00Z"));
+        assert_eq!(daily.occurrences(now, week, 3).len(), 3);
+
+        let once = |s: &str, e: &str| {
+            CompiledWindow::compile(
+                Maintenance {
+                    starts_at: Some(t(s)),
+                    ends_at: Some(t(e)),
+                    cron: None,
+                    duration_secs: None,
+                    ..daily.doc.clone()
+                },
+                "m",
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            once("2026-12-01T02:00:00Z", "2026-12-01T04:00:00Z")
+                .occurrences(now, week, 5)
+                .len(),
+            1,
+            "in progress"
+        );
+        assert_eq!(
+            once("2026-12-05T00:00:00Z", "2026-12-05T01:00:00Z")
+                .occurrences(now, week, 5)
+                .len(),
+            1,
+            "ahead within the horizon"
+        );
+        assert!(once("2026-12-20T00:00:00Z", "2026-12-20T01:00:00Z")
+            .occurrences(now, week, 5)
+            .is_empty());
+        assert!(once("2026-11-30T00:00:00Z", "2026-12-01T01:00:00Z")
+            .occurrences(now, week, 5)
+            .is_empty());
+    }
+
+    #[test]
     fn bad_windows_are_config_errors() {
         let base = Maintenance {
             id: "w".into(),
@@ -341,6 +449,7 @@ mod tests {
             timezone: Some("Mars/Olympus".into()),
             comment: String::new(),
             created_by: String::new(),
+            public: false,
         };
         let e = CompiledWindow::compile(base.clone(), "m").unwrap_err();
         assert_eq!(e.key, "m.timezone");

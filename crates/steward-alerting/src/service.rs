@@ -130,6 +130,10 @@ pub struct MaintenanceRequest {
     pub timezone: Option<String>,
     #[serde(default)]
     pub comment: String,
+    /// Show the window on the public status page (name, comment, times; never matchers or
+    /// author). Default false.
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// A window as listed.
@@ -1175,6 +1179,18 @@ impl Alerting {
         self.engine.complete(ctx, draft, Ok(out)).await
     }
 
+    /// The windows marked `public` (config and API), for the public status page. No
+    /// authorization: the caller shows only their names, comments and times (and which of
+    /// its own components they cover), never their matchers or authors.
+    pub fn public_windows(&self) -> Vec<CompiledWindow> {
+        self.pipe()
+            .windows()
+            .iter()
+            .filter(|w| w.doc.public)
+            .cloned()
+            .collect()
+    }
+
     /// Opens a maintenance window (one-off by default: from now for `duration`).
     pub async fn start_window(
         &self,
@@ -1231,6 +1247,7 @@ impl Alerting {
                 timezone: req.timezone.clone(),
                 comment: req.comment.clone(),
                 created_by: caller.display_name.clone(),
+                public: req.public,
             };
             CompiledWindow::compile(doc, "window").map_err(|e| bad("invalid_window", e.message))
         })();
@@ -1290,6 +1307,7 @@ impl Alerting {
             timezone: None,
             comment: format!("opened by Steward for {name}"),
             created_by: steward_secrets::SYSTEM_ACTOR.into(),
+            public: false,
         };
         let w =
             CompiledWindow::compile(doc, "window").map_err(|e| bad("invalid_window", e.message))?;

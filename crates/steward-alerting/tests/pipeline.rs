@@ -405,6 +405,7 @@ matchers = ['service="db"']
             timezone: None,
             comment: "deploy".into(),
             created_by: "ci".into(),
+            public: false,
         },
         "w",
     )

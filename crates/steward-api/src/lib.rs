@@ -17,6 +17,7 @@ mod rotation;
 mod status;
 mod sys;
 mod token;
+pub mod ui;
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub checks: Arc<steward_checks::Monitor>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
+    /// The dashboard's signed-in sessions.
+    pub ui: Arc<ui::Sessions>,
 }
 
 /// HTTP settings.
@@ -175,6 +178,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/{mount}/{op}", any(kv::dispatch_root))
         .route("/v1/{mount}/{op}/", any(kv::dispatch_root))
         .route("/v1/{mount}/{op}/{*path}", any(kv::dispatch))
+        .merge(ui::router())
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(limit))
         .layer(TimeoutLayer::with_status_code(
@@ -227,10 +231,25 @@ async fn frame(State(st): State<AppState>, mut req: Request, next: Next) -> Resp
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string());
-    let ctx = Arc::new(RequestCtx::new(rid.clone(), token(&req), remote));
-    req.extensions_mut().insert(ctx.clone());
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    // Dashboard pages authenticate with the session cookie only; the API with its headers.
+    let is_ui = path.starts_with("/ui/");
+    let session = if is_ui {
+        ui::session_cookie(req.headers()).and_then(|id| st.ui.get(st.engine.clock().now(), &id))
+    } else {
+        None
+    };
+    let tok = if is_ui {
+        session.as_ref().map(|s| s.token.clone())
+    } else {
+        token(&req)
+    };
+    let ctx = Arc::new(RequestCtx::new(rid.clone(), tok, remote));
+    req.extensions_mut().insert(ctx.clone());
+    if let Some(s) = session {
+        req.extensions_mut().insert(s);
+    }
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -240,8 +259,15 @@ async fn frame(State(st): State<AppState>, mut req: Request, next: Next) -> Resp
 
     let info = resp.extensions().get::<error::ErrorInfo>().cloned();
     let status = resp.status();
-    if path.starts_with("/v1/") && !UNAUDITED.contains(&path.as_str()) && !ctx.is_audited() {
-        let outcome = match (&info, status.is_success()) {
+    let audited_route = (path.starts_with("/v1/") && !UNAUDITED.contains(&path.as_str()))
+        || (is_ui
+            && !path.starts_with("/ui/static/")
+            && !(path == "/ui/sign-in" && method == "GET"));
+    if audited_route && !ctx.is_audited() {
+        let outcome = match (
+            &info,
+            status.is_success() || (is_ui && status.is_redirection()),
+        ) {
             (Some(i), _) => i.code.clone(),
             (None, true) => "ok".to_string(),
             (None, false) => error::code_for_status(status).0.to_string(),

@@ -7,6 +7,8 @@
 //! - [`config`]: `[monitoring]` compiled and checked (probe settings, conditions, names,
 //!   dependencies).
 //! - [`state`]: the up/down state machine (fail after N, recover after M).
+//! - [`incidents`]: the status page's incidents, opened and closed with the checks' alerts
+//!   and stored as `records`.
 //! - [`rollup`]: latency histograms and roll-up buckets.
 //! - [`slo`]: objectives, error budgets and multiwindow burn-rate alerts.
 //! - [`service`]: the [`Monitor`]: the scheduler, result storage, roll-ups, alerts, and the
@@ -15,10 +17,11 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod incidents;
 pub mod rollup;
 pub mod service;
 pub mod slo;
 pub mod state;
 
 pub use config::{CheckConfigError, Compiled};
-pub use service::Monitor;
+pub use service::{Monitor, StatusPage};

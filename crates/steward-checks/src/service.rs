@@ -12,6 +12,10 @@
 //! derived from the stored results, minute by minute, in one transaction with their
 //! watermark (the `sys` key `checks/rollup/watermark`), so after kill -9 they are exactly
 //! what the stored results say.
+//!
+//! Incidents: a check with a `status_page` component that goes down opens (or joins) the
+//! component's incident, and its recovery closes it (see [`crate::incidents`]); the changes
+//! are written with the next batch of results, and restored by [`Monitor::load`].
 
 use std::{
     cmp::Reverse,
@@ -25,7 +29,7 @@ use std::{
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::Serialize;
-use steward_alerting::{model::Labels, Alerting};
+use steward_alerting::{model::Labels, mutes::CompiledWindow, Alerting};
 use steward_expr::Value;
 use steward_probes::Outcome;
 use steward_secrets::{policy::Capability, Engine, RequestCtx, Result, SecretsError};
@@ -37,6 +41,7 @@ use tokio::{
 
 use crate::{
     config::{Check, Compiled, Runner, ALERT_NAME},
+    incidents::{Book, Incident, PublicIncident, CLOSED, OPEN, PAST_KEEP},
     rollup::{bucket_start, Agg, RESOLUTIONS},
     slo::{Counts, SloStatus, ALERT_NAME as SLO_ALERT, RULES},
     state::{CheckState, Health},
@@ -49,6 +54,10 @@ const FLUSH_EVERY: Duration = Duration::from_millis(250);
 const MINUTE_RETENTION_DAYS: i64 = 14;
 /// How long the status page reuses the day history it read.
 const HISTORY_TTL: ChronoDuration = ChronoDuration::seconds(30);
+/// How far ahead the status page lists scheduled maintenance.
+const MAINTENANCE_AHEAD: ChronoDuration = ChronoDuration::days(7);
+/// Maintenance windows listed at most.
+const MAINTENANCE_MAX: usize = 20;
 
 /// Per status-page component, its runs aggregated per day (day start, Unix seconds).
 type History = BTreeMap<String, BTreeMap<i64, Agg>>;
@@ -147,7 +156,68 @@ pub struct RollupInfo {
     pub max_ms: f64,
 }
 
+/// Seconds in a roll-up resolution: `minute`, `hour` or `day`.
+pub fn resolution_len(res: &str) -> Result<i64> {
+    RESOLUTIONS
+        .iter()
+        .find(|(r, _)| *r == res)
+        .map(|(_, l)| *l)
+        .ok_or_else(|| {
+            SecretsError::invalid(
+                "invalid_resolution",
+                format!("resolution {res:?} is not one of minute, hour, day"),
+            )
+        })
+}
+
+/// The last `buckets` buckets of `len` seconds, up to and including the one holding `now`:
+/// `[from, to)` in Unix seconds.
+pub fn window(now: i64, len: i64, buckets: u32) -> (i64, i64) {
+    let to = bucket_start(now, len) + len;
+    (to - len * i64::from(buckets.clamp(1, 1000)), to)
+}
+
+/// Sparse roll-ups (oldest first, as stored) as one entry per bucket of `[from, to)`;
+/// buckets without runs are empty (for charts that must show gaps).
+pub fn dense(rollups: &[RollupInfo], from: i64, to: i64, len: i64) -> Vec<RollupInfo> {
+    let mut it = rollups.iter().peekable();
+    let mut out = Vec::with_capacity(((to - from) / len.max(1)).max(0) as usize);
+    let mut at = from;
+    while at < to {
+        while it.peek().is_some_and(|r| r.start.timestamp() < at) {
+            it.next();
+        }
+        match it.peek() {
+            Some(r) if r.start.timestamp() == at => out.push((*r).clone()),
+            _ => out.push(RollupInfo::empty(at)),
+        }
+        at += len;
+    }
+    out
+}
+
 impl RollupInfo {
+    /// A bucket with no runs.
+    pub fn empty(start: i64) -> Self {
+        Self {
+            start: DateTime::from_timestamp(start, 0).unwrap_or_default(),
+            runs: 0,
+            up: 0,
+            uptime: None,
+            mean_ms: None,
+            p50_ms: None,
+            p95_ms: None,
+            p99_ms: None,
+            max_ms: 0.0,
+        }
+    }
+
+    fn from_row(r: &steward_store::RollupRow) -> Option<Self> {
+        serde_json::from_str::<Agg>(&r.doc)
+            .ok()
+            .map(|a| Self::new(r.bucket, &a))
+    }
+
     fn new(start: i64, a: &Agg) -> Self {
         let ms = |v: Option<f64>| v.map(|x| x / 1000.0);
         Self {
@@ -164,6 +234,21 @@ impl RollupInfo {
     }
 }
 
+/// What the public status page shows: components, incidents, scheduled maintenance. Only
+/// public things: component names, states, uptime, times, and the names and comments of
+/// windows marked `public`; never check names, settings, errors, facts, labels or matchers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatusPage {
+    pub components: Vec<Component>,
+    /// Open incidents, oldest first.
+    pub open_incidents: Vec<PublicIncident>,
+    /// Closed incidents that ended within the days shown, newest end first, at most
+    /// [`PAST_KEEP`].
+    pub past_incidents: Vec<PublicIncident>,
+    /// Public maintenance in progress or starting within 7 days, by start.
+    pub maintenance: Vec<ScheduledMaintenance>,
+}
+
 /// One component of the public status page.
 #[derive(Debug, Clone, Serialize)]
 pub struct Component {
@@ -171,6 +256,8 @@ pub struct Component {
     pub health: Health,
     /// When the component went down (its incident's start), while it is down.
     pub down_since: Option<DateTime<Utc>>,
+    /// A public maintenance window in progress covers one of its checks.
+    pub maintenance: bool,
     /// Over the days shown.
     pub uptime: Option<f64>,
     pub days: Vec<DayUptime>,
@@ -181,6 +268,26 @@ pub struct Component {
 pub struct DayUptime {
     pub day: DateTime<Utc>,
     pub uptime: Option<f64>,
+    /// Incidents of the component that were open during the day (of those the page knows:
+    /// the open ones and the latest closed ones).
+    #[serde(default)]
+    pub incidents: u32,
+}
+
+/// One occurrence of a public maintenance window, as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScheduledMaintenance {
+    /// The window's name (or "Scheduled maintenance" when it has none).
+    pub title: String,
+    /// The window's comment.
+    pub comment: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub in_progress: bool,
+    /// A recurring window (this is its occurrence in progress, or its next one).
+    pub recurring: bool,
+    /// The components whose checks it covers.
+    pub components: Vec<String>,
 }
 
 /// Scheduler figures (for /metrics and the benchmark).
@@ -211,6 +318,8 @@ struct Inner {
     burning: std::collections::HashSet<(String, String)>,
     pending: Vec<CheckResultRow>,
     lag: Agg,
+    /// Incidents of status-page components (and their changes not written yet).
+    book: Book,
 }
 
 /// The health-check service.
@@ -223,6 +332,9 @@ pub struct Monitor {
     permits: Arc<Semaphore>,
     /// The status page's day history and when it was read (see `day_history`).
     history: Mutex<CachedHistory>,
+    /// Serializes writes of buffered results and incident changes, so the incident changes
+    /// reach the store in the order they happened.
+    flush_lock: tokio::sync::Mutex<()>,
     runs: AtomicU64,
     failures: AtomicU64,
     missed: AtomicU64,
@@ -316,6 +428,7 @@ impl Monitor {
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(compiled.concurrency)),
             history: Mutex::new(None),
+            flush_lock: tokio::sync::Mutex::new(()),
             engine,
             alerting,
             index,
@@ -325,6 +438,7 @@ impl Monitor {
                 burning: Default::default(),
                 pending: Vec::new(),
                 lag: Agg::default(),
+                book: Book::default(),
             }),
             runs: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -340,8 +454,12 @@ impl Monitor {
         self.engine.clock().now()
     }
 
-    /// Restores the last beat of heartbeat checks from the stored results.
+    /// Restores the last beat of heartbeat checks from the stored results, and the incidents
+    /// (the open ones, and the latest closed ones for the page). An open incident whose
+    /// checks are no longer in its component (config changed) is closed now. [`Monitor::run`]
+    /// calls it before the first run; call it before `run_check` when driving checks by hand.
     pub async fn load(&self) -> Result<()> {
+        self.load_incidents().await?;
         for (i, c) in self.compiled.checks.iter().enumerate() {
             if !matches!(c.runner, Runner::Heartbeat { .. }) {
                 continue;
@@ -361,10 +479,67 @@ impl Monitor {
         Ok(())
     }
 
+    async fn load_incidents(&self) -> Result<()> {
+        // Changes made before (a second load) are written first, so none is lost.
+        self.flush().await?;
+        let store = self.engine.store();
+        let mut open_rows = Vec::new();
+        let mut after = String::new();
+        loop {
+            let a = after.clone();
+            let page = store
+                .read(move |tx| tx.record_list(OPEN, &a, 1000))
+                .await
+                .map_err(SecretsError::from)?;
+            let done = page.len() < 1000;
+            if let Some(last) = page.last() {
+                after = last.id.clone();
+            }
+            open_rows.extend(page);
+            if done {
+                break;
+            }
+        }
+        let past_rows = store
+            .read(|tx| tx.record_list(CLOSED, "", PAST_KEEP as u32))
+            .await
+            .map_err(SecretsError::from)?;
+        let parse = |rows: Vec<steward_store::RecordRow>| -> Vec<Incident> {
+            rows.into_iter()
+                .filter_map(|r| match serde_json::from_str::<Incident>(&r.doc) {
+                    Ok(i) => Some(i),
+                    Err(e) => {
+                        tracing::warn!(kind = %r.kind, id = %r.id, error = %e, "checks: skipping an incident that does not parse");
+                        None
+                    }
+                })
+                .collect()
+        };
+        let mut book = Book::restore(parse(open_rows), parse(past_rows));
+        book.reconcile(self.now(), |comp, check| {
+            self.index
+                .get(check)
+                .is_some_and(|i| self.compiled.checks[*i].status_page.as_deref() == Some(comp))
+        });
+        self.lock().book = book;
+        self.flush().await
+    }
+
     /// The scheduler, the writer of results and the roll-up, until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        if let Err(e) = self.load().await {
-            tracing::warn!(error = %e, "checks: cannot load heartbeat state");
+        // Incidents must be known before the first state change, or a restart could open a
+        // second one: retry while the store cannot be read.
+        let mut wait = Duration::from_secs(1);
+        while let Err(e) = self.load().await {
+            tracing::warn!(error = %e, "checks: cannot load heartbeats and incidents; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
         }
         let flusher = tokio::spawn(self.clone().flush_loop(shutdown.clone()));
         let start = Instant::now();
@@ -457,17 +632,30 @@ impl Monitor {
         }
     }
 
-    /// Writes buffered results; on failure they go back to the buffer.
+    /// Writes buffered results and incident changes in one transaction; on failure they go
+    /// back to the buffer. One flush at a time, so incident changes are written in order.
     pub async fn flush(&self) -> Result<()> {
-        let rows = std::mem::take(&mut self.lock().pending);
-        if rows.is_empty() {
+        let _serial = self.flush_lock.lock().await;
+        let (rows, ops) = {
+            let mut inner = self.lock();
+            (std::mem::take(&mut inner.pending), inner.book.take_ops())
+        };
+        if rows.is_empty() && ops.is_empty() {
             return Ok(());
         }
         let r = {
-            let rows = rows.clone();
+            let (rows, ops) = (rows.clone(), ops.clone());
             self.engine
                 .store()
-                .write(None, move |tx: &mut dyn Tx| tx.check_results_put(&rows))
+                .write(None, move |tx: &mut dyn Tx| {
+                    if !rows.is_empty() {
+                        tx.check_results_put(&rows)?;
+                    }
+                    for op in &ops {
+                        op.apply(tx)?;
+                    }
+                    Ok::<_, steward_store::StoreError>(())
+                })
                 .await
         };
         if let Err(e) = r {
@@ -475,6 +663,7 @@ impl Monitor {
             let mut back = rows;
             back.append(&mut inner.pending);
             inner.pending = back;
+            inner.book.put_back(ops);
             return Err(SecretsError::from(e));
         }
         Ok(())
@@ -586,9 +775,20 @@ impl Monitor {
             let live = &mut inner.live[i];
             live.last = Some(Arc::clone(&last));
             let before = live.state.health;
-            live.state
+            let change = live
+                .state
                 .record(ok, at, c.fail_after, c.recover_after)
-                .map(|h| (before, h))
+                .map(|h| (before, h));
+            // The incident moves with the alert: opened when it fires, closed when it
+            // resolves (or at the first good run after a restart).
+            if let (Some((_, after)), Some(comp)) = (change, &c.status_page) {
+                match after {
+                    Health::Down => inner.book.down(comp, &c.name, at),
+                    Health::Up => inner.book.up(comp, &c.name, at),
+                    Health::Unknown => {}
+                }
+            }
+            change
         };
         if let Some((before, after)) = change {
             tracing::info!(check = %c.name, from = before.as_str(), to = after.as_str(), "check state changed");
@@ -703,6 +903,7 @@ impl Monitor {
         let keep = ChronoDuration::from_std(self.compiled.rollup_retention).unwrap_or_default();
         let minute_before = (now - ChronoDuration::days(MINUTE_RETENTION_DAYS)).timestamp();
         let coarse_before = (now - keep).timestamp();
+        let incidents_before = now - keep;
         self.engine
             .store()
             .write(None, move |tx: &mut dyn Tx| {
@@ -710,10 +911,14 @@ impl Monitor {
                 tx.rollups_delete_before("minute", minute_before)?;
                 tx.rollups_delete_before("hour", coarse_before)?;
                 tx.rollups_delete_before("day", coarse_before)?;
+                // Closed incidents are due at their end; open ones are never pruned.
+                tx.record_delete_due(CLOSED, incidents_before)?;
                 Ok::<_, steward_store::StoreError>(())
             })
             .await
-            .map_err(SecretsError::from)
+            .map_err(SecretsError::from)?;
+        self.lock().book.prune(incidents_before);
+        Ok(())
     }
 
     /// Every SLO's attainment, budget left and burn rates at `now` (no authorization).
@@ -859,11 +1064,14 @@ impl Monitor {
         self.engine.complete(ctx, draft, r).await
     }
 
-    /// The public status page's data: components (checks with `status_page`, grouped by
-    /// its value; a component is as bad as its worst check) with their uptime per day for the
-    /// last `days` days, from the day roll-ups. No authorization: the page is public and shows
-    /// only component names, states and uptime, never check settings, errors or facts.
-    pub async fn status_page(&self, now: DateTime<Utc>, days: u32) -> Result<Vec<Component>> {
+    /// The public status page's data at `now`: components (checks with `status_page`,
+    /// grouped by its value; a component is as bad as its worst check) with their uptime per
+    /// day for the last `days` days from the day roll-ups, open incidents, incidents closed in
+    /// those days, and public maintenance windows in progress or starting within 7 days. No
+    /// authorization: the page is public, so it carries component names, states, uptime,
+    /// times and public windows' names and comments only, never check names, settings,
+    /// errors, facts, labels or matchers.
+    pub async fn status_page(&self, now: DateTime<Utc>, days: u32) -> Result<StatusPage> {
         let mut comps: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, c) in self.compiled.checks.iter().enumerate() {
             if let Some(name) = &c.status_page {
@@ -873,16 +1081,33 @@ impl Monitor {
         let today = bucket_start(now.timestamp(), 86_400);
         let from = today - 86_400 * i64::from(days.saturating_sub(1));
         let history = self.day_history(&comps, now, from, today).await?;
+        let windows = self
+            .alerting
+            .as_ref()
+            .map(|a| a.public_windows())
+            .unwrap_or_default();
+        let maintenance = self.scheduled_maintenance(&comps, &windows, now);
+        let since = DateTime::from_timestamp(from, 0).unwrap_or_default();
+        let ts = |d: i64| DateTime::from_timestamp(d, 0).unwrap_or_default();
         let inner = self.lock();
         let mut out = Vec::new();
-        for (name, idx) in comps {
-            let per_day = history.get(&name).cloned().unwrap_or_default();
+        for (name, idx) in &comps {
+            let per_day = history.get(name).cloned().unwrap_or_default();
+            let open = inner.book.open_of(name);
+            let mine: Vec<&Incident> = open
+                .into_iter()
+                .chain(inner.book.past(since).filter(|i| &i.component == name))
+                .collect();
             let days_v = (0..i64::from(days))
                 .map(|k| {
                     let d = from + k * 86_400;
                     DayUptime {
-                        day: DateTime::from_timestamp(d, 0).unwrap_or_default(),
+                        day: ts(d),
                         uptime: per_day.get(&d).and_then(Agg::uptime),
+                        incidents: mine
+                            .iter()
+                            .filter(|i| i.overlaps(ts(d), ts(d + 86_400), now))
+                            .count() as u32,
                     }
                 })
                 .collect::<Vec<_>>();
@@ -892,27 +1117,92 @@ impl Monitor {
                 Health::Down
             } else if states.iter().all(|s| s.health == Health::Up) {
                 Health::Up
+            } else if open.is_some() {
+                // Restarted while down: the incident is open until a check proves it up.
+                Health::Down
             } else {
                 Health::Unknown
             };
-            let down_since = states
-                .iter()
-                .filter(|s| s.health == Health::Down)
-                .filter_map(|s| s.since)
-                .min();
+            let down_since = (health == Health::Down)
+                .then(|| {
+                    open.map(|i| i.started_at).or_else(|| {
+                        states
+                            .iter()
+                            .filter(|s| s.health == Health::Down)
+                            .filter_map(|s| s.since)
+                            .min()
+                    })
+                })
+                .flatten();
             let total = per_day.values().fold(Agg::default(), |mut a, b| {
                 a.merge(b);
                 a
             });
             out.push(Component {
-                name,
+                name: name.clone(),
                 health,
                 down_since,
+                maintenance: maintenance
+                    .iter()
+                    .any(|m| m.in_progress && m.components.contains(name)),
                 uptime: total.uptime(),
                 days: days_v,
             });
         }
-        Ok(out)
+        Ok(StatusPage {
+            components: out,
+            open_incidents: inner.book.open().iter().map(|i| i.public()).collect(),
+            past_incidents: inner.book.past(since).map(Incident::public).collect(),
+            maintenance,
+        })
+    }
+
+    /// Public `windows` in progress at `now` or starting within [`MAINTENANCE_AHEAD`], each
+    /// once (a recurring one with its occurrence in progress, or else its next one), by
+    /// start, with the components whose checks' alert labels they match.
+    fn scheduled_maintenance(
+        &self,
+        comps: &BTreeMap<String, Vec<usize>>,
+        windows: &[CompiledWindow],
+        now: DateTime<Utc>,
+    ) -> Vec<ScheduledMaintenance> {
+        let labels: Vec<(&String, Vec<Labels>)> = comps
+            .iter()
+            .map(|(name, idx)| {
+                let l = idx
+                    .iter()
+                    .map(|i| self.alert_labels(&self.compiled.checks[*i]))
+                    .collect();
+                (name, l)
+            })
+            .collect();
+        let mut out = Vec::new();
+        for w in windows {
+            let covered: Vec<String> = labels
+                .iter()
+                .filter(|(_, ls)| ls.iter().any(|l| w.matches(l)))
+                .map(|(name, _)| (*name).clone())
+                .collect();
+            let title = if w.doc.name.trim().is_empty() {
+                "Scheduled maintenance".to_string()
+            } else {
+                w.doc.name.clone()
+            };
+            if let Some((start, end)) = w.occurrences(now, now + MAINTENANCE_AHEAD, 1).pop() {
+                out.push(ScheduledMaintenance {
+                    title,
+                    comment: w.doc.comment.clone(),
+                    starts_at: start,
+                    ends_at: end,
+                    in_progress: start <= now && now < end,
+                    recurring: w.doc.cron.is_some(),
+                    components: covered,
+                });
+            }
+        }
+        out.sort_by(|a, b| (a.starts_at, &a.title).cmp(&(b.starts_at, &b.title)));
+        out.truncate(MAINTENANCE_MAX);
+        out
     }
 
     /// Each component's day roll-ups from `from` to `today`, in one store read, reused for
@@ -1056,6 +1346,54 @@ impl Monitor {
         self.engine.complete(ctx, draft, Ok(self.infos())).await
     }
 
+    /// Every check with its roll-ups at `res` for the last `buckets` buckets (the
+    /// dashboard's list), read in one store transaction and authorized once.
+    pub async fn history(
+        &self,
+        ctx: &RequestCtx,
+        res: &str,
+        buckets: u32,
+    ) -> Result<Vec<(CheckInfo, Vec<RollupInfo>)>> {
+        let draft = self
+            .authorize(ctx, "checks.list", "checks", Capability::Read)
+            .await?;
+        let r = self.history_inner(res, buckets).await;
+        self.engine.complete(ctx, draft, r).await
+    }
+
+    async fn history_inner(
+        &self,
+        res: &str,
+        buckets: u32,
+    ) -> Result<Vec<(CheckInfo, Vec<RollupInfo>)>> {
+        let len = resolution_len(res)?;
+        self.flush().await?;
+        let infos = self.infos();
+        let names: Vec<String> = infos.iter().map(|c| c.name.clone()).collect();
+        let (from, to) = window(self.now().timestamp(), len, buckets);
+        let res_s = res.to_string();
+        let rows = self
+            .engine
+            .store()
+            .read(move |tx| {
+                names
+                    .iter()
+                    .map(|n| tx.rollups_range(n, &res_s, from, to))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(SecretsError::from)?;
+        Ok(infos
+            .into_iter()
+            .zip(rows)
+            .map(|(info, rows)| {
+                let sparse: Vec<RollupInfo> =
+                    rows.iter().filter_map(RollupInfo::from_row).collect();
+                (info, dense(&sparse, from, to, len))
+            })
+            .collect())
+    }
+
     /// `GET /v1/checks/{name}`: the check, its latest runs, and roll-ups at `res` for the
     /// last `buckets` buckets.
     pub async fn show(
@@ -1079,22 +1417,11 @@ impl Monitor {
         buckets: u32,
     ) -> Result<(CheckInfo, Vec<CheckResultRow>, Vec<RollupInfo>)> {
         let i = self.find(name)?;
-        let len = RESOLUTIONS
-            .iter()
-            .find(|(r, _)| *r == res)
-            .map(|(_, l)| *l)
-            .ok_or_else(|| {
-                SecretsError::invalid(
-                    "invalid_resolution",
-                    format!("resolution {res:?} is not one of minute, hour, day"),
-                )
-            })?;
+        let len = resolution_len(res)?;
         self.flush().await?;
         let info = self.info_of(i, &self.lock());
         let check = name.to_string();
-        let now = self.now().timestamp();
-        let to = bucket_start(now, len) + len;
-        let from = to - len * i64::from(buckets.clamp(1, 1000));
+        let (from, to) = window(self.now().timestamp(), len, buckets);
         let res_s = res.to_string();
         let (latest, rollups) = self
             .engine
@@ -1107,14 +1434,7 @@ impl Monitor {
             })
             .await
             .map_err(SecretsError::from)?;
-        let rollups = rollups
-            .iter()
-            .filter_map(|r| {
-                serde_json::from_str::<Agg>(&r.doc)
-                    .ok()
-                    .map(|a| RollupInfo::new(r.bucket, &a))
-            })
-            .collect();
+        let rollups = rollups.iter().filter_map(RollupInfo::from_row).collect();
         Ok((info, latest, rollups))
     }
 

@@ -162,6 +162,9 @@ pub struct MaintenanceConfig {
     pub matchers: Vec<String>,
     #[serde(default)]
     pub comment: String,
+    /// Shown on the public status page (name, comment, times; never matchers). Default false.
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// `[alerting.delivery]`: the outbox.

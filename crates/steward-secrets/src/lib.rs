@@ -30,7 +30,7 @@ use steward_crypto::{Keyring, UnsealKey};
 use steward_store::{AuditDraft, Store};
 use zeroize::Zeroizing;
 
-pub use audit_ops::{AuditExport, VerifyReport};
+pub use audit_ops::{AuditExport, AuditFilter, AuditPage, VerifyReport, SEARCH_SCAN};
 pub use auth::Caller;
 pub use error::{Kind, SecretsError};
 pub use kv::{

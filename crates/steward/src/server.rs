@@ -227,6 +227,7 @@ async fn serve(cfg: Config, engine: Arc<Engine>) -> anyhow::Result<()> {
         checks,
         metrics: Arc::new(steward_api::Metrics::default()),
         settings: Arc::new(settings),
+        ui: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await

@@ -206,6 +206,7 @@ impl Api {
                 max_body_bytes: MAX_BODY,
                 version: "test",
             }),
+            ui: Default::default(),
         });
         Self {
             app,
