@@ -244,14 +244,17 @@ def test_public_maintenance_is_shown_and_private_windows_are_not(server_factory,
         r = s.api("POST", "/v1/sys/alerting/maintenance", json=body)
         assert r.status_code == 200, r.text
         assert r.json()["data"]["public"] is body.get("public", False)
+    r = s.cli("maintenance", "start", 'service="cache"', "--duration", "10m", "--name", "Cache resize", "--public")
+    assert r.returncode == 0, r.stderr
     windows = _windows(s)
+    assert next(w for w in windows if w["name"] == "Cache resize")["public"] is True
     deploy_id = next(w["id"] for w in windows if w["name"] == "API deploy")
     authors = {w["created_by"] for w in windows if len(w.get("created_by", "")) > 4}
 
     page = status(s)
     maint = section(page, "maint")
     titles = re.findall(r"<strong>(.*?)</strong>", maint)
-    assert "API deploy" in titles and "Network upgrade" in titles, titles
+    assert "API deploy" in titles and "Network upgrade" in titles and "Cache resize" in titles, titles
     assert "Database vacuum" in titles, "the public config window, within 7 days"
     assert "far-future-window" not in page, "more than 7 days ahead"
     deploy = next(i for i in items(maint) if "API deploy" in i)

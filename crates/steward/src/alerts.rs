@@ -397,6 +397,7 @@ pub async fn maintenance(c: &Client, cmd: MaintenanceCommand, out: Output) -> an
             timezone,
             comment,
             name,
+            public,
         } => {
             let v = c
                 .call(
@@ -404,7 +405,8 @@ pub async fn maintenance(c: &Client, cmd: MaintenanceCommand, out: Output) -> an
                     "/v1/sys/alerting/maintenance",
                     Some(
                         json!({"matchers": matchers, "duration": duration, "cron": cron,
-                                "timezone": timezone, "comment": comment, "name": name}),
+                                "timezone": timezone, "comment": comment, "name": name,
+                                "public": public}),
                     ),
                 )
                 .await?;

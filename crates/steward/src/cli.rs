@@ -588,6 +588,9 @@ pub enum MaintenanceCommand {
         comment: String,
         #[arg(long, default_value = "")]
         name: String,
+        /// Show it on the public status page (its name, comment and times; never matchers)
+        #[arg(long)]
+        public: bool,
     },
     /// Close a window now
     End { id: String },

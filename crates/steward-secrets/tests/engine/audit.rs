@@ -747,3 +747,102 @@ async fn audit_verify_detects_entries_cut_off_the_end() {
     })
     .await;
 }
+
+/// The dashboard's audit search: newest first, every filter, paging with `before` across
+/// store pages, and admin on sys/audit required (the search itself is audited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_search_filters_and_pages_newest_first() {
+    use steward_secrets::AuditFilter;
+    check_both(|h| async move {
+        let e = &h.engine;
+        h.policy(
+            "reader",
+            json!({"rules": [{"env": "prod", "path": "a", "capabilities": ["read"]}]}),
+        )
+        .await;
+        let (reader, reader_acc) = h.token(&["reader"]).await;
+        h.write("prod", "a", json!("value-a")).await;
+        h.write("prod", "b/c", json!("value-c")).await;
+        // 2,500 reads: more than one store page (2,000) to walk back through.
+        for _ in 0..2500 {
+            h.read("prod", "a", None).await;
+        }
+        expect_err(
+            e.read_secret(&h.ctx(&reader), "prod", "b/c", read_opts()).await,
+            "permission_denied",
+        );
+        let total = h.audit_count().await as u64;
+
+        // No filter: the newest entries first, seq descending.
+        let all = e
+            .audit_search(&ctx(&h), &AuditFilter::default(), None, 5)
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = all.entries.iter().map(|x| x.seq).collect();
+        assert_eq!(seqs, (total - 4..=total).rev().collect::<Vec<_>>());
+        assert_eq!(all.next_before, Some(total - 4));
+
+        // Actor + outcome: the one refusal, then the rest of the log read to its start.
+        let f = AuditFilter {
+            actor: Some(reader_acc.clone()),
+            outcome: Some("failed".into()),
+            ..Default::default()
+        };
+        let denied = e.audit_search(&ctx(&h), &f, None, 10).await.unwrap();
+        assert_eq!(denied.entries.len(), 1, "{denied:?}");
+        assert_eq!(denied.entries[0].outcome, "permission_denied");
+        assert_eq!(denied.entries[0].path.as_deref(), Some("b/c"));
+        assert_eq!(denied.next_before, None, "the whole log was read");
+
+        // Path prefix + action prefix: the write of b/c, far back (past a store page).
+        let f = AuditFilter {
+            action: Some("secret.wr".into()),
+            env: Some("prod".into()),
+            path: Some("b/".into()),
+            ..Default::default()
+        };
+        let w = e.audit_search(&ctx(&h), &f, None, 10).await.unwrap();
+        assert_eq!(w.entries.len(), 1);
+        assert_eq!(w.entries[0].action, "secret.write");
+        assert!(w.scanned > 2000, "walked back across pages: {}", w.scanned);
+
+        // Paging: 3 at a time through the reads, no overlap, no gap.
+        let f = AuditFilter {
+            action: Some("secret.read".into()),
+            path: Some("a".into()),
+            outcome: Some("ok".into()),
+            ..Default::default()
+        };
+        let p1 = e.audit_search(&ctx(&h), &f, None, 3).await.unwrap();
+        let p2 = e
+            .audit_search(&ctx(&h), &f, p1.next_before, 3)
+            .await
+            .unwrap();
+        let s1: Vec<u64> = p1.entries.iter().map(|x| x.seq).collect();
+        let s2: Vec<u64> = p2.entries.iter().map(|x| x.seq).collect();
+        assert_eq!(s1.len(), 3);
+        assert_eq!(s2.len(), 3);
+        assert!(s1[2] > s2[0], "{s1:?} then {s2:?}");
+        assert_eq!(s1[2] - 1, s2[0], "consecutive reads: no gap between pages");
+
+        // Time window: nothing before the start of the test clock.
+        let f = AuditFilter {
+            until: Some(h.clock_now() - Duration::days(1)),
+            ..Default::default()
+        };
+        let none = e.audit_search(&ctx(&h), &f, None, 10).await.unwrap();
+        assert!(none.entries.is_empty());
+
+        // Only admins on sys/audit may search; the refusal is audited like any other.
+        let before = h.audit_count().await;
+        expect_err(
+            e.audit_search(&h.ctx(&reader), &AuditFilter::default(), None, 10)
+                .await,
+            "permission_denied",
+        );
+        assert_eq!(h.audit_count().await, before + 1);
+        let last = h.last_audit().await;
+        assert_eq!(last["action"], json!("audit.search"));
+    })
+    .await;
+}
