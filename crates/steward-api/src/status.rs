@@ -21,6 +21,7 @@ use steward_checks::{
     StatusPage,
 };
 use steward_core::text::html_escape as esc;
+use steward_web::charts::{uptime_bars, Bar};
 
 use crate::AppState;
 
@@ -60,46 +61,23 @@ fn span(secs: i64) -> String {
     }
 }
 
-/// Bar colour and label for a day's uptime (dark enough on white for AA contrast).
-fn day_class(u: Option<f64>) -> (&'static str, String) {
-    match u {
-        None => ("#8a8f98", "no data".into()),
-        Some(u) if u >= 0.999 => ("#1a7f37", format!("{:.2}% up", u * 100.0)),
-        Some(u) if u >= 0.99 => ("#9a6700", format!("{:.2}% up", u * 100.0)),
-        Some(u) => ("#cf222e", format!("{:.2}% up", u * 100.0)),
+/// A day's bar: `2026-03-01: 99.50% up, 1 incident` as its label.
+fn day_bar(d: &DayUptime) -> Bar {
+    Bar {
+        label: d.day.format("%Y-%m-%d").to_string(),
+        uptime: d.uptime,
+        note: match d.incidents {
+            0 => String::new(),
+            1 => ", 1 incident".into(),
+            n => format!(", {n} incidents"),
+        },
     }
-}
-
-/// A day's text label: `2026-03-01: 99.50% up, 1 incident`.
-fn day_label(d: &DayUptime) -> String {
-    let (_, up) = day_class(d.uptime);
-    let mut label = format!("{}: {up}", d.day.format("%Y-%m-%d"));
-    match d.incidents {
-        0 => {}
-        1 => label.push_str(", 1 incident"),
-        n => label.push_str(&format!(", {n} incidents")),
-    }
-    label
 }
 
 fn bars(c: &Component) -> String {
-    let n = c.days.len().max(1);
-    let (w, gap, h) = (6, 2, 34);
-    let width = n * (w + gap);
-    let mut svg = format!(
-        r#"<svg class="bars" viewBox="0 0 {width} {h}" preserveAspectRatio="none" role="img" aria-label="{} uptime, last {n} days">"#,
-        esc(&c.name)
-    );
-    for (i, d) in c.days.iter().enumerate() {
-        let (fill, _) = day_class(d.uptime);
-        svg.push_str(&format!(
-            r#"<rect x="{}" y="0" width="{w}" height="{h}" rx="1" fill="{fill}"><title>{}</title></rect>"#,
-            i * (w + gap),
-            esc(&day_label(d))
-        ));
-    }
-    svg.push_str("</svg>");
-    svg
+    let days: Vec<Bar> = c.days.iter().map(day_bar).collect();
+    let what = format!("{} uptime, last {} days", c.name, days.len().max(1));
+    uptime_bars(&days, &what, false).into_string()
 }
 
 /// The days with downtime or an incident, as a text list (keyboard and screen readers get
@@ -118,7 +96,7 @@ fn bad_days(c: &Component) -> String {
         days.len()
     );
     for d in days.iter().rev() {
-        out.push_str(&format!("<li>{}</li>", esc(&day_label(d))));
+        out.push_str(&format!("<li>{}</li>", esc(&day_bar(d).text())));
     }
     out.push_str("</ul></details>");
     out

@@ -5,11 +5,25 @@
 use chrono::{DateTime, Utc};
 use maud::{html, Markup};
 
-/// One bar: its period's start, a label for the period, and the share of good runs.
-#[derive(Debug, Clone)]
+/// One bar: a label for its period, the share of good runs, and an optional note for the
+/// label (e.g. `, 1 incident`).
+#[derive(Debug, Clone, Default)]
 pub struct Bar {
     pub label: String,
     pub uptime: Option<f64>,
+    pub note: String,
+}
+
+impl Bar {
+    /// The bar's text: `2026-03-01: 99.50% up, 1 incident`.
+    pub fn text(&self) -> String {
+        format!(
+            "{}: {}{}",
+            self.label,
+            uptime_class(self.uptime).1,
+            self.note
+        )
+    }
 }
 
 /// Colour and text for an uptime share (dark enough for AA contrast on white).
@@ -40,9 +54,8 @@ pub fn uptime_bars(bars: &[Bar], what: &str, small: bool) -> Markup {
     html! {
         svg.bars.small[small] viewBox=(format!("0 0 {width} {h}")) preserveAspectRatio="none" role="img" aria-label=(summary) {
             @for (i, b) in bars.iter().enumerate() {
-                @let (fill, text) = uptime_class(b.uptime);
-                rect x=(i * (w + gap)) y="0" width=(w) height=(h) rx="1" fill=(fill) {
-                    title { (b.label) ": " (text) }
+                rect x=(i * (w + gap)) y="0" width=(w) height=(h) rx="1" fill=(uptime_class(b.uptime).0) {
+                    title { (b.text()) }
                 }
             }
         }
@@ -192,20 +205,23 @@ mod tests {
             Bar {
                 label: "d1".into(),
                 uptime: Some(1.0),
+                ..Default::default()
             },
             Bar {
                 label: "d2".into(),
                 uptime: None,
+                ..Default::default()
             },
             Bar {
                 label: "d3".into(),
                 uptime: Some(0.5),
+                note: ", 1 incident".into(),
             },
         ];
         let svg = uptime_bars(&bars, "api", false).into_string();
         assert_eq!(svg.matches("<rect").count(), 3);
         assert!(svg.contains("<title>d2: no data</title>"));
-        assert!(svg.contains("d3: 50.00% up") && svg.contains("#cf222e"));
+        assert!(svg.contains("d3: 50.00% up, 1 incident") && svg.contains("#cf222e"));
         assert!(svg.contains(r#"aria-label="api: 3 periods, lowest 50.00% up""#));
     }
 

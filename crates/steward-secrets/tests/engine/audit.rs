@@ -768,7 +768,8 @@ async fn audit_search_filters_and_pages_newest_first() {
             h.read("prod", "a", None).await;
         }
         expect_err(
-            e.read_secret(&h.ctx(&reader), "prod", "b/c", read_opts()).await,
+            e.read_secret(&h.ctx(&reader), "prod", "b/c", read_opts())
+                .await,
             "permission_denied",
         );
         let total = h.audit_count().await as u64;

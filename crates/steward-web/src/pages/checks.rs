@@ -19,6 +19,7 @@ fn bars(rollups: &[RollupInfo], fmt: &str) -> Vec<Bar> {
         .map(|r| Bar {
             label: r.start.format(fmt).to_string(),
             uptime: r.uptime,
+            note: String::new(),
         })
         .collect()
 }
