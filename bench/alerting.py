@@ -35,8 +35,11 @@ Usage: python3 bench/alerting.py [--only alertmanager|steward] [--skip-ingest] [
 Needs: prometheus-alertmanager (apt), a release build of steward (built if missing).
 BENCH_KEEP_LOGS=DIR copies the servers' logs there.
 """
-import argparse, asyncio, json, math, multiprocessing as mp, os, re, shutil, signal, socket, subprocess, sys
+import argparse, asyncio, json, math, multiprocessing as mp, os, re, shutil, signal, subprocess, sys
 import tempfile, time, urllib.error, urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import Cleanup, free_port, loadavg, proc_cpu, proc_status, system_cpu  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("STEWARD_BIN", os.path.join(ROOT, "target", "release", "steward"))
@@ -44,71 +47,15 @@ AM_BIN = os.environ.get("ALERTMANAGER_BIN", "/usr/bin/prometheus-alertmanager")
 DEFAULT_STEPS = ("500,1000,2000,3000,4000,5000,6000,7000,8500,10000,12000,15000,20000,25000,30000,40000,50000,"
                  "70000,100000,150000,200000")
 SLO = 1.0  # s, notification latency p99
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------------------
 # small helpers
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def loadavg():
-    return "%.2f %.2f %.2f" % os.getloadavg()
-
-
-def proc_status(pid):
-    """VmRSS and VmHWM in MiB."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                k, v = line.split(":")
-                out[k] = int(v.split()[0]) / 1024
-    return out
-
-
-def system_cpu():
-    """Busy CPU seconds of the whole machine (all cores), from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / TICK
-
-
-def proc_cpu(pid):
-    """utime + stime of a process, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 def rfc3339(epoch):
     t = time.gmtime(epoch)
     return time.strftime("%Y-%m-%dT%H:%M:%S", t) + ".%03dZ" % int((epoch % 1) * 1000)
-
-
-class Cleanup:
-    """Callbacks run in reverse order at the end, also after an exception or Ctrl-C."""
-
-    def __init__(self):
-        self.stack = []
-
-    def push(self, what, fn):
-        self.stack.append((what, fn))
-
-    def run(self):
-        while self.stack:
-            what, fn = self.stack.pop()
-            try:
-                fn()
-            except BaseException as e:  # noqa: BLE001 - keep cleaning up
-                print(f"cleanup of {what} failed: {e!r}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------

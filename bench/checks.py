@@ -54,15 +54,17 @@ Needs: nginx, prometheus, prometheus-blackbox-exporter (apt), a release build of
 (`cargo build --release -p steward`; built if missing). STEWARD_BIN, PROMETHEUS_BIN,
 BLACKBOX_BIN, NGINX_BIN pick other binaries; BENCH_KEEP_LOGS=DIR keeps the logs.
 """
-import argparse, ctypes, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
+import argparse, ctypes, json, os, re, shutil, signal, subprocess, sys, tempfile, time
 import urllib.error, urllib.parse, urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import Cleanup, free_port, loadavg, proc_cpu, proc_status, system_cpu  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("STEWARD_BIN", os.path.join(ROOT, "target", "release", "steward"))
 PROM_BIN = os.environ.get("PROMETHEUS_BIN", "/usr/bin/prometheus")
 BB_BIN = os.environ.get("BLACKBOX_BIN", "/usr/bin/prometheus-blackbox-exporter")
 NGINX_BIN = os.environ.get("NGINX_BIN", "/usr/sbin/nginx")
-TICK = os.sysconf("SC_CLK_TCK")
 MEM_GOAL_MB = 150  # 10^6 bytes
 LAG_GOAL_S = 1.0
 RUNS_SHARE = 0.995  # runs done / expected that still count as "no missed intervals"
@@ -75,43 +77,6 @@ def say(msg):
 
 # ---------------------------------------------------------------------------------------------
 # small helpers (as in bench/alerting.py)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def loadavg():
-    return "%.2f %.2f %.2f" % os.getloadavg()
-
-
-def proc_status(pid):
-    """VmRSS and VmHWM in MiB."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                k, v = line.split(":")
-                out[k] = int(v.split()[0]) / 1024
-    return out
-
-
-def system_cpu():
-    """Busy CPU seconds of the whole machine (all cores), from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / TICK
-
-
-def proc_cpu(pid):
-    """utime + stime of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def children(pid):
@@ -143,28 +108,6 @@ def http_get(url, timeout, token=None):
         req.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return r.read()
-
-
-class Cleanup:
-    """Callbacks run in reverse order at the end, also after an exception or Ctrl-C."""
-
-    def __init__(self):
-        self.stack = []
-
-    def push(self, what, fn):
-        self.stack.append((what, fn))
-
-    def pop(self):
-        what, fn = self.stack.pop()
-        fn()
-
-    def run(self):
-        while self.stack:
-            what, fn = self.stack.pop()
-            try:
-                fn()
-            except BaseException as e:  # noqa: BLE001 - keep cleaning up
-                print(f"cleanup of {what} failed: {e!r}", file=sys.stderr)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -318,7 +261,7 @@ class StewardSide:
         self.checks = len(urls)
         self.port = free_port()
         with open(cfg, "w") as f:
-            f.write(f'[log]\nlevel = "warn"\n\n[monitoring]\nhost_checks = false\n')
+            f.write('[log]\nlevel = "warn"\n\n[monitoring]\nhost_checks = false\n')
             for i, url in enumerate(urls):
                 f.write(f'\n[[monitoring.checks]]\nname = "t{i:05d}"\ntype = "http"\nurl = "{url}"\n'
                         f'interval = "{args.interval:g}s"\ntimeout = "{args.timeout:g}s"\njitter = {args.jitter:.6g}\n')

@@ -23,7 +23,10 @@ psycopg 3; with --postgres, PostgreSQL on 127.0.0.1:5432 trusting user postgres.
 BENCH_KEEP_LOGS=DIR copies the servers' logs there (the rotator server logs at info, as JSON).
 """
 import argparse, concurrent.futures, datetime, http.client, json, math, os, re, secrets, shutil, signal
-import socket, statistics, string, subprocess, sys, tempfile, threading, time, uuid
+import statistics, string, subprocess, sys, tempfile, threading, time, uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import Cleanup, free_port, loadavg  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("STEWARD_BIN", os.path.join(ROOT, "target", "release", "steward"))
@@ -34,14 +37,6 @@ WARMUP = 3  # rotations (and floor runs) before the measured ones: pools, caches
 
 # ---------------------------------------------------------------------------------------------
 # small helpers
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def rand_password(n=32):
@@ -69,28 +64,6 @@ def parse_time(s):
 
 def rfc3339(epoch):
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def loadavg():
-    return "%.2f %.2f %.2f" % os.getloadavg()
-
-
-class Cleanup:
-    """Callbacks run in reverse order at the end, also after an exception or Ctrl-C."""
-
-    def __init__(self):
-        self.stack = []
-
-    def push(self, what, fn):
-        self.stack.append((what, fn))
-
-    def run(self):
-        while self.stack:
-            what, fn = self.stack.pop()
-            try:
-                fn()
-            except BaseException as e:  # noqa: BLE001 - keep cleaning up
-                print(f"cleanup of {what} failed: {e!r}", file=sys.stderr)
 
 
 class Api:

@@ -9,19 +9,14 @@ per second. Bounded: each wrk run lasts --duration seconds, and everything binds
 Usage: python3 bench/secrets_read.py [--duration 10] [--connections 64] [--threads 2]
 Needs: wrk, nginx (apt), a release build (built if missing), PostgreSQL on 127.0.0.1:5432.
 """
-import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request, uuid
+import argparse, json, os, re, shutil, signal, subprocess, sys, tempfile, time, urllib.request, uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import free_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("STEWARD_BIN", os.path.join(ROOT, "target", "release", "steward"))
 PG = "postgres://postgres@127.0.0.1:5432"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def http(method, url, token=None, body=None):

@@ -265,3 +265,35 @@ def steward_logs(s) -> str:
 def log_excerpt(s, *needles: str, limit: int = 40) -> str:
     lines = [l for l in steward_logs(s).splitlines() if any(n in l for n in needles)]
     return "\n".join(lines[-limit:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Health-check tests: a JSON health endpoint and an alerting setup that sends every check alert
+# to one webhook receiver, grouped per check, fast.
+
+def health_replies():
+    """(ok, failing) replies of a JSON health endpoint."""
+    from receivers import Reply
+    hdr = {"Content-Type": "application/json"}
+    return Reply(200, b'{"status": "ok"}', hdr), Reply(500, b'{"status": "failing"}', hdr)
+
+
+def webhook_alerting(hook_url: str) -> str:
+    """steward.toml [alerting] block: no default rules, one receiver "ops" with one webhook
+    channel "hook" at hook_url/hook, grouped by alertname and check, 1 s waits."""
+    return f"""
+[alerting]
+default_rules = false
+[alerting.route]
+receiver = "ops"
+group_by = ["alertname", "check"]
+group_wait = "1s"
+group_interval = "1s"
+[[alerting.receivers]]
+name = "ops"
+channels = ["hook"]
+[[alerting.channels]]
+name = "hook"
+type = "webhook"
+url = "{hook_url}/hook"
+"""

@@ -10,33 +10,18 @@ import subprocess
 
 import pytest
 
-from alerting_helpers import wait_for
-from receivers import HttpReceiver, Reply
+from alerting_helpers import health_replies, wait_for, webhook_alerting
+from receivers import HttpReceiver
 from steward_testlib import clean_env, run_cli
 
 PROMTOOL = "/usr/bin/promtool"
 
-OK_BODY = Reply(200, b'{"status": "ok"}', {"Content-Type": "application/json"})
-BAD_BODY = Reply(500, b'{"status": "failing"}', {"Content-Type": "application/json"})
+OK_BODY, BAD_BODY = health_replies()
 
 
 def config(target: HttpReceiver, hook: HttpReceiver, closed_port: int) -> str:
     return f"""
-[alerting]
-default_rules = false
-[alerting.route]
-receiver = "ops"
-group_by = ["alertname", "check"]
-group_wait = "1s"
-group_interval = "1s"
-[[alerting.receivers]]
-name = "ops"
-channels = ["hook"]
-[[alerting.channels]]
-name = "hook"
-type = "webhook"
-url = "{hook.url}/hook"
-
+{webhook_alerting(hook.url)}
 [monitoring]
 host_checks = false
 

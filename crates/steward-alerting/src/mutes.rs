@@ -334,25 +334,26 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
+    /// A recurring window: every day at 02:00 for an hour, in `timezone` (UTC when None).
+    fn nightly(timezone: Option<&str>, public: bool) -> Maintenance {
+        Maintenance {
+            id: "w".into(),
+            name: "nightly".into(),
+            matchers: vec![],
+            starts_at: None,
+            ends_at: None,
+            cron: Some("0 2 * * *".into()),
+            duration_secs: Some(3600),
+            timezone: timezone.map(str::to_string),
+            comment: String::new(),
+            created_by: String::new(),
+            public,
+        }
+    }
+
     #[test]
     fn recurring_windows_follow_cron_in_their_time_zone() {
-        let w = CompiledWindow::compile(
-            Maintenance {
-                id: "w".into(),
-                name: "nightly".into(),
-                matchers: vec![],
-                starts_at: None,
-                ends_at: None,
-                cron: Some("0 2 * * *".into()),
-                duration_secs: Some(3600),
-                timezone: Some("Europe/Berlin".into()),
-                comment: String::new(),
-                created_by: String::new(),
-                public: false,
-            },
-            "m",
-        )
-        .unwrap();
+        let w = CompiledWindow::compile(nightly(Some("Europe/Berlin"), false), "m").unwrap();
         // 02:00 in Berlin in winter is 01:00 UTC.
         assert!(w.active_span(t("2026-12-01T00:59:59Z")).is_none());
         let (s, e) = w.active_span(t("2026-12-01T01:00:00Z")).unwrap();
@@ -372,23 +373,7 @@ mod tests {
 
     #[test]
     fn occurrences_in_progress_and_ahead() {
-        let daily = CompiledWindow::compile(
-            Maintenance {
-                id: "w".into(),
-                name: "nightly".into(),
-                matchers: vec![],
-                starts_at: None,
-                ends_at: None,
-                cron: Some("0 2 * * *".into()),
-                duration_secs: Some(3600),
-                timezone: None,
-                comment: String::new(),
-                created_by: String::new(),
-                public: true,
-            },
-            "m",
-        )
-        .unwrap();
+        let daily = CompiledWindow::compile(nightly(None, true), "m").unwrap();
         let now = t("2026-12-01T02:30:00Z");
         let week = now + ChronoDuration::days(7);
         let occ = daily.occurrences(now, week, 100);
@@ -438,19 +423,7 @@ mod tests {
 
     #[test]
     fn bad_windows_are_config_errors() {
-        let base = Maintenance {
-            id: "w".into(),
-            name: String::new(),
-            matchers: vec![],
-            starts_at: None,
-            ends_at: None,
-            cron: Some("0 2 * * *".into()),
-            duration_secs: Some(60),
-            timezone: Some("Mars/Olympus".into()),
-            comment: String::new(),
-            created_by: String::new(),
-            public: false,
-        };
+        let base = nightly(Some("Mars/Olympus"), false);
         let e = CompiledWindow::compile(base.clone(), "m").unwrap_err();
         assert_eq!(e.key, "m.timezone");
         let e = CompiledWindow::compile(
