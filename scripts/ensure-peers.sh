@@ -14,6 +14,8 @@ command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 # Browser tests drive Debian's Chromium through its WebDriver.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+# The backup tests check Steward's repositories with restic, and restic's with Steward.
+command -v restic >/dev/null 2>&1 || need_apt+=(restic)
 # The DNS check tests query a real dnsmasq.
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 if [ ${#need_apt[@]} -gt 0 ]; then

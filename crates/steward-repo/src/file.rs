@@ -1,0 +1,135 @@
+//! Unpacked files (config, index, snapshot and lock files) and compression.
+//!
+//! An unpacked file is `IV || ciphertext || MAC`. In repository version 2 the
+//! plaintext starts with an encoding byte: `{` or `[` mean the whole plaintext is
+//! JSON (version 1 style, and what restic uses for the config file), `0x02` means
+//! the rest is a zstd frame holding the JSON. Unpacked files other than the config
+//! are named by the SHA-256 of their stored bytes, which is checked on load.
+
+use std::io::Read;
+
+use crate::crypto::{DecryptError, MasterKey};
+use crate::error::{Error, Result};
+
+/// Encoding byte of zstd-compressed unpacked files.
+pub const ENCODING_ZSTD: u8 = 2;
+
+/// The largest decompressed unpacked file accepted (index files stay below 8 MiB
+/// compressed; anything near this is hostile).
+pub const MAX_UNPACKED: usize = 1 << 30;
+
+/// Encrypts `json`, compressing it first when `level` is given.
+pub(crate) fn encode_unpacked(key: &MasterKey, json: &[u8], level: Option<i32>) -> Result<Vec<u8>> {
+    match level {
+        Some(level) => {
+            let compressed = compress(json, level)?;
+            let mut plain = Vec::with_capacity(compressed.len() + 1);
+            plain.push(ENCODING_ZSTD);
+            plain.extend_from_slice(&compressed);
+            Ok(key.encrypt(&plain))
+        }
+        None => Ok(key.encrypt(json)),
+    }
+}
+
+/// Decrypts an unpacked file and returns its JSON bytes. `what` names the file in
+/// errors.
+pub(crate) fn decode_unpacked(key: &MasterKey, data: &[u8], what: &str) -> Result<Vec<u8>> {
+    let plain = key.decrypt(data).map_err(|e| decrypt_error(what, e))?;
+    match plain.first() {
+        Some(b'{') | Some(b'[') => Ok(plain),
+        Some(&ENCODING_ZSTD) => decompress_unknown(&plain[1..], MAX_UNPACKED)
+            .map_err(|reason| Error::corrupt(what, reason)),
+        Some(v) => Err(Error::corrupt(
+            what,
+            format!("unknown encoding version {v} (expected JSON or 2 for zstd)"),
+        )),
+        None => Err(Error::corrupt(what, "the file is empty after decryption")),
+    }
+}
+
+/// The [`Error::Corrupt`] for a failed decryption.
+pub(crate) fn decrypt_error(what: &str, e: DecryptError) -> Error {
+    Error::corrupt(what, e.to_string())
+}
+
+/// zstd-compresses `data` at `level`, reusing a per-thread context.
+pub(crate) fn compress(data: &[u8], level: i32) -> Result<Vec<u8>> {
+    use std::cell::RefCell;
+    thread_local! {
+        static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    }
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            let c = zstd::bulk::Compressor::new(level)
+                .map_err(|e| Error::InvalidArgument(format!("zstd level {level}: {e}")))?;
+            *slot = Some((level, c));
+        }
+        let Some((_, c)) = slot.as_mut() else {
+            return Err(Error::Aborted("zstd compressor missing".into()));
+        };
+        c.compress(data)
+            .map_err(|e| Error::Aborted(format!("zstd compression failed: {e}")))
+    })
+}
+
+/// Decompresses a zstd frame whose decompressed size must be exactly `expected`.
+pub(crate) fn decompress_exact(
+    data: &[u8],
+    expected: usize,
+) -> std::result::Result<Vec<u8>, String> {
+    const BULK_LIMIT: usize = 64 << 20;
+    let out = if expected <= BULK_LIMIT {
+        zstd::bulk::decompress(data, expected)
+            .map_err(|e| format!("zstd decompression failed: {e}"))?
+    } else {
+        decompress_unknown(data, expected)?
+    };
+    if out.len() != expected {
+        return Err(format!(
+            "decompressed to {} bytes, the index says {expected}",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// Decompresses a zstd stream of unknown size, refusing more than `limit` bytes.
+pub(crate) fn decompress_unknown(
+    data: &[u8],
+    limit: usize,
+) -> std::result::Result<Vec<u8>, String> {
+    let mut dec = zstd::stream::read::Decoder::with_buffer(data)
+        .map_err(|e| format!("zstd decompression failed: {e}"))?;
+    let mut out = Vec::new();
+    (&mut dec)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("zstd decompression failed: {e}"))?;
+    if out.len() > limit {
+        return Err(format!("decompresses to more than {limit} bytes"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpacked_round_trip() {
+        let k = MasterKey::random();
+        let json = br#"{"a":1}"#;
+        for level in [None, Some(3)] {
+            let enc = encode_unpacked(&k, json, level).unwrap();
+            assert_eq!(decode_unpacked(&k, &enc, "x").unwrap(), json);
+        }
+        let bad = k.encrypt(&[7, 1, 2]);
+        assert!(decode_unpacked(&k, &bad, "x").unwrap_err().is_corrupt());
+        let c = compress(&[0u8; 1000], 3).unwrap();
+        assert_eq!(decompress_exact(&c, 1000).unwrap(), vec![0u8; 1000]);
+        assert!(decompress_exact(&c, 999).is_err());
+        assert!(decompress_unknown(&c, 10).is_err());
+    }
+}

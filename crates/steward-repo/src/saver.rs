@@ -1,0 +1,257 @@
+//! [`BlobSaver`]: dedups, compresses, encrypts and packs new blobs.
+//!
+//! A saver is shared by worker threads (`&self` methods, cheap `Clone`). Each blob
+//! is checked against the repository index and against the blobs this saver has
+//! already taken (so two threads saving the same chunk store it once), compressed
+//! with zstd unless that does not make it smaller, encrypted, and appended to the
+//! open pack of its type (data and tree blobs never share a pack). The thread that
+//! fills a pack writes it to the backend outside any lock, so packs are uploaded
+//! in parallel. [`BlobSaver::flush`] writes the partly filled packs and then the
+//! index files describing every pack written: only after it returns may a snapshot
+//! referencing these blobs be saved.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::backend::FileType;
+use crate::error::{Error, Result};
+use crate::file::compress;
+use crate::id::{Id, IdSet};
+use crate::index::IndexFile;
+use crate::pack::{BlobType, PackBlob, PackWriter};
+use crate::repo::{retry, Repository};
+
+/// What a saver has written so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaverStats {
+    /// New data blobs.
+    pub data_blobs: u64,
+    /// New tree blobs.
+    pub tree_blobs: u64,
+    /// Plaintext bytes of the new blobs.
+    pub bytes_plain: u64,
+    /// Bytes the new blobs take in packs (compressed and encrypted).
+    pub bytes_stored: u64,
+    /// Packs written.
+    pub packs: u64,
+    /// Data packs written.
+    pub data_packs: u64,
+    /// Index files written.
+    pub index_files: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    data_blobs: AtomicU64,
+    tree_blobs: AtomicU64,
+    bytes_plain: AtomicU64,
+    bytes_stored: AtomicU64,
+    packs: AtomicU64,
+    data_packs: AtomicU64,
+    index_files: AtomicU64,
+}
+
+struct Shared {
+    repo: Repository,
+    packers: [Mutex<Option<PackWriter>>; 2],
+    seen: Mutex<IdSet<(BlobType, Id)>>,
+    pending: Mutex<Vec<(Id, Vec<PackBlob>)>>,
+    counters: Counters,
+    level: Option<i32>,
+    pack_size: usize,
+}
+
+impl Drop for Shared {
+    /// A saver dropped without a successful flush (the backup failed) may have
+    /// written packs whose blobs are already in the in-memory index. Index them
+    /// now, so later backups through the same handle that dedup against them stay
+    /// valid; if even that fails, forget them.
+    fn drop(&mut self) {
+        let pending = std::mem::take(self.pending.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if pending.is_empty() {
+            return;
+        }
+        for file in IndexFile::build(&pending) {
+            if let Err(e) = self.repo.save_json(FileType::Index, &file) {
+                tracing::warn!(error = %e, "could not index the packs of an interrupted backup; they will be ignored");
+                let ids: Vec<Id> = pending.iter().map(|(id, _)| *id).collect();
+                self.repo.remove_from_index(&ids);
+                return;
+            }
+        }
+    }
+}
+
+/// Packs blobs into a repository. See the module docs.
+#[derive(Clone)]
+pub struct BlobSaver {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for BlobSaver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobSaver")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl BlobSaver {
+    pub(crate) fn new(repo: Repository) -> Self {
+        let level = repo.compression();
+        let pack_size = repo.options().pack_size.max(64 * 1024) as usize;
+        BlobSaver {
+            shared: Arc::new(Shared {
+                repo,
+                packers: [Mutex::new(None), Mutex::new(None)],
+                seen: Mutex::new(IdSet::default()),
+                pending: Mutex::new(Vec::new()),
+                counters: Counters::default(),
+                level,
+                pack_size,
+            }),
+        }
+    }
+
+    /// Saves a blob, computing its id. Returns the id and whether it was new.
+    pub fn save(&self, t: BlobType, data: &[u8]) -> Result<(Id, bool)> {
+        let id = Id::hash(data);
+        let new = self.save_with_id(t, id, data)?;
+        Ok((id, new))
+    }
+
+    /// True when the blob is already stored or being stored.
+    pub fn is_known(&self, t: BlobType, id: &Id) -> bool {
+        self.shared.repo.index().contains(t, id) || lock(&self.shared.seen).contains(&(t, *id))
+    }
+
+    /// Saves a blob whose id (SHA-256 of `data`) the caller computed. Returns
+    /// false when it was already known.
+    pub fn save_with_id(&self, t: BlobType, id: Id, data: &[u8]) -> Result<bool> {
+        let sh = &self.shared;
+        if sh.repo.index().contains(t, &id) {
+            return Ok(false);
+        }
+        if !lock(&sh.seen).insert((t, id)) {
+            return Ok(false);
+        }
+        match self.pack_blob(t, id, data) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                lock(&sh.seen).remove(&(t, id));
+                Err(e)
+            }
+        }
+    }
+
+    fn pack_blob(&self, t: BlobType, id: Id, data: &[u8]) -> Result<()> {
+        let sh = &self.shared;
+        let plain_len = u32::try_from(data.len()).map_err(|_| {
+            Error::InvalidArgument(format!("blob {} is larger than 4 GiB", id.short()))
+        })?;
+        let (payload, uncompressed): (Cow<'_, [u8]>, Option<u32>) = match sh.level {
+            Some(level) if !data.is_empty() => {
+                let c = compress(data, level)?;
+                if c.len() < data.len() {
+                    (Cow::Owned(c), Some(plain_len))
+                } else {
+                    (Cow::Borrowed(data), None)
+                }
+            }
+            _ => (Cow::Borrowed(data), None),
+        };
+        let encrypted = sh.repo.key().encrypt(&payload);
+        drop(payload);
+        let stored = encrypted.len() as u64;
+        let full = {
+            let mut slot = lock(&sh.packers[t.index()]);
+            let pw = slot.get_or_insert_with(|| PackWriter::new(sh.pack_size + (1 << 20)));
+            pw.add(t, id, &encrypted, uncompressed)?;
+            if pw.size() >= sh.pack_size {
+                slot.take()
+            } else {
+                None
+            }
+        };
+        let c = &sh.counters;
+        match t {
+            BlobType::Data => c.data_blobs.fetch_add(1, Ordering::Relaxed),
+            BlobType::Tree => c.tree_blobs.fetch_add(1, Ordering::Relaxed),
+        };
+        c.bytes_plain
+            .fetch_add(u64::from(plain_len), Ordering::Relaxed);
+        c.bytes_stored.fetch_add(stored, Ordering::Relaxed);
+        if let Some(pw) = full {
+            self.write_pack(t, pw)?;
+        }
+        Ok(())
+    }
+
+    fn write_pack(&self, t: BlobType, pw: PackWriter) -> Result<()> {
+        let sh = &self.shared;
+        let pack = pw.finish(sh.repo.key());
+        retry(|| {
+            sh.repo
+                .backend()
+                .write(FileType::Pack, &pack.id, &pack.data)
+        })?;
+        sh.repo.add_to_index(pack.id, &pack.blobs);
+        lock(&sh.pending).push((pack.id, pack.blobs));
+        sh.counters.packs.fetch_add(1, Ordering::Relaxed);
+        if t == BlobType::Data {
+            sh.counters.data_packs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Writes the open packs, then index files for every pack written since the
+    /// last flush. Call when no other thread is saving through this saver.
+    /// Returns the ids of the index files written.
+    pub fn flush(&self) -> Result<Vec<Id>> {
+        let sh = &self.shared;
+        for t in [BlobType::Data, BlobType::Tree] {
+            let pw = lock(&sh.packers[t.index()]).take();
+            if let Some(pw) = pw {
+                if !pw.is_empty() {
+                    self.write_pack(t, pw)?;
+                }
+            }
+        }
+        let pending = std::mem::take(&mut *lock(&sh.pending));
+        let files = IndexFile::build(&pending);
+        let mut ids = Vec::with_capacity(files.len());
+        for file in &files {
+            match sh.repo.save_json(FileType::Index, file) {
+                Ok(id) => {
+                    ids.push(id);
+                    sh.counters.index_files.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    // Keep the packs pending so a retried flush indexes them.
+                    lock(&sh.pending).extend(pending);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SaverStats {
+        let c = &self.shared.counters;
+        SaverStats {
+            data_blobs: c.data_blobs.load(Ordering::Relaxed),
+            tree_blobs: c.tree_blobs.load(Ordering::Relaxed),
+            bytes_plain: c.bytes_plain.load(Ordering::Relaxed),
+            bytes_stored: c.bytes_stored.load(Ordering::Relaxed),
+            packs: c.packs.load(Ordering::Relaxed),
+            data_packs: c.data_packs.load(Ordering::Relaxed),
+            index_files: c.index_files.load(Ordering::Relaxed),
+        }
+    }
+}
