@@ -147,6 +147,11 @@ pub enum Command {
         #[arg(long)]
         message: Option<String>,
     },
+    /// A backup repository, directly and without a server (restic format: restic can read it too)
+    #[command(
+        after_help = "Examples:\n  export STEWARD_REPO=/srv/backups/app STEWARD_REPO_PASSWORD_FILE=~/.repo-password\n  steward repo init\n  steward repo backup /var/lib/app --exclude '*.tmp'\n  pg_dump -Fc app | steward repo backup --stdin-filename app.pgdump\n  steward repo snapshots -o json\n  steward repo restore latest --target /tmp/restore\n  steward repo dump latest app.pgdump | pg_restore -d app_copy\n  steward repo check --read-data-subset 1/30"
+    )]
+    Repo(RepoArgs),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -596,4 +601,76 @@ pub enum MaintenanceCommand {
     End { id: String },
     /// List windows (from the config and opened through the API)
     List,
+}
+
+#[derive(Args, Debug)]
+pub struct RepoArgs {
+    /// The repository: a local directory
+    #[arg(
+        long,
+        short = 'r',
+        global = true,
+        env = "STEWARD_REPO",
+        value_name = "DIR"
+    )]
+    pub repo: Option<String>,
+    /// File holding the repository password (or set STEWARD_REPO_PASSWORD; never on argv)
+    #[arg(
+        long,
+        global = true,
+        env = "STEWARD_REPO_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub password_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: RepoCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepoCommand {
+    /// Create a new repository (format version 2, compressed, encrypted)
+    Init,
+    /// Back up files and directories, or stdin with --stdin-filename; unchanged files are
+    /// skipped by comparing with the latest snapshot of the same paths
+    Backup {
+        /// Files and directories to back up
+        paths: Vec<PathBuf>,
+        /// Leave out what matches this glob (repeatable): `*.tmp`, `cache/*`, `/abs/path`
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
+        /// Tag the snapshot (repeatable)
+        #[arg(long, value_name = "TAG")]
+        tag: Vec<String>,
+        /// Read the data to back up from stdin and store it as this file name
+        #[arg(long, value_name = "NAME")]
+        stdin_filename: Option<String>,
+        /// Host name recorded in the snapshot [default: this machine's]
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// List snapshots, oldest first
+    Snapshots,
+    /// Restore a snapshot (`latest`, or an id or unique id prefix) into a directory
+    Restore {
+        snapshot: String,
+        /// Where to restore (created if missing)
+        #[arg(long, value_name = "DIR")]
+        target: PathBuf,
+        /// Restore only this path inside the snapshot
+        #[arg(long, value_name = "PATH")]
+        include: Option<String>,
+    },
+    /// Write one file of a snapshot to stdout (e.g. a database dump into pg_restore)
+    Dump { snapshot: String, path: String },
+    /// Check the repository's structure; --read-data also reads and verifies every pack
+    /// (exit code 1 when a problem is found, naming the damaged files)
+    Check {
+        /// Read and verify all data
+        #[arg(long)]
+        read_data: bool,
+        /// Read and verify part of the data: `n/m`, the n-th of m parts (e.g. 1/30 a day reads
+        /// everything in a month)
+        #[arg(long, value_name = "SUBSET")]
+        read_data_subset: Option<String>,
+    },
 }

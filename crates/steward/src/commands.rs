@@ -44,6 +44,15 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
                 _ => 1,
             };
         }
+        if let Some(r) = cause.downcast_ref::<steward_repo::Error>() {
+            return match r {
+                steward_repo::Error::WrongPassword { .. } => 5,
+                steward_repo::Error::NotFound { .. } => 4,
+                steward_repo::Error::Locked { .. } => 6,
+                steward_repo::Error::InvalidArgument(_) => 2,
+                _ => 1,
+            };
+        }
         if let Some(s) = cause.downcast_ref::<steward_secrets::SecretsError>() {
             return match s.kind {
                 steward_secrets::Kind::NotFound => 4,
@@ -125,6 +134,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             write_private(dest.as_deref(), rendered.as_bytes())?;
         }
         Command::Export(args) => export(&client()?, args).await?,
+        Command::Repo(args) => return crate::repo::repo(args, out).await,
         Command::Checks { command } => {
             return crate::checks::checks(&client()?, command, out).await
         }

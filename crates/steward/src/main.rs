@@ -9,6 +9,7 @@ mod cli;
 mod client;
 mod commands;
 mod files;
+mod repo;
 mod server;
 mod settings;
 mod testhooks;

@@ -1,0 +1,418 @@
+//! `steward repo ...`: work with a backup repository directly, without a server. The
+//! repository is in the restic format (`steward-repo`), so everything here also works with
+//! `restic`; these commands are what an operator uses when Steward's server is gone (disaster
+//! recovery) and what the backup benchmark times against restic.
+//!
+//! The password comes from `--password-file` / `STEWARD_REPO_PASSWORD_FILE`, or from
+//! `STEWARD_REPO_PASSWORD`; never from argv.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::json;
+use steward_repo::{
+    Backend, BackupOptions, BackupSummary, InitOptions, LocalBackend, Progress, ReadDataSubset,
+    Repository, RestoreOptions,
+};
+use zeroize::Zeroizing;
+
+use crate::cli::{Output, RepoArgs, RepoCommand};
+use crate::commands::UsageError;
+use crate::settings::ConfigProblem;
+
+/// Runs one `steward repo` command. Blocking work runs on a blocking thread.
+pub async fn repo(args: RepoArgs, out: Output) -> Result<std::process::ExitCode> {
+    tokio::task::spawn_blocking(move || run(args, out))
+        .await
+        .map_err(|e| anyhow!("the repository command stopped unexpectedly: {e}"))?
+}
+
+fn run(args: RepoArgs, out: Output) -> Result<std::process::ExitCode> {
+    let backend = backend(args.repo.as_deref().unwrap_or_default())?;
+    let password = password(args.password_file.as_deref())?;
+    match args.command {
+        RepoCommand::Init => {
+            let repo = Repository::init(backend, &password, InitOptions::default())?;
+            match out {
+                Output::Json => println!(
+                    "{}",
+                    json!({"location": repo.location(), "id": repo.config().id})
+                ),
+                Output::Human => println!(
+                    "created repository {} at {}",
+                    repo.config().id,
+                    repo.location()
+                ),
+            }
+        }
+        RepoCommand::Backup {
+            paths,
+            exclude,
+            tag,
+            stdin_filename,
+            host,
+        } => {
+            let repo = Repository::open(backend, &password)?;
+            let mut opts = BackupOptions {
+                excludes: exclude,
+                tags: tag,
+                hostname: host,
+                ..BackupOptions::default()
+            };
+            let summary = match stdin_filename {
+                Some(name) => {
+                    if !paths.is_empty() {
+                        return Err(UsageError(
+                            "give either paths or --stdin-filename, not both".into(),
+                        )
+                        .into());
+                    }
+                    let bar = Bar::new("backup", None);
+                    opts.progress = Some(bar.callback());
+                    let s =
+                        steward_repo::backup_stream(&repo, &name, std::io::stdin().lock(), &opts)?;
+                    bar.finish();
+                    s
+                }
+                None => {
+                    if paths.is_empty() {
+                        return Err(UsageError(
+                            "nothing to back up: give one or more paths, or --stdin-filename NAME to read stdin".into(),
+                        )
+                        .into());
+                    }
+                    let bar = Bar::new("backup", Some(total_size(&paths)));
+                    opts.progress = Some(bar.callback());
+                    let s = steward_repo::backup(&repo, &paths, &opts)?;
+                    bar.finish();
+                    s
+                }
+            };
+            print_backup(&summary, out);
+        }
+        RepoCommand::Snapshots => {
+            let repo = Repository::open(backend, &password)?;
+            let mut list = repo.list_snapshots()?;
+            list.sort_by_key(|(_, s)| s.time);
+            match out {
+                Output::Json => {
+                    let rows: Vec<_> = list
+                        .iter()
+                        .map(|(id, s)| {
+                            json!({"id": id, "short_id": id.short(), "time": s.time, "hostname": s.hostname,
+                                   "paths": s.paths, "tags": s.tags, "tree": s.tree, "parent": s.parent})
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                }
+                Output::Human => {
+                    println!(
+                        "{:<10} {:<20} {:<16} {:<24} PATHS",
+                        "ID", "TIME", "HOST", "TAGS"
+                    );
+                    for (id, s) in &list {
+                        println!(
+                            "{:<10} {:<20} {:<16} {:<24} {}",
+                            id.short(),
+                            s.time.format("%Y-%m-%d %H:%M:%S"),
+                            s.hostname,
+                            s.tags.join(","),
+                            s.paths.join(" ")
+                        );
+                    }
+                    println!("{} snapshots", list.len());
+                }
+            }
+        }
+        RepoCommand::Restore {
+            snapshot,
+            target,
+            include,
+        } => {
+            let repo = Repository::open(backend, &password)?;
+            let (id, sn) = repo.load_snapshot(&snapshot)?;
+            let opts = RestoreOptions {
+                sub_path: include,
+                ..RestoreOptions::default()
+            };
+            let s = steward_repo::restore(&repo, &sn, &target, &opts)?;
+            let secs = s.duration.as_secs_f64();
+            match out {
+                Output::Json => println!(
+                    "{}",
+                    json!({"snapshot": id, "target": target, "files": s.files, "dirs": s.dirs,
+                           "symlinks": s.symlinks, "bytes": s.bytes_written, "packs_read": s.packs_read,
+                           "seconds": secs, "warnings": s.warnings})
+                ),
+                Output::Human => {
+                    println!(
+                        "restored snapshot {} to {}: {} files, {} dirs, {} in {:.2} s ({}/s)",
+                        id.short(),
+                        target.display(),
+                        s.files,
+                        s.dirs,
+                        human_bytes(s.bytes_written),
+                        secs,
+                        human_bytes((s.bytes_written as f64 / secs.max(1e-6)) as u64)
+                    );
+                    for w in &s.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                }
+            }
+        }
+        RepoCommand::Dump { snapshot, path } => {
+            let repo = Repository::open(backend, &password)?;
+            let (_, sn) = repo.load_snapshot(&snapshot)?;
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            steward_repo::restore_file_to(&repo, &sn, &path, &mut w)?;
+            w.flush().context("writing to stdout")?;
+        }
+        RepoCommand::Check {
+            read_data,
+            read_data_subset,
+        } => {
+            let repo = Repository::open(backend, &password)?;
+            let mut report = steward_repo::check(&repo)?;
+            let subset = match (read_data, read_data_subset) {
+                (_, Some(s)) => Some(ReadDataSubset::parse(&s)?),
+                (true, None) => Some(ReadDataSubset::All),
+                (false, None) => None,
+            };
+            if let Some(subset) = subset {
+                let data = steward_repo::read_data(&repo, subset)?;
+                report.problems.extend(data.problems);
+                report.warnings.extend(data.warnings);
+                report.blobs_verified += data.blobs_verified;
+            }
+            let ok = report.is_ok();
+            match out {
+                Output::Json => println!(
+                    "{}",
+                    json!({"ok": ok, "snapshots": report.snapshots_checked, "trees": report.trees_checked,
+                           "packs": report.packs_checked, "blobs_verified": report.blobs_verified,
+                           "damaged_packs": report.damaged_packs(),
+                           "problems": report.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                           "warnings": report.warnings})
+                ),
+                Output::Human => {
+                    for w in &report.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    for p in &report.problems {
+                        println!("problem: {p}");
+                    }
+                    println!(
+                        "checked {} snapshots, {} trees, {} packs; {} blobs read and verified: {}",
+                        report.snapshots_checked,
+                        report.trees_checked,
+                        report.packs_checked,
+                        report.blobs_verified,
+                        if ok {
+                            "no errors".to_string()
+                        } else {
+                            format!("{} problems", report.problems.len())
+                        }
+                    );
+                }
+            }
+            if !ok {
+                return Ok(std::process::ExitCode::from(1));
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The backend a `--repo` value names: a local directory (an `s3:` URL once the S3 backend
+/// lands in the binary).
+fn backend(repo: &str) -> Result<Arc<dyn Backend>> {
+    if repo.is_empty() {
+        return Err(
+            UsageError("no repository given: pass --repo DIR or set STEWARD_REPO".into()).into(),
+        );
+    }
+    if repo.starts_with("s3:") {
+        return Err(ConfigProblem(format!(
+            "{repo}: S3 repositories are not yet available from `steward repo`; use a local directory"
+        ))
+        .into());
+    }
+    Ok(Arc::new(LocalBackend::new(repo)))
+}
+
+/// The repository password: from the file, or STEWARD_REPO_PASSWORD; trailing newline dropped.
+fn password(file: Option<&Path>) -> Result<Zeroizing<String>> {
+    let raw = match file {
+        Some(f) => Zeroizing::new(std::fs::read_to_string(f).map_err(|e| {
+            UsageError(format!(
+                "cannot read the password file {}: {e}",
+                f.display()
+            ))
+        })?),
+        None => match std::env::var("STEWARD_REPO_PASSWORD") {
+            Ok(p) => Zeroizing::new(p),
+            Err(_) => {
+                return Err(UsageError(
+                    "no repository password: pass --password-file FILE (or set STEWARD_REPO_PASSWORD_FILE or STEWARD_REPO_PASSWORD)".into(),
+                )
+                .into())
+            }
+        },
+    };
+    let trimmed = Zeroizing::new(raw.trim_end_matches(['\r', '\n']).to_string());
+    if trimmed.is_empty() {
+        return Err(UsageError("the repository password is empty".into()).into());
+    }
+    Ok(trimmed)
+}
+
+fn print_backup(s: &BackupSummary, out: Output) {
+    let secs = s.duration.as_secs_f64();
+    match out {
+        Output::Json => println!(
+            "{}",
+            json!({"snapshot": s.snapshot_id, "parent": s.parent, "files_new": s.files_new,
+                   "files_changed": s.files_changed, "files_unchanged": s.files_unchanged, "dirs": s.dirs,
+                   "bytes_read": s.bytes_read, "total_bytes": s.total_bytes, "bytes_added": s.bytes_added,
+                   "data_blobs_added": s.data_blobs_added, "packs_written": s.packs_written,
+                   "seconds": secs, "warnings": s.warnings})
+        ),
+        Output::Human => {
+            for w in &s.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "snapshot {} saved: {} new, {} changed, {} unchanged files; {} read, {} added to the repository in {:.2} s ({}/s)",
+                s.snapshot_id.short(),
+                s.files_new,
+                s.files_changed,
+                s.files_unchanged,
+                human_bytes(s.bytes_read),
+                human_bytes(s.bytes_added),
+                secs,
+                human_bytes((s.bytes_read as f64 / secs.max(1e-6)) as u64)
+            );
+        }
+    }
+}
+
+/// Bytes under `paths` (for the progress bar's total and ETA); unreadable entries count 0.
+fn total_size(paths: &[PathBuf]) -> u64 {
+    fn walk(p: &Path) -> u64 {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => std::fs::read_dir(p)
+                .map(|rd| rd.flatten().map(|e| walk(&e.path())).sum())
+                .unwrap_or(0),
+            Ok(m) if m.is_file() => m.len(),
+            _ => 0,
+        }
+    }
+    paths.iter().map(|p| walk(p)).sum()
+}
+
+/// Progress on stderr: a bar with throughput and ETA on a terminal, a plain line every 10 s
+/// otherwise (logs stay readable).
+struct Bar {
+    bar: Option<indicatif::ProgressBar>,
+    state: Arc<Plain>,
+}
+
+struct Plain {
+    what: &'static str,
+    started: Instant,
+    last: AtomicU64,
+    total: Option<u64>,
+}
+
+impl Bar {
+    fn new(what: &'static str, total: Option<u64>) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = match total {
+                Some(t) => indicatif::ProgressBar::new(t).with_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                ),
+                None => indicatif::ProgressBar::new_spinner().with_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} {spinner} {bytes} {bytes_per_sec}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                ),
+            };
+            b.set_message(what);
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        Bar {
+            bar,
+            state: Arc::new(Plain {
+                what,
+                started: Instant::now(),
+                last: AtomicU64::new(0),
+                total,
+            }),
+        }
+    }
+
+    fn callback(&self) -> steward_repo::ProgressFn {
+        let bar = self.bar.clone();
+        let st = self.state.clone();
+        Arc::new(move |p: &Progress| match &bar {
+            Some(b) => b.set_position(p.bytes_done),
+            None => {
+                let secs = st.started.elapsed().as_secs();
+                let last = st.last.load(Ordering::Relaxed);
+                if secs >= last + 10
+                    && st
+                        .last
+                        .compare_exchange(last, secs, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    let rate = p.bytes_done as f64 / st.started.elapsed().as_secs_f64().max(1e-6);
+                    let of = st
+                        .total
+                        .map(|t| format!(" of {}", human_bytes(t)))
+                        .unwrap_or_default();
+                    eprintln!(
+                        "{}: {} files, {}{} done, {}/s",
+                        st.what,
+                        p.files_done,
+                        human_bytes(p.bytes_done),
+                        of,
+                        human_bytes(rate as u64)
+                    );
+                }
+            }
+        })
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
