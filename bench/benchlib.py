@@ -37,11 +37,31 @@ def system_cpu():
     return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / TICK
 
 
-def proc_cpu(pid):
-    """utime + stime of a process (all its threads), in seconds."""
+def proc_cpu(pid, children=False):
+    """utime + stime of a process (all its threads), in seconds. With children=True, plus the
+    CPU of its children that have exited and been waited for (cutime + cstime): a PostgreSQL
+    postmaster's finished backends, an archiver's archive_command runs."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / TICK
+
+
+def proc_children(pid):
+    """Pids of the direct children of `pid` that are alive now."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
 
 
 class Cleanup:
