@@ -24,7 +24,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import hvac, pytest, requests, psycopg, pymysql, redis, aiosmtpd, selenium' >/dev/null 2>&1; then
+if ! python3 -c 'import hvac, pytest, requests, psycopg, pymysql, redis, aiosmtpd, selenium, moto' >/dev/null 2>&1 || ! command -v moto_server >/dev/null 2>&1; then
   echo "ensure-peers: installing Python test requirements"
   python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 fi

@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex};
 use crate::backend::FileType;
 use crate::error::{Error, Result};
 use crate::id::{Id, IdMap, IdSet};
-use crate::index::{IndexEntry, IndexFile};
+use crate::index::IndexEntry;
 use crate::pack::{expected_pack_size, parse_pack, read_header, BlobType, PackBlob};
-use crate::repo::{retry, Repository};
+use crate::repo::{retry, superseded_index_files, Repository};
 use crate::snapshot::Snapshot;
 use crate::tree::NodeType;
 
@@ -218,24 +218,31 @@ impl ReadDataSubset {
 }
 
 /// Pack contents according to the index files, and problems loading them.
+/// Superseded index files (left by an interrupted prune) are still checked,
+/// as restic checks them, and noted as a warning.
 fn load_index_files(
     repo: &Repository,
     report: &mut CheckReport,
 ) -> Result<IdMap<Id, Vec<PackBlob>>> {
     let mut packs: IdMap<Id, Vec<PackBlob>> = IdMap::default();
-    for (id, _) in retry(|| repo.backend().list(FileType::Index))? {
+    let mut good = Vec::new();
+    for (id, r) in repo.load_index_files()? {
+        match r {
+            Ok(f) => good.push((id, f)),
+            Err(e) => report.problems.push(CheckProblem::Index {
+                id,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    let superseded = superseded_index_files(&good);
+    for (id, file) in &good {
+        if superseded.contains(id) {
+            report.warnings.push(format!(
+                "index file {id} is superseded by a newer index file (left by an interrupted prune; the next prune deletes it)"
+            ));
+        }
         let what = format!("index file {id}");
-        let file: IndexFile = match repo.load_json(FileType::Index, &id) {
-            Ok(f) => f,
-            Err(e @ Error::Backend(_)) => return Err(e),
-            Err(e) => {
-                report.problems.push(CheckProblem::Index {
-                    id,
-                    reason: e.to_string(),
-                });
-                continue;
-            }
-        };
         for p in &file.packs {
             match p.pack_blobs(&what) {
                 Ok(mut blobs) => {
@@ -243,7 +250,7 @@ fn load_index_files(
                     packs.entry(p.id).or_insert(blobs);
                 }
                 Err(e) => report.problems.push(CheckProblem::Index {
-                    id,
+                    id: *id,
                     reason: e.to_string(),
                 }),
             }

@@ -84,6 +84,20 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A multi-step repository operation (prune) failed part-way. Its steps are
+    /// ordered so the repository stays consistent at every point; running the
+    /// operation again finishes the job.
+    #[error("{operation} stopped while {step}: {source}; the repository is still consistent (nothing a snapshot needs was removed): fix the cause and run {operation} again to finish")]
+    Interrupted {
+        /// The operation, e.g. `prune`.
+        operation: &'static str,
+        /// The step that failed, e.g. `deleting old index files`.
+        step: String,
+        /// What failed.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// An operation was stopped because another part of it failed first, or a
     /// worker thread died.
     #[error("operation aborted: {0}")]

@@ -7,8 +7,12 @@
 //! (pack number, offset, length, uncompressed length), about 50-60 bytes per blob
 //! with the hash table.
 //!
-//! `supersedes` is parsed and written but, like current restic, not used when
-//! loading: superseded index files are deleted by whoever writes the replacement.
+//! `supersedes` names index files a newer one replaces. [`crate::prune()`] writes
+//! the replacement files (the last one carrying `supersedes`) before deleting the
+//! old ones; readers ([`crate::Repository::reload_index`]) skip a file another
+//! readable file supersedes. restic 0.14 ignores the field when loading, which is
+//! also safe: a superseded file only lists packs that still exist until it is
+//! deleted.
 
 use serde::{Deserialize, Deserializer, Serialize};
 

@@ -20,8 +20,29 @@
 //! ```
 //!
 //! Database dumps are streamed with [`backup_stream`] (no temporary file) and read
-//! back in order with [`restore_file_to`]. [`check`] and [`read_data`] verify a
+//! back in order with [`restore_file_to`]. [`check()`] and [`read_data`] verify a
 //! repository the way `restic check` and `restic check --read-data` do.
+//!
+//! # Retention, pruning and copies
+//!
+//! * [`forget()`] applies a [`KeepPolicy`] (`keep_last`, `keep_hourly` ..
+//!   `keep_yearly`, `keep_within`, `keep_within_daily` and friends, `keep_tags`)
+//!   to each group of snapshots ([`GroupBy`], by default host and paths) with
+//!   restic 0.14's semantics, reports every decision with its reasons
+//!   ([`ForgetPlan`]) and removes the snapshots not kept under an exclusive lock.
+//!   [`apply_policy`] is the pure decision; an empty policy keeps everything.
+//!   [`Repository::remove_snapshots`] removes snapshots by id.
+//! * [`prune()`] deletes the data no snapshot references: packs with no used blob
+//!   are deleted, partly used packs are repacked (trees always, data until at
+//!   most 5% of the space is unused, restic's default), a new index superseding
+//!   the old one is written before anything is deleted, so a crash at any step
+//!   leaves a repository that checks clean (with at worst unreferenced packs that
+//!   the next prune removes). It takes an exclusive lock, so it never runs while
+//!   a backup (shared lock) is writing. A dry run reports what it would do.
+//! * [`copy_snapshots`] copies snapshots with the trees and data they need into
+//!   another repository (different key: blobs are decrypted, verified and
+//!   re-encrypted, and deduplicated against the destination), recording the
+//!   source id in `original` as `restic copy` does, so copying twice adds nothing.
 //!
 //! # Format, briefly
 //!
@@ -35,13 +56,15 @@
 //!   ([`pack`]).
 //! * *Index files* say which pack holds each blob ([`index`]); *snapshots* point at
 //!   a root tree ([`snapshot`]); *locks* coordinate writers ([`lock`]). All of
-//!   these are JSON, compressed and encrypted ([`file`]), named by the SHA-256 of
+//!   these are JSON, compressed and encrypted ([`file`](mod@file)), named by the SHA-256 of
 //!   their stored bytes.
 //! * Storage is behind the [`Backend`] trait; [`LocalBackend`] is restic's local
 //!   directory layout.
 //!
 //! Write ordering follows restic: packs, then index files, then the snapshot, so a
 //! crash at any point leaves a valid repository (at worst with unreferenced packs).
+//! Index files named in a newer index file's `supersedes` list (left by an
+//! interrupted prune) are ignored when the index is loaded.
 //!
 //! # Performance
 //!
@@ -58,10 +81,13 @@
 //!
 //! # Not implemented (yet)
 //!
-//! Pruning and `forget`, extended attributes (read and written back to JSON, but
-//! not captured or restored), hard-link detection (each link is stored as a file),
-//! and restic's Rabin chunker (this crate uses FastCDC, so a file backed up by
-//! both restic and Steward dedups only where chunk boundaries happen to agree).
+//! Extended attributes (read and written back to JSON, but not captured or
+//! restored), hard-link detection (each link is stored as a file), restic's Rabin
+//! chunker (this crate uses FastCDC, so a file backed up by both restic and
+//! Steward dedups only where chunk boundaries happen to agree), index and snapshot
+//! repair (`rebuild-index`, `repair snapshots`: prune refuses to run on a damaged
+//! repository instead), prune's `--repack-small` and `--repack-uncompressed`, and
+//! the "keep all" (`-1`) counts of later restic versions.
 #![forbid(unsafe_code)]
 
 pub mod archiver;
@@ -69,14 +95,17 @@ pub mod backend;
 pub mod check;
 pub mod chunker;
 pub mod config;
+pub mod copy;
 pub mod crypto;
 pub mod error;
 pub mod file;
+pub mod forget;
 pub mod id;
 pub mod index;
 pub mod key;
 pub mod lock;
 pub mod pack;
+pub mod prune;
 pub mod repo;
 pub mod restorer;
 pub mod saver;
@@ -91,12 +120,19 @@ pub use backend::local::LocalBackend;
 pub use backend::{Backend, BackendError, FileType};
 pub use check::{check, read_data, CheckProblem, CheckReport, ReadDataSubset};
 pub use config::Config;
+pub use copy::{copy_snapshots, copy_snapshots_with, CopiedSnapshot, CopyOptions, CopySummary};
 pub use crypto::{KdfParams, MasterKey};
 pub use error::{Error, Result};
+pub use forget::{
+    apply_policy, forget, ForgetGroup, ForgetOptions, ForgetPlan, ForgetReport, GroupBy, GroupKey,
+    KeepPolicy, KeepReason, Period, PolicyTimeZone, RetentionDuration, SnapshotDecision,
+    WithinFrom,
+};
 pub use id::Id;
 pub use index::{Index, IndexEntry};
 pub use lock::{LockInfo, LockKind, LockOptions, RepoLock};
 pub use pack::{BlobType, PackBlob};
+pub use prune::{prune, MaxUnused, PruneOptions, PruneSummary};
 pub use repo::{InitOptions, RepoOptions, Repository};
 pub use restorer::{restore, restore_file_to, RestoreOptions, RestoreSummary};
 pub use saver::{BlobSaver, SaverStats};

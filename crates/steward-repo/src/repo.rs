@@ -134,6 +134,21 @@ pub(crate) fn check_entry(id: &Id, entry: &IndexEntry) -> Result<()> {
     Ok(())
 }
 
+/// Ids of the index files that some other present, readable index file
+/// supersedes. Such a file only lists packs that its replacement also lists (or
+/// that were meant to be deleted), so readers skip it.
+pub(crate) fn superseded_index_files(files: &[(Id, IndexFile)]) -> crate::id::IdSet<Id> {
+    let mut out = crate::id::IdSet::default();
+    for (id, f) in files {
+        for old in &f.supersedes {
+            if old != id {
+                out.insert(*old);
+            }
+        }
+    }
+    out
+}
+
 impl Repository {
     /// Creates a new version-2 repository with one key for `password`.
     pub fn init(backend: Arc<dyn Backend>, password: &str, opts: InitOptions) -> Result<Self> {
@@ -311,18 +326,18 @@ impl Repository {
         self.index().lookup(t, id)
     }
 
-    /// Loads every index file again (do not call while a [`BlobSaver`] is writing).
-    /// Damaged index files are skipped with a warning (a check reports them);
-    /// storage errors fail.
-    pub fn reload_index(&self) -> Result<()> {
+    /// Loads every index file, a few at a time in parallel. Storage errors fail
+    /// the whole load; a file that is damaged (fails to decrypt or parse) is
+    /// returned with its error so the caller decides (skip, report or refuse).
+    pub(crate) fn load_index_files(&self) -> Result<Vec<(Id, Result<IndexFile>)>> {
         let ids: Vec<Id> = retry(|| self.inner.backend.list(FileType::Index))?
             .into_iter()
             .map(|(id, _)| id)
             .collect();
-        let mut index = Index::new();
         let threads = ids.len().clamp(1, 4);
         let next = std::sync::atomic::AtomicUsize::new(0);
         let (tx, rx) = crossbeam_channel::bounded::<(Id, Result<IndexFile>)>(threads * 2);
+        let mut out = Vec::with_capacity(ids.len());
         std::thread::scope(|s| -> Result<()> {
             for _ in 0..threads {
                 let tx = tx.clone();
@@ -331,7 +346,17 @@ impl Repository {
                 s.spawn(move || loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(id) = ids.get(i) else { break };
-                    let r = self.load_json::<IndexFile>(FileType::Index, id);
+                    let r = self
+                        .load_json::<IndexFile>(FileType::Index, id)
+                        .and_then(|f| {
+                            // Check the numbers now, so a damaged file is reported
+                            // as such rather than half-used.
+                            let what = describe(FileType::Index, id);
+                            for p in &f.packs {
+                                p.pack_blobs(&what)?;
+                            }
+                            Ok(f)
+                        });
                     let failed = matches!(&r, Err(e) if !e.is_corrupt());
                     if tx.send((*id, r)).is_err() || failed {
                         break;
@@ -341,26 +366,54 @@ impl Repository {
             drop(tx);
             let mut first_err = None;
             for (id, r) in rx.iter() {
-                let r = r.and_then(|file| index.add_file(&file, &describe(FileType::Index, &id)));
                 match r {
-                    Ok(()) => {}
-                    // A damaged index file must not make the repository unusable
-                    // (a check has to be able to open it to report the damage).
-                    Err(e) if e.is_corrupt() => {
-                        tracing::warn!(error = %e, "ignoring a damaged index file; run a check");
-                    }
-                    Err(e) => {
+                    Err(e) if !e.is_corrupt() => {
                         if first_err.is_none() {
                             first_err = Some(e);
                         }
                         next.store(usize::MAX / 2, std::sync::atomic::Ordering::Relaxed);
                     }
+                    r => out.push((id, r)),
                 }
             }
             first_err.map_or(Ok(()), Err)
         })?;
-        *self.inner.index.write().unwrap_or_else(|e| e.into_inner()) = index;
+        out.sort_by_key(|(id, _)| *id);
+        Ok(out)
+    }
+
+    /// Loads every index file again (do not call while a [`BlobSaver`] is writing).
+    /// Index files named in another file's `supersedes` list are ignored (a
+    /// prune writes the replacement before deleting them). Damaged index files
+    /// are skipped with a warning (a check reports them); storage errors fail.
+    pub fn reload_index(&self) -> Result<()> {
+        let files = self.load_index_files()?;
+        let mut good = Vec::with_capacity(files.len());
+        for (id, r) in files {
+            match r {
+                Ok(f) => good.push((id, f)),
+                // A damaged index file must not make the repository unusable
+                // (a check has to be able to open it to report the damage).
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring a damaged index file; run a check");
+                }
+            }
+        }
+        let superseded = superseded_index_files(&good);
+        let mut index = Index::new();
+        for (id, file) in &good {
+            if superseded.contains(id) {
+                continue;
+            }
+            index.add_file(file, &describe(FileType::Index, id))?;
+        }
+        self.replace_index(index);
         Ok(())
+    }
+
+    /// Replaces the in-memory index.
+    pub(crate) fn replace_index(&self, index: Index) {
+        *self.inner.index.write().unwrap_or_else(|e| e.into_inner()) = index;
     }
 
     /// Loads an unpacked file and returns its JSON bytes, checking its hash.

@@ -1,0 +1,865 @@
+//! Restore drills: prove a backup by restoring it into a scratch database and
+//! checking what comes back.
+//!
+//! A drill creates `steward_drill_<random>` on the scratch server, streams the
+//! dump out of the repository ([`restore_file_to`]) into the restore tool's stdin
+//! (`pg_restore --no-owner --no-privileges --exit-on-error`, or the `mariadb`
+//! client), and times that: [`DrillReport::restore_duration`] is the measured
+//! recovery time. It then compares the row counts recorded at backup time
+//! ([`Facts::row_counts`]) with the restored tables, runs the caller's
+//! [`Assertion`]s in read-only transactions, and on PostgreSQL runs `amcheck`'s
+//! `bt_index_check` on every btree index when the extension is available (its
+//! absence is reported, not a failure). The scratch database is dropped at the end
+//! whatever happened; if that fails, the drill fails with a check saying so.
+//!
+//! A restore that fails, a count that differs or an assertion that does not hold
+//! is a failed check in the report (`passed == false`); only problems that stop
+//! the drill from running at all (cannot connect, cannot create the scratch
+//! database, facts from another kind of source) are errors.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ::mysql::prelude::Queryable;
+use serde::{Deserialize, Serialize};
+use steward_repo::{restore_file_to, Repository, Snapshot};
+use zeroize::Zeroizing;
+
+use crate::child::{bounded, is_not_found, RestoreSink};
+use crate::error::{Error, Result};
+use crate::source::{
+    my_connect, my_error, my_ident, pg_connect, pg_error, pg_ident, Facts, SourceKind,
+    CONNECT_TIMEOUT,
+};
+
+/// How long one assertion query may run.
+pub const ASSERTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most indexes `amcheck` verifies in one drill.
+pub const MAX_AMCHECK_INDEXES: usize = 1000;
+
+/// What an assertion expects of its query's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expect {
+    /// The first column of the first row, as text, is exactly this (`NULL` for
+    /// SQL NULL).
+    Equals(String),
+    /// The query returns at least this many rows.
+    MinRows(u64),
+}
+
+impl Expect {
+    /// Parses `rows >= N`, `rows > N`; anything else is an exact value.
+    pub fn parse(text: &str) -> Expect {
+        let t = text.trim();
+        if let Some(rest) = t.strip_prefix("rows") {
+            let rest = rest.trim_start();
+            if let Some(n) = rest.strip_prefix(">=") {
+                if let Ok(n) = n.trim().parse::<u64>() {
+                    return Expect::MinRows(n);
+                }
+            } else if let Some(n) = rest.strip_prefix('>') {
+                if let Ok(n) = n.trim().parse::<u64>() {
+                    return Expect::MinRows(n.saturating_add(1));
+                }
+            }
+        }
+        Expect::Equals(text.to_string())
+    }
+}
+
+/// A query run against the restored database, and what it must return.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assertion {
+    /// How the assertion is named in the report (default: the SQL).
+    pub name: String,
+    /// The query (run in a read-only transaction).
+    pub sql: String,
+    /// What it must return.
+    pub expect: Expect,
+}
+
+impl Assertion {
+    /// The first column of the first row must be exactly `value`.
+    pub fn equals(sql: &str, value: &str) -> Self {
+        Assertion {
+            name: sql.to_string(),
+            sql: sql.to_string(),
+            expect: Expect::Equals(value.to_string()),
+        }
+    }
+
+    /// The query must return at least `n` rows.
+    pub fn min_rows(sql: &str, n: u64) -> Self {
+        Assertion {
+            name: sql.to_string(),
+            sql: sql.to_string(),
+            expect: Expect::MinRows(n),
+        }
+    }
+
+    fn evaluate(&self, outcome: std::result::Result<QueryOutcome, String>) -> CheckResult {
+        let name = format!("assertion {}", self.name);
+        let (passed, detail) = match outcome {
+            Err(e) => (
+                false,
+                format!("assertion {:?} failed to run: {e}", self.name),
+            ),
+            Ok(q) => match &self.expect {
+                Expect::Equals(want) => match &q.first {
+                    None => (
+                        false,
+                        format!(
+                            "assertion {:?}: expected {want:?}, but the query returned no rows",
+                            self.name
+                        ),
+                    ),
+                    Some(got) if got == want => (true, format!("got {got:?}")),
+                    Some(got) => (
+                        false,
+                        format!("assertion {:?}: expected {want:?}, got {got:?}", self.name),
+                    ),
+                },
+                Expect::MinRows(n) => {
+                    if q.rows >= *n {
+                        (true, format!("{} rows", q.rows))
+                    } else {
+                        (
+                            false,
+                            format!(
+                                "assertion {:?}: expected at least {n} rows, got {}",
+                                self.name, q.rows
+                            ),
+                        )
+                    }
+                }
+            },
+        };
+        CheckResult {
+            name,
+            passed,
+            detail,
+        }
+    }
+}
+
+struct QueryOutcome {
+    /// First column of the first row as text.
+    first: Option<String>,
+    rows: u64,
+}
+
+/// One check of a drill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// What was checked, e.g. `rows in public.users`.
+    pub name: String,
+    /// Whether it held.
+    pub passed: bool,
+    /// What was found.
+    pub detail: String,
+}
+
+impl CheckResult {
+    fn new(name: impl Into<String>, passed: bool, detail: impl Into<String>) -> Self {
+        CheckResult {
+            name: name.into(),
+            passed,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The outcome of a drill.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrillReport {
+    /// True when every check passed.
+    pub passed: bool,
+    /// The kind of source restored.
+    pub kind: SourceKind,
+    /// The scratch database used (dropped by now).
+    pub scratch_database: String,
+    /// How long the restore took: the measured recovery time.
+    pub restore_duration: Duration,
+    /// Bytes of dump restored.
+    pub bytes_restored: u64,
+    /// How long the whole drill took.
+    pub duration: Duration,
+    /// Every check, in order: `restore`, row counts, assertions, `amcheck`.
+    pub checks: Vec<CheckResult>,
+}
+
+impl DrillReport {
+    /// The checks that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &CheckResult> {
+        self.checks.iter().filter(|c| !c.passed)
+    }
+}
+
+fn dump_file(snapshot: &Snapshot, facts: &Facts, kind: SourceKind) -> Result<String> {
+    if facts.kind != kind {
+        return Err(Error::InvalidSetting(format!(
+            "these facts come from a {} backup, but this drill restores {} backups: pass the facts recorded with the snapshot being drilled",
+            facts.kind.as_str(),
+            kind.as_str()
+        )));
+    }
+    if let Some(f) = &facts.file_name {
+        return Ok(f.clone());
+    }
+    match snapshot.paths.as_slice() {
+        [one] => Ok(one.trim_start_matches('/').to_string()),
+        _ => Err(Error::InvalidSetting(
+            "the facts name no dump file and the snapshot holds more than one path: pass the facts recorded at backup time".into(),
+        )),
+    }
+}
+
+fn scratch_name() -> String {
+    format!("steward_drill_{:016x}", rand::random::<u64>())
+}
+
+/// Streams `file` from the snapshot into `sink` and waits for the tool. Returns
+/// the restore check and the bytes written.
+fn restore_into(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    file: &str,
+    mut sink: RestoreSink,
+    tool: &str,
+) -> (CheckResult, u64) {
+    let started = Instant::now();
+    let written = restore_file_to(repo, snapshot, file, &mut sink);
+    let finished = sink.finish();
+    match (written, finished) {
+        (Ok(n), Ok(())) => (
+            CheckResult::new(
+                "restore",
+                true,
+                format!(
+                    "{n} bytes restored with {tool} in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                ),
+            ),
+            n,
+        ),
+        (Ok(n), Err(m)) => (CheckResult::new("restore", false, m), n),
+        (Err(steward_repo::Error::Io { .. }), Err(m)) => {
+            // The tool stopped reading: its own message says why.
+            (CheckResult::new("restore", false, m), 0)
+        }
+        (Err(e), tool_result) => {
+            let mut detail = format!("reading {file} from the snapshot failed: {e}");
+            if let Err(m) = tool_result {
+                detail.push_str(&format!("; {m}"));
+            }
+            (CheckResult::new("restore", false, detail), 0)
+        }
+    }
+}
+
+fn finish_report(
+    kind: SourceKind,
+    scratch: String,
+    started: Instant,
+    restore_duration: Duration,
+    bytes: u64,
+    mut checks: Vec<CheckResult>,
+    dropped: std::result::Result<(), String>,
+) -> DrillReport {
+    if let Err(e) = dropped {
+        checks.push(CheckResult::new(
+            "drop scratch database",
+            false,
+            format!("cannot drop {scratch}: {e}; drop it by hand"),
+        ));
+    }
+    DrillReport {
+        passed: checks.iter().all(|c| c.passed),
+        kind,
+        scratch_database: scratch,
+        restore_duration,
+        bytes_restored: bytes,
+        duration: started.elapsed(),
+        checks,
+    }
+}
+
+fn count_check(
+    schema_table: &str,
+    want: u64,
+    got: std::result::Result<u64, String>,
+) -> CheckResult {
+    let name = format!("rows in {schema_table}");
+    match got {
+        Ok(n) if n == want => CheckResult::new(name, true, format!("{n} rows, as at backup time")),
+        Ok(n) => CheckResult::new(
+            name,
+            false,
+            format!("expected {want} rows (counted at backup time), found {n}"),
+        ),
+        Err(e) => CheckResult::new(name, false, format!("cannot count the restored rows: {e}")),
+    }
+}
+
+/// A restore drill of a [`crate::Postgres`] backup.
+#[derive(Clone)]
+pub struct PostgresDrill {
+    /// Scratch server host.
+    pub host: String,
+    /// Scratch server port.
+    pub port: u16,
+    /// A role that may create databases (and extensions, for `amcheck`).
+    pub user: String,
+    /// Its password (sent as `PGPASSWORD`).
+    pub password: Option<Zeroizing<String>>,
+    /// The database to connect to for `CREATE/DROP DATABASE` (default `postgres`).
+    pub maintenance_database: String,
+    /// The pg_restore to run (default: `pg_restore` on `PATH`).
+    pub pg_restore: Option<PathBuf>,
+    /// Queries that must hold on the restored data.
+    pub assertions: Vec<Assertion>,
+    /// Run `amcheck` when available (default true).
+    pub amcheck: bool,
+}
+
+impl std::fmt::Debug for PostgresDrill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresDrill")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("maintenance_database", &self.maintenance_database)
+            .field("pg_restore", &self.pg_restore)
+            .field("assertions", &self.assertions)
+            .field("amcheck", &self.amcheck)
+            .finish()
+    }
+}
+
+impl PostgresDrill {
+    /// A drill on the scratch server at `host:port` as `user`, with no assertions.
+    pub fn new(host: &str, port: u16, user: &str) -> Self {
+        PostgresDrill {
+            host: host.into(),
+            port,
+            user: user.into(),
+            password: None,
+            maintenance_database: "postgres".into(),
+            pg_restore: None,
+            assertions: Vec::new(),
+            amcheck: true,
+        }
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        self.password.iter().map(|p| p.as_str()).collect()
+    }
+
+    fn connect(&self, db: &str) -> Result<postgres::Client> {
+        pg_connect(
+            &self.host,
+            self.port,
+            &self.user,
+            db,
+            self.password.as_ref().map(|p| p.as_str()),
+        )
+    }
+
+    /// Restores `snapshot` (a backup whose `facts` were recorded by
+    /// [`crate::Postgres::backup`]) into a scratch database, checks it, and drops
+    /// it.
+    pub fn run(
+        &self,
+        repo: &Repository,
+        snapshot: &Snapshot,
+        facts: &Facts,
+    ) -> Result<DrillReport> {
+        let started = Instant::now();
+        let file = dump_file(snapshot, facts, SourceKind::Postgres)?;
+        if self.user.is_empty() || self.user.starts_with('-') || self.host.starts_with('-') {
+            return Err(Error::InvalidSetting(
+                "the drill's host and user must be set and must not start with '-'".into(),
+            ));
+        }
+        let scratch = scratch_name();
+        let mut admin = self.connect(&self.maintenance_database)?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {}", pg_ident(&scratch)))
+            .map_err(|e| {
+                Error::database(
+                    format!(
+                        "cannot create the scratch database {scratch} on {}:{} as {:?}",
+                        self.host, self.port, self.user
+                    ),
+                    pg_error(&e, &self.secrets()),
+                )
+            })?;
+        let result = self.drill(repo, snapshot, facts, &file, &scratch);
+        let dropped = self.drop_scratch(&mut admin, &scratch);
+        let (restore_duration, bytes, checks) = result?;
+        Ok(finish_report(
+            SourceKind::Postgres,
+            scratch,
+            started,
+            restore_duration,
+            bytes,
+            checks,
+            dropped,
+        ))
+    }
+
+    fn drop_scratch(
+        &self,
+        admin: &mut postgres::Client,
+        scratch: &str,
+    ) -> std::result::Result<(), String> {
+        let name = pg_ident(scratch);
+        let forced = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        let res = match forced {
+            Ok(()) => Ok(()),
+            // Before PostgreSQL 13 there is no FORCE; a broken admin connection is
+            // replaced.
+            Err(_) => match self.connect(&self.maintenance_database) {
+                Ok(mut fresh) => fresh
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                    .map_err(|e| pg_error(&e, &self.secrets())),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        if res.is_ok() {
+            tracing::debug!(scratch, "scratch database dropped");
+        }
+        res
+    }
+
+    fn drill(
+        &self,
+        repo: &Repository,
+        snapshot: &Snapshot,
+        facts: &Facts,
+        file: &str,
+        scratch: &str,
+    ) -> Result<(Duration, u64, Vec<CheckResult>)> {
+        let secrets = self.secrets();
+        let program = self
+            .pg_restore
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("pg_restore"));
+        let mut cmd = Command::new(&program);
+        cmd.arg(format!("--host={}", self.host))
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--username={}", self.user))
+            .arg(format!("--dbname={scratch}"))
+            .args([
+                "--no-owner",
+                "--no-privileges",
+                "--exit-on-error",
+                "--no-password",
+            ])
+            .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT.as_secs().to_string())
+            .env("PGAPPNAME", "steward-drill");
+        if let Some(p) = &self.password {
+            cmd.env("PGPASSWORD", p.as_str());
+        }
+        let timer = Instant::now();
+        let sink = RestoreSink::spawn(
+            &mut cmd,
+            self.password.iter().cloned().collect(),
+            "install the PostgreSQL client tools (postgresql-client) or set the pg_restore path",
+        )?;
+        let (restore, bytes) = restore_into(repo, snapshot, file, sink, "pg_restore");
+        let restore_duration = timer.elapsed();
+        let mut checks = vec![restore];
+        if !checks[0].passed {
+            return Ok((restore_duration, bytes, checks));
+        }
+
+        let mut db = self.connect(scratch)?;
+        for t in &facts.row_counts {
+            let got = db
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FROM {}.{}",
+                        pg_ident(&t.schema),
+                        pg_ident(&t.table)
+                    ),
+                    &[],
+                )
+                .map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0))
+                .map_err(|e| pg_error(&e, &secrets));
+            checks.push(count_check(
+                &format!("{}.{}", t.schema, t.table),
+                t.rows,
+                got,
+            ));
+        }
+        if facts.row_counts_truncated {
+            checks.push(CheckResult::new(
+                "row counts",
+                true,
+                format!(
+                    "only the first {} tables were counted at backup time",
+                    facts.row_counts.len()
+                ),
+            ));
+        }
+        for a in &self.assertions {
+            let outcome = pg_assertion(&mut db, &a.sql).map_err(|e| pg_error(&e, &secrets));
+            checks.push(a.evaluate(outcome));
+        }
+        if self.amcheck {
+            checks.push(amcheck(&mut db, &secrets));
+        }
+        Ok((restore_duration, bytes, checks))
+    }
+}
+
+fn pg_assertion(
+    db: &mut postgres::Client,
+    sql: &str,
+) -> std::result::Result<QueryOutcome, postgres::Error> {
+    let mut tx = db.build_transaction().read_only(true).start()?;
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {}",
+        ASSERTION_TIMEOUT.as_millis()
+    ))?;
+    let messages = tx.simple_query(sql)?;
+    tx.rollback()?;
+    let mut first = None;
+    let mut rows = 0u64;
+    for m in messages {
+        if let postgres::SimpleQueryMessage::Row(row) = m {
+            if rows == 0 {
+                first = Some(row.get(0).unwrap_or("NULL").to_string());
+            }
+            rows += 1;
+        }
+    }
+    Ok(QueryOutcome { first, rows })
+}
+
+fn amcheck(db: &mut postgres::Client, secrets: &[&str]) -> CheckResult {
+    if let Err(e) = db.batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck") {
+        return CheckResult::new(
+            "amcheck",
+            true,
+            format!("amcheck not available: {}", pg_error(&e, secrets)),
+        );
+    }
+    let limit = i64::try_from(MAX_AMCHECK_INDEXES).unwrap_or(i64::MAX);
+    let indexes: Vec<String> = match db.query(
+        "SELECT c.oid::regclass::text FROM pg_catalog.pg_index i \
+         JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
+         JOIN pg_catalog.pg_am a ON a.oid = c.relam \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE a.amname = 'btree' AND n.nspname <> 'information_schema' \
+         AND n.nspname NOT LIKE 'pg\\_%' AND i.indisvalid AND i.indisready \
+         AND c.relpersistence <> 't' ORDER BY 1 LIMIT $1",
+        &[&limit],
+    ) {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(e) => {
+            return CheckResult::new(
+                "amcheck",
+                false,
+                format!("cannot list the btree indexes: {}", pg_error(&e, secrets)),
+            )
+        }
+    };
+    let mut problems = Vec::new();
+    for idx in &indexes {
+        if let Err(e) = db.execute("SELECT bt_index_check($1::text::regclass)", &[idx]) {
+            problems.push(format!("{idx}: {}", pg_error(&e, secrets)));
+        }
+    }
+    if problems.is_empty() {
+        CheckResult::new(
+            "amcheck",
+            true,
+            format!(
+                "{} btree indexes verified with bt_index_check",
+                indexes.len()
+            ),
+        )
+    } else {
+        CheckResult::new(
+            "amcheck",
+            false,
+            bounded(
+                &format!(
+                    "{} of {} btree indexes are corrupt: {}",
+                    problems.len(),
+                    indexes.len(),
+                    problems.join("; ")
+                ),
+                2000,
+            ),
+        )
+    }
+}
+
+/// A restore drill of a [`crate::MariaDb`] backup.
+#[derive(Clone)]
+pub struct MariaDbDrill {
+    /// Scratch server host (reached over TCP).
+    pub host: String,
+    /// Scratch server port.
+    pub port: u16,
+    /// A user that may create and drop databases.
+    pub user: String,
+    /// Its password (sent as `MYSQL_PWD`).
+    pub password: Option<Zeroizing<String>>,
+    /// The client to run (default: `mariadb`, then `mysql`).
+    pub client_program: Option<PathBuf>,
+    /// Queries that must hold on the restored data.
+    pub assertions: Vec<Assertion>,
+}
+
+impl std::fmt::Debug for MariaDbDrill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MariaDbDrill")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("client_program", &self.client_program)
+            .field("assertions", &self.assertions)
+            .finish()
+    }
+}
+
+impl MariaDbDrill {
+    /// A drill on the scratch server at `host:port` as `user`, with no assertions.
+    pub fn new(host: &str, port: u16, user: &str) -> Self {
+        MariaDbDrill {
+            host: host.into(),
+            port,
+            user: user.into(),
+            password: None,
+            client_program: None,
+            assertions: Vec::new(),
+        }
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        self.password.iter().map(|p| p.as_str()).collect()
+    }
+
+    fn connect(&self, db: Option<&str>) -> Result<::mysql::Conn> {
+        my_connect(
+            &self.host,
+            self.port,
+            &self.user,
+            db,
+            self.password.as_ref().map(|p| p.as_str()),
+        )
+    }
+
+    fn command(&self, program: &Path, scratch: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.arg(format!("--host={}", self.host))
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--user={}", self.user))
+            .arg("--protocol=TCP")
+            .arg(format!("--connect-timeout={}", CONNECT_TIMEOUT.as_secs()))
+            .arg("--batch")
+            .arg("--default-character-set=utf8mb4")
+            .arg(format!("--database={scratch}"));
+        if let Some(p) = &self.password {
+            cmd.env("MYSQL_PWD", p.as_str());
+        }
+        cmd
+    }
+
+    /// Restores `snapshot` (a backup whose `facts` were recorded by
+    /// [`crate::MariaDb::backup`]) into a scratch database, checks it, and drops
+    /// it.
+    pub fn run(
+        &self,
+        repo: &Repository,
+        snapshot: &Snapshot,
+        facts: &Facts,
+    ) -> Result<DrillReport> {
+        let started = Instant::now();
+        let file = dump_file(snapshot, facts, SourceKind::Mariadb)?;
+        if self.user.is_empty() || self.user.starts_with('-') || self.host.starts_with('-') {
+            return Err(Error::InvalidSetting(
+                "the drill's host and user must be set and must not start with '-'".into(),
+            ));
+        }
+        let scratch = scratch_name();
+        let mut admin = self.connect(None)?;
+        admin
+            .query_drop(format!(
+                "CREATE DATABASE {} CHARACTER SET utf8mb4",
+                my_ident(&scratch)
+            ))
+            .map_err(|e| {
+                Error::database(
+                    format!(
+                        "cannot create the scratch database {scratch} on {}:{} as {:?}",
+                        self.host, self.port, self.user
+                    ),
+                    my_error(&e, &self.secrets()),
+                )
+            })?;
+        let result = self.drill(repo, snapshot, facts, &file, &scratch);
+        let drop_sql = format!("DROP DATABASE IF EXISTS {}", my_ident(&scratch));
+        let dropped = match admin.query_drop(&drop_sql) {
+            Ok(()) => Ok(()),
+            Err(_) => self
+                .connect(None)
+                .map_err(|e| e.to_string())
+                .and_then(|mut c| {
+                    c.query_drop(&drop_sql)
+                        .map_err(|e| my_error(&e, &self.secrets()))
+                }),
+        };
+        let (restore_duration, bytes, checks) = result?;
+        Ok(finish_report(
+            SourceKind::Mariadb,
+            scratch,
+            started,
+            restore_duration,
+            bytes,
+            checks,
+            dropped,
+        ))
+    }
+
+    fn drill(
+        &self,
+        repo: &Repository,
+        snapshot: &Snapshot,
+        facts: &Facts,
+        file: &str,
+        scratch: &str,
+    ) -> Result<(Duration, u64, Vec<CheckResult>)> {
+        let secrets = self.secrets();
+        let hint = "install the MariaDB client (mariadb-client) or set the client program path";
+        let secret_list: Vec<Zeroizing<String>> = self.password.iter().cloned().collect();
+        let timer = Instant::now();
+        let sink = match &self.client_program {
+            Some(p) => RestoreSink::spawn(&mut self.command(p, scratch), secret_list, hint)?,
+            None => match RestoreSink::spawn(
+                &mut self.command(Path::new("mariadb"), scratch),
+                secret_list.clone(),
+                hint,
+            ) {
+                Err(e) if is_not_found(&e) => RestoreSink::spawn(
+                    &mut self.command(Path::new("mysql"), scratch),
+                    secret_list,
+                    hint,
+                )?,
+                other => other?,
+            },
+        };
+        let (restore, bytes) = restore_into(repo, snapshot, file, sink, "the mariadb client");
+        let restore_duration = timer.elapsed();
+        let mut checks = vec![restore];
+        if !checks[0].passed {
+            return Ok((restore_duration, bytes, checks));
+        }
+        let mut db = self.connect(Some(scratch))?;
+        for t in &facts.row_counts {
+            let got = db
+                .query_first::<u64, _>(format!(
+                    "SELECT COUNT(*) FROM {}.{}",
+                    my_ident(scratch),
+                    my_ident(&t.table)
+                ))
+                .map(|n| n.unwrap_or(0))
+                .map_err(|e| my_error(&e, &secrets));
+            checks.push(count_check(&t.table, t.rows, got));
+        }
+        for a in &self.assertions {
+            let outcome = my_assertion(&mut db, &a.sql).map_err(|e| my_error(&e, &secrets));
+            checks.push(a.evaluate(outcome));
+        }
+        Ok((restore_duration, bytes, checks))
+    }
+}
+
+fn my_text(v: &::mysql::Value) -> String {
+    match v {
+        ::mysql::Value::NULL => "NULL".into(),
+        ::mysql::Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        ::mysql::Value::Int(i) => i.to_string(),
+        ::mysql::Value::UInt(u) => u.to_string(),
+        ::mysql::Value::Float(f) => f.to_string(),
+        ::mysql::Value::Double(d) => d.to_string(),
+        other => other.as_sql(true).trim_matches('\'').to_string(),
+    }
+}
+
+fn my_assertion(
+    db: &mut ::mysql::Conn,
+    sql: &str,
+) -> std::result::Result<QueryOutcome, ::mysql::Error> {
+    db.query_drop(format!(
+        "SET SESSION max_statement_time = {}",
+        ASSERTION_TIMEOUT.as_secs()
+    ))
+    .ok();
+    db.query_drop("START TRANSACTION READ ONLY")?;
+    let mut first = None;
+    let mut rows = 0u64;
+    let outcome = (|| {
+        let mut result = db.query_iter(sql)?;
+        if let Some(set) = result.iter() {
+            for row in set {
+                let row = row?;
+                if rows == 0 {
+                    first = Some(row.as_ref(0).map(my_text).unwrap_or_else(|| "NULL".into()));
+                }
+                rows += 1;
+            }
+        }
+        Ok(())
+    })();
+    let _ = db.query_drop("ROLLBACK");
+    outcome.map(|()| QueryOutcome { first, rows })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_expectations() {
+        assert_eq!(Expect::parse("rows > 0"), Expect::MinRows(1));
+        assert_eq!(Expect::parse("rows >= 5"), Expect::MinRows(5));
+        assert_eq!(Expect::parse("100000"), Expect::Equals("100000".into()));
+        assert_eq!(Expect::parse("rows > x"), Expect::Equals("rows > x".into()));
+    }
+
+    #[test]
+    fn evaluates_assertions() {
+        let a = Assertion::equals("SELECT 1", "1");
+        assert!(
+            a.evaluate(Ok(QueryOutcome {
+                first: Some("1".into()),
+                rows: 1
+            }))
+            .passed
+        );
+        let bad = a.evaluate(Ok(QueryOutcome {
+            first: Some("2".into()),
+            rows: 1,
+        }));
+        assert!(!bad.passed && bad.detail.contains("SELECT 1"), "{bad:?}");
+        let m = Assertion::min_rows("SELECT * FROM t", 2);
+        assert!(
+            !m.evaluate(Ok(QueryOutcome {
+                first: None,
+                rows: 1
+            }))
+            .passed
+        );
+        assert!(!m.evaluate(Err("boom".into())).passed);
+    }
+}
