@@ -62,6 +62,7 @@ import threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import Cleanup, free_port, loadavg, proc_children, proc_cpu  # noqa: E402
+from gen_backup_data import parse_size  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("STEWARD_BIN", os.path.join(ROOT, "target", "release", "steward"))
@@ -77,14 +78,6 @@ OUT = sys.stdout  # progress; stderr with --json
 
 def say(msg):
     print(msg, file=OUT, flush=True)
-
-
-def parse_size(s):
-    units = {"k": 1 << 10, "m": MiB, "g": 1 << 30}
-    s = s.strip().lower().rstrip("b").rstrip("i")
-    if s and s[-1] in units:
-        return int(float(s[:-1]) * units[s[-1]])
-    return int(s)
 
 
 def version(cmd):

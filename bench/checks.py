@@ -58,7 +58,7 @@ import argparse, ctypes, json, os, re, shutil, signal, subprocess, sys, tempfile
 import urllib.error, urllib.parse, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import Cleanup, free_port, loadavg, proc_cpu, proc_status, system_cpu  # noqa: E402
+from benchlib import Cleanup, free_port, loadavg, proc_children, proc_cpu, proc_status, system_cpu  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("STEWARD_BIN", os.path.join(ROOT, "target", "release", "steward"))
@@ -77,21 +77,6 @@ def say(msg):
 
 # ---------------------------------------------------------------------------------------------
 # small helpers (as in bench/alerting.py)
-
-
-def children(pid):
-    """Direct children of `pid` (nginx's workers)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(d))
-        except (OSError, ValueError, IndexError):
-            pass
-    return out
 
 
 def version(cmd):
@@ -199,9 +184,9 @@ http {{
                       os.path.join(tmp, "nginx.log"))
         self.p.wait_http(f"http://127.0.0.1:{self.port}/t/0", 20)
         end = time.time() + 10
-        while len(children(self.p.pid)) < workers and time.time() < end:
+        while len(proc_children(self.p.pid)) < workers and time.time() < end:
             time.sleep(0.1)
-        self.pids = [self.p.pid] + children(self.p.pid)
+        self.pids = [self.p.pid] + proc_children(self.p.pid)
 
     def cpu(self):
         return sum(proc_cpu(p) for p in self.pids)
