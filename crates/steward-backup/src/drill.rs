@@ -12,6 +12,12 @@
 //! absence is reported, not a failure). The scratch database is dropped at the end
 //! whatever happened; if that fails, the drill fails with a check saying so.
 //!
+//! [`PostgresDrill`] and [`MariaDbDrill`] reach the scratch server through an
+//! [`Endpoint`] and run the same drill; they differ only in the SQL that creates
+//! and drops the scratch database, the restore tool, and the checks after the
+//! restore (`amcheck`, and a note when the backup counted only some tables, are
+//! PostgreSQL's).
+//!
 //! A restore that fails, a count that differs or an assertion that does not hold
 //! is a failed check in the report (`passed == false`); only problems that stop
 //! the drill from running at all (cannot connect, cannot create the scratch
@@ -24,13 +30,12 @@ use std::time::{Duration, Instant};
 use ::mysql::prelude::Queryable;
 use serde::{Deserialize, Serialize};
 use steward_repo::{restore_file_to, Repository, Snapshot};
-use zeroize::Zeroizing;
 
-use crate::child::{bounded, is_not_found, RestoreSink};
+use crate::child::{bounded, RestoreSink};
 use crate::error::{Error, Result};
 use crate::source::{
-    my_connect, my_error, my_ident, pg_connect, pg_error, pg_ident, Facts, SourceKind,
-    CONNECT_TIMEOUT,
+    my_count, my_error, my_ident, pg_count, pg_error, pg_ident, spawn_first_installed, Endpoint,
+    Facts, SourceKind, TableCount, CONNECT_TIMEOUT,
 };
 
 /// How long one assertion query may run.
@@ -304,17 +309,128 @@ fn count_check(
     }
 }
 
+/// One row-count check per table counted at backup time, `label` naming the
+/// table in the check and `count` counting its restored rows.
+fn row_count_checks(
+    facts: &Facts,
+    label: impl Fn(&TableCount) -> String,
+    mut count: impl FnMut(&TableCount) -> std::result::Result<u64, String>,
+) -> Vec<CheckResult> {
+    facts
+        .row_counts
+        .iter()
+        .map(|t| count_check(&label(t), t.rows, count(t)))
+        .collect()
+}
+
+/// One check per assertion, `run` running its query.
+fn assertion_checks(
+    assertions: &[Assertion],
+    mut run: impl FnMut(&str) -> std::result::Result<QueryOutcome, String>,
+) -> Vec<CheckResult> {
+    assertions.iter().map(|a| a.evaluate(run(&a.sql))).collect()
+}
+
+/// What [`PostgresDrill`] and [`MariaDbDrill`] do differently; [`run_drill`] is
+/// the drill they share.
+trait ScratchServer {
+    /// The kind of backup drilled.
+    const KIND: SourceKind;
+    /// The connection that creates and drops the scratch database.
+    type Admin;
+    fn endpoint(&self) -> &Endpoint;
+    fn connect_admin(&self) -> Result<Self::Admin>;
+    fn create_scratch(
+        &self,
+        admin: &mut Self::Admin,
+        scratch: &str,
+    ) -> std::result::Result<(), String>;
+    fn drop_scratch(
+        &self,
+        admin: &mut Self::Admin,
+        scratch: &str,
+    ) -> std::result::Result<(), String>;
+    /// Spawns the restore tool writing its stdin into `scratch`, and names it
+    /// for the report.
+    fn restore_sink(&self, scratch: &str) -> Result<(RestoreSink, &'static str)>;
+    /// The checks after a successful restore: row counts, assertions, etc.
+    fn check(&self, facts: &Facts, scratch: &str) -> Result<Vec<CheckResult>>;
+}
+
+/// Creates the scratch database, restores and checks it, drops it, and reports.
+fn run_drill<S: ScratchServer>(
+    server: &S,
+    repo: &Repository,
+    snapshot: &Snapshot,
+    facts: &Facts,
+) -> Result<DrillReport> {
+    let started = Instant::now();
+    let file = dump_file(snapshot, facts, S::KIND)?;
+    let endpoint = server.endpoint();
+    if endpoint.user.is_empty() || endpoint.user.starts_with('-') || endpoint.host.starts_with('-')
+    {
+        return Err(Error::InvalidSetting(
+            "the drill's host and user must be set and must not start with '-'".into(),
+        ));
+    }
+    let scratch = scratch_name();
+    let mut admin = server.connect_admin()?;
+    server
+        .create_scratch(&mut admin, &scratch)
+        .map_err(|reason| {
+            Error::database(
+                format!(
+                    "cannot create the scratch database {scratch} on {}",
+                    endpoint.server()
+                ),
+                reason,
+            )
+        })?;
+    let result = restore_and_check(server, repo, snapshot, facts, &file, &scratch);
+    let dropped = server.drop_scratch(&mut admin, &scratch);
+    if dropped.is_ok() {
+        tracing::debug!(scratch, "scratch database dropped");
+    }
+    let (restore_duration, bytes, checks) = result?;
+    Ok(finish_report(
+        S::KIND,
+        scratch,
+        started,
+        restore_duration,
+        bytes,
+        checks,
+        dropped,
+    ))
+}
+
+/// Restores `file` into `scratch`, timing it, and checks the result if the
+/// restore worked.
+fn restore_and_check<S: ScratchServer>(
+    server: &S,
+    repo: &Repository,
+    snapshot: &Snapshot,
+    facts: &Facts,
+    file: &str,
+    scratch: &str,
+) -> Result<(Duration, u64, Vec<CheckResult>)> {
+    let timer = Instant::now();
+    let (sink, tool) = server.restore_sink(scratch)?;
+    let (restore, bytes) = restore_into(repo, snapshot, file, sink, tool);
+    let restore_duration = timer.elapsed();
+    let passed = restore.passed;
+    let mut checks = vec![restore];
+    if passed {
+        checks.extend(server.check(facts, scratch)?);
+    }
+    Ok((restore_duration, bytes, checks))
+}
+
 /// A restore drill of a [`crate::Postgres`] backup.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct PostgresDrill {
-    /// Scratch server host.
-    pub host: String,
-    /// Scratch server port.
-    pub port: u16,
-    /// A role that may create databases (and extensions, for `amcheck`).
-    pub user: String,
-    /// Its password (sent as `PGPASSWORD`).
-    pub password: Option<Zeroizing<String>>,
+    /// The scratch server, and a role that may create databases (and
+    /// extensions, for `amcheck`), with its password (sent as `PGPASSWORD`).
+    pub endpoint: Endpoint,
     /// The database to connect to for `CREATE/DROP DATABASE` (default `postgres`).
     pub maintenance_database: String,
     /// The pg_restore to run (default: `pg_restore` on `PATH`).
@@ -325,48 +441,16 @@ pub struct PostgresDrill {
     pub amcheck: bool,
 }
 
-impl std::fmt::Debug for PostgresDrill {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresDrill")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("maintenance_database", &self.maintenance_database)
-            .field("pg_restore", &self.pg_restore)
-            .field("assertions", &self.assertions)
-            .field("amcheck", &self.amcheck)
-            .finish()
-    }
-}
-
 impl PostgresDrill {
     /// A drill on the scratch server at `host:port` as `user`, with no assertions.
     pub fn new(host: &str, port: u16, user: &str) -> Self {
         PostgresDrill {
-            host: host.into(),
-            port,
-            user: user.into(),
-            password: None,
+            endpoint: Endpoint::new(host, port, user),
             maintenance_database: "postgres".into(),
             pg_restore: None,
             assertions: Vec::new(),
             amcheck: true,
         }
-    }
-
-    fn secrets(&self) -> Vec<&str> {
-        self.password.iter().map(|p| p.as_str()).collect()
-    }
-
-    fn connect(&self, db: &str) -> Result<postgres::Client> {
-        pg_connect(
-            &self.host,
-            self.port,
-            &self.user,
-            db,
-            self.password.as_ref().map(|p| p.as_str()),
-        )
     }
 
     /// Restores `snapshot` (a backup whose `facts` were recorded by
@@ -378,38 +462,30 @@ impl PostgresDrill {
         snapshot: &Snapshot,
         facts: &Facts,
     ) -> Result<DrillReport> {
-        let started = Instant::now();
-        let file = dump_file(snapshot, facts, SourceKind::Postgres)?;
-        if self.user.is_empty() || self.user.starts_with('-') || self.host.starts_with('-') {
-            return Err(Error::InvalidSetting(
-                "the drill's host and user must be set and must not start with '-'".into(),
-            ));
-        }
-        let scratch = scratch_name();
-        let mut admin = self.connect(&self.maintenance_database)?;
+        run_drill(self, repo, snapshot, facts)
+    }
+}
+
+impl ScratchServer for PostgresDrill {
+    const KIND: SourceKind = SourceKind::Postgres;
+    type Admin = postgres::Client;
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn connect_admin(&self) -> Result<postgres::Client> {
+        self.endpoint.pg_connect(&self.maintenance_database)
+    }
+
+    fn create_scratch(
+        &self,
+        admin: &mut postgres::Client,
+        scratch: &str,
+    ) -> std::result::Result<(), String> {
         admin
-            .batch_execute(&format!("CREATE DATABASE {}", pg_ident(&scratch)))
-            .map_err(|e| {
-                Error::database(
-                    format!(
-                        "cannot create the scratch database {scratch} on {}:{} as {:?}",
-                        self.host, self.port, self.user
-                    ),
-                    pg_error(&e, &self.secrets()),
-                )
-            })?;
-        let result = self.drill(repo, snapshot, facts, &file, &scratch);
-        let dropped = self.drop_scratch(&mut admin, &scratch);
-        let (restore_duration, bytes, checks) = result?;
-        Ok(finish_report(
-            SourceKind::Postgres,
-            scratch,
-            started,
-            restore_duration,
-            bytes,
-            checks,
-            dropped,
-        ))
+            .batch_execute(&format!("CREATE DATABASE {}", pg_ident(scratch)))
+            .map_err(|e| pg_error(&e, &self.endpoint.secrets()))
     }
 
     fn drop_scratch(
@@ -419,84 +495,46 @@ impl PostgresDrill {
     ) -> std::result::Result<(), String> {
         let name = pg_ident(scratch);
         let forced = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        let res = match forced {
+        match forced {
             Ok(()) => Ok(()),
             // Before PostgreSQL 13 there is no FORCE; a broken admin connection is
             // replaced.
-            Err(_) => match self.connect(&self.maintenance_database) {
+            Err(_) => match self.connect_admin() {
                 Ok(mut fresh) => fresh
                     .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-                    .map_err(|e| pg_error(&e, &self.secrets())),
+                    .map_err(|e| pg_error(&e, &self.endpoint.secrets())),
                 Err(e) => Err(e.to_string()),
             },
-        };
-        if res.is_ok() {
-            tracing::debug!(scratch, "scratch database dropped");
         }
-        res
     }
 
-    fn drill(
-        &self,
-        repo: &Repository,
-        snapshot: &Snapshot,
-        facts: &Facts,
-        file: &str,
-        scratch: &str,
-    ) -> Result<(Duration, u64, Vec<CheckResult>)> {
-        let secrets = self.secrets();
+    fn restore_sink(&self, scratch: &str) -> Result<(RestoreSink, &'static str)> {
         let program = self
             .pg_restore
             .clone()
             .unwrap_or_else(|| PathBuf::from("pg_restore"));
-        let mut cmd = Command::new(&program);
-        cmd.arg(format!("--host={}", self.host))
-            .arg(format!("--port={}", self.port))
-            .arg(format!("--username={}", self.user))
-            .arg(format!("--dbname={scratch}"))
-            .args([
-                "--no-owner",
-                "--no-privileges",
-                "--exit-on-error",
-                "--no-password",
-            ])
-            .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT.as_secs().to_string())
-            .env("PGAPPNAME", "steward-drill");
-        if let Some(p) = &self.password {
-            cmd.env("PGPASSWORD", p.as_str());
-        }
-        let timer = Instant::now();
+        let mut cmd = self.endpoint.pg_command(&program, "steward-drill");
+        cmd.arg(format!("--dbname={scratch}")).args([
+            "--no-owner",
+            "--no-privileges",
+            "--exit-on-error",
+        ]);
         let sink = RestoreSink::spawn(
             &mut cmd,
-            self.password.iter().cloned().collect(),
+            self.endpoint.secret_list(),
             "install the PostgreSQL client tools (postgresql-client) or set the pg_restore path",
         )?;
-        let (restore, bytes) = restore_into(repo, snapshot, file, sink, "pg_restore");
-        let restore_duration = timer.elapsed();
-        let mut checks = vec![restore];
-        if !checks[0].passed {
-            return Ok((restore_duration, bytes, checks));
-        }
+        Ok((sink, "pg_restore"))
+    }
 
-        let mut db = self.connect(scratch)?;
-        for t in &facts.row_counts {
-            let got = db
-                .query_one(
-                    &format!(
-                        "SELECT count(*) FROM {}.{}",
-                        pg_ident(&t.schema),
-                        pg_ident(&t.table)
-                    ),
-                    &[],
-                )
-                .map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0))
-                .map_err(|e| pg_error(&e, &secrets));
-            checks.push(count_check(
-                &format!("{}.{}", t.schema, t.table),
-                t.rows,
-                got,
-            ));
-        }
+    fn check(&self, facts: &Facts, scratch: &str) -> Result<Vec<CheckResult>> {
+        let secrets = self.endpoint.secrets();
+        let mut db = self.endpoint.pg_connect(scratch)?;
+        let mut checks = row_count_checks(
+            facts,
+            |t| format!("{}.{}", t.schema, t.table),
+            |t| pg_count(&mut db, &t.schema, &t.table).map_err(|e| pg_error(&e, &secrets)),
+        );
         if facts.row_counts_truncated {
             checks.push(CheckResult::new(
                 "row counts",
@@ -507,14 +545,13 @@ impl PostgresDrill {
                 ),
             ));
         }
-        for a in &self.assertions {
-            let outcome = pg_assertion(&mut db, &a.sql).map_err(|e| pg_error(&e, &secrets));
-            checks.push(a.evaluate(outcome));
-        }
+        checks.extend(assertion_checks(&self.assertions, |sql| {
+            pg_assertion(&mut db, sql).map_err(|e| pg_error(&e, &secrets))
+        }));
         if self.amcheck {
             checks.push(amcheck(&mut db, &secrets));
         }
-        Ok((restore_duration, bytes, checks))
+        Ok(checks)
     }
 }
 
@@ -603,76 +640,25 @@ fn amcheck(db: &mut postgres::Client, secrets: &[&str]) -> CheckResult {
 }
 
 /// A restore drill of a [`crate::MariaDb`] backup.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct MariaDbDrill {
-    /// Scratch server host (reached over TCP).
-    pub host: String,
-    /// Scratch server port.
-    pub port: u16,
-    /// A user that may create and drop databases.
-    pub user: String,
-    /// Its password (sent as `MYSQL_PWD`).
-    pub password: Option<Zeroizing<String>>,
+    /// The scratch server (reached over TCP), and a user that may create and
+    /// drop databases, with its password (sent as `MYSQL_PWD`).
+    pub endpoint: Endpoint,
     /// The client to run (default: `mariadb`, then `mysql`).
     pub client_program: Option<PathBuf>,
     /// Queries that must hold on the restored data.
     pub assertions: Vec<Assertion>,
 }
 
-impl std::fmt::Debug for MariaDbDrill {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MariaDbDrill")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("client_program", &self.client_program)
-            .field("assertions", &self.assertions)
-            .finish()
-    }
-}
-
 impl MariaDbDrill {
     /// A drill on the scratch server at `host:port` as `user`, with no assertions.
     pub fn new(host: &str, port: u16, user: &str) -> Self {
         MariaDbDrill {
-            host: host.into(),
-            port,
-            user: user.into(),
-            password: None,
+            endpoint: Endpoint::new(host, port, user),
             client_program: None,
             assertions: Vec::new(),
         }
-    }
-
-    fn secrets(&self) -> Vec<&str> {
-        self.password.iter().map(|p| p.as_str()).collect()
-    }
-
-    fn connect(&self, db: Option<&str>) -> Result<::mysql::Conn> {
-        my_connect(
-            &self.host,
-            self.port,
-            &self.user,
-            db,
-            self.password.as_ref().map(|p| p.as_str()),
-        )
-    }
-
-    fn command(&self, program: &Path, scratch: &str) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.arg(format!("--host={}", self.host))
-            .arg(format!("--port={}", self.port))
-            .arg(format!("--user={}", self.user))
-            .arg("--protocol=TCP")
-            .arg(format!("--connect-timeout={}", CONNECT_TIMEOUT.as_secs()))
-            .arg("--batch")
-            .arg("--default-character-set=utf8mb4")
-            .arg(format!("--database={scratch}"));
-        if let Some(p) = &self.password {
-            cmd.env("MYSQL_PWD", p.as_str());
-        }
-        cmd
     }
 
     /// Restores `snapshot` (a backup whose `facts` were recorded by
@@ -684,103 +670,92 @@ impl MariaDbDrill {
         snapshot: &Snapshot,
         facts: &Facts,
     ) -> Result<DrillReport> {
-        let started = Instant::now();
-        let file = dump_file(snapshot, facts, SourceKind::Mariadb)?;
-        if self.user.is_empty() || self.user.starts_with('-') || self.host.starts_with('-') {
-            return Err(Error::InvalidSetting(
-                "the drill's host and user must be set and must not start with '-'".into(),
-            ));
-        }
-        let scratch = scratch_name();
-        let mut admin = self.connect(None)?;
+        run_drill(self, repo, snapshot, facts)
+    }
+
+    fn command(&self, program: &Path, scratch: &str) -> Command {
+        let mut cmd = self.endpoint.my_command(program);
+        cmd.arg(format!("--connect-timeout={}", CONNECT_TIMEOUT.as_secs()))
+            .arg("--batch")
+            .arg("--default-character-set=utf8mb4")
+            .arg(format!("--database={scratch}"));
+        cmd
+    }
+}
+
+impl ScratchServer for MariaDbDrill {
+    const KIND: SourceKind = SourceKind::Mariadb;
+    type Admin = ::mysql::Conn;
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn connect_admin(&self) -> Result<::mysql::Conn> {
+        self.endpoint.my_connect(None)
+    }
+
+    fn create_scratch(
+        &self,
+        admin: &mut ::mysql::Conn,
+        scratch: &str,
+    ) -> std::result::Result<(), String> {
         admin
             .query_drop(format!(
                 "CREATE DATABASE {} CHARACTER SET utf8mb4",
-                my_ident(&scratch)
+                my_ident(scratch)
             ))
-            .map_err(|e| {
-                Error::database(
-                    format!(
-                        "cannot create the scratch database {scratch} on {}:{} as {:?}",
-                        self.host, self.port, self.user
-                    ),
-                    my_error(&e, &self.secrets()),
-                )
-            })?;
-        let result = self.drill(repo, snapshot, facts, &file, &scratch);
-        let drop_sql = format!("DROP DATABASE IF EXISTS {}", my_ident(&scratch));
-        let dropped = match admin.query_drop(&drop_sql) {
+            .map_err(|e| my_error(&e, &self.endpoint.secrets()))
+    }
+
+    fn drop_scratch(
+        &self,
+        admin: &mut ::mysql::Conn,
+        scratch: &str,
+    ) -> std::result::Result<(), String> {
+        let drop_sql = format!("DROP DATABASE IF EXISTS {}", my_ident(scratch));
+        match admin.query_drop(&drop_sql) {
             Ok(()) => Ok(()),
+            // A broken admin connection is replaced.
             Err(_) => self
-                .connect(None)
+                .connect_admin()
                 .map_err(|e| e.to_string())
                 .and_then(|mut c| {
                     c.query_drop(&drop_sql)
-                        .map_err(|e| my_error(&e, &self.secrets()))
+                        .map_err(|e| my_error(&e, &self.endpoint.secrets()))
                 }),
-        };
-        let (restore_duration, bytes, checks) = result?;
-        Ok(finish_report(
-            SourceKind::Mariadb,
-            scratch,
-            started,
-            restore_duration,
-            bytes,
-            checks,
-            dropped,
-        ))
+        }
     }
 
-    fn drill(
-        &self,
-        repo: &Repository,
-        snapshot: &Snapshot,
-        facts: &Facts,
-        file: &str,
-        scratch: &str,
-    ) -> Result<(Duration, u64, Vec<CheckResult>)> {
-        let secrets = self.secrets();
+    fn restore_sink(&self, scratch: &str) -> Result<(RestoreSink, &'static str)> {
         let hint = "install the MariaDB client (mariadb-client) or set the client program path";
-        let secret_list: Vec<Zeroizing<String>> = self.password.iter().cloned().collect();
-        let timer = Instant::now();
-        let sink = match &self.client_program {
-            Some(p) => RestoreSink::spawn(&mut self.command(p, scratch), secret_list, hint)?,
-            None => match RestoreSink::spawn(
-                &mut self.command(Path::new("mariadb"), scratch),
-                secret_list.clone(),
-                hint,
-            ) {
-                Err(e) if is_not_found(&e) => RestoreSink::spawn(
-                    &mut self.command(Path::new("mysql"), scratch),
-                    secret_list,
+        let sink = spawn_first_installed(
+            self.client_program.as_deref(),
+            "mariadb",
+            "mysql",
+            |program| {
+                RestoreSink::spawn(
+                    &mut self.command(program, scratch),
+                    self.endpoint.secret_list(),
                     hint,
-                )?,
-                other => other?,
+                )
             },
-        };
-        let (restore, bytes) = restore_into(repo, snapshot, file, sink, "the mariadb client");
-        let restore_duration = timer.elapsed();
-        let mut checks = vec![restore];
-        if !checks[0].passed {
-            return Ok((restore_duration, bytes, checks));
-        }
-        let mut db = self.connect(Some(scratch))?;
-        for t in &facts.row_counts {
-            let got = db
-                .query_first::<u64, _>(format!(
-                    "SELECT COUNT(*) FROM {}.{}",
-                    my_ident(scratch),
-                    my_ident(&t.table)
-                ))
-                .map(|n| n.unwrap_or(0))
-                .map_err(|e| my_error(&e, &secrets));
-            checks.push(count_check(&t.table, t.rows, got));
-        }
-        for a in &self.assertions {
-            let outcome = my_assertion(&mut db, &a.sql).map_err(|e| my_error(&e, &secrets));
-            checks.push(a.evaluate(outcome));
-        }
-        Ok((restore_duration, bytes, checks))
+        )?;
+        Ok((sink, "the mariadb client"))
+    }
+
+    fn check(&self, facts: &Facts, scratch: &str) -> Result<Vec<CheckResult>> {
+        let secrets = self.endpoint.secrets();
+        let mut db = self.endpoint.my_connect(Some(scratch))?;
+        let mut checks = row_count_checks(
+            facts,
+            |t| t.table.clone(),
+            |t| my_count(&mut db, scratch, &t.table).map_err(|e| my_error(&e, &secrets)),
+        );
+        checks.extend(assertion_checks(&self.assertions, |sql| {
+            my_assertion(&mut db, sql).map_err(|e| my_error(&e, &secrets))
+        }));
+        Ok(checks)
     }
 }
 
@@ -835,6 +810,56 @@ mod tests {
         assert_eq!(Expect::parse("rows >= 5"), Expect::MinRows(5));
         assert_eq!(Expect::parse("100000"), Expect::Equals("100000".into()));
         assert_eq!(Expect::parse("rows > x"), Expect::Equals("rows > x".into()));
+    }
+
+    #[test]
+    fn debug_hides_passwords() {
+        let mut p = PostgresDrill::new("h", 1, "u");
+        p.endpoint.password = Some(zeroize::Zeroizing::new("hunter2".into()));
+        assert!(!format!("{p:?}").contains("hunter2"));
+        let mut m = MariaDbDrill::new("h", 1, "u");
+        m.endpoint.password = p.endpoint.password.clone();
+        assert!(!format!("{m:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn counts_and_assertions_become_checks() {
+        let mut facts = Facts::new(SourceKind::Postgres);
+        for (table, rows) in [("a", 1), ("b", 2)] {
+            facts.row_counts.push(TableCount {
+                schema: "s".into(),
+                table: table.into(),
+                rows,
+            });
+        }
+        let checks = row_count_checks(
+            &facts,
+            |t| t.table.clone(),
+            |t| {
+                if t.table == "a" {
+                    Ok(1)
+                } else {
+                    Err("gone".into())
+                }
+            },
+        );
+        assert_eq!(checks.len(), 2);
+        assert!(
+            checks[0].passed && checks[0].name == "rows in a",
+            "{checks:?}"
+        );
+        assert!(
+            !checks[1].passed && checks[1].detail.contains("gone"),
+            "{checks:?}"
+        );
+        let checks = assertion_checks(&[Assertion::min_rows("SELECT 1", 1)], |sql| {
+            assert_eq!(sql, "SELECT 1");
+            Ok(QueryOutcome {
+                first: Some("1".into()),
+                rows: 1,
+            })
+        });
+        assert!(checks[0].passed, "{checks:?}");
     }
 
     #[test]

@@ -18,7 +18,9 @@
 //! never becomes a snapshot: its exit status is checked before the snapshot is
 //! written. Passwords go to the tools through their environment variables
 //! (`PGPASSWORD`, `MYSQL_PWD`, `REDISCLI_AUTH`), never through argv, and never
-//! appear in an error message.
+//! appear in an error message. [`Postgres`], [`MariaDb`] and their drills keep
+//! host, port, user and password in one [`Endpoint`] (`source.endpoint.password`),
+//! whose `Debug` output hides the password.
 //!
 //! # Drills ([`drill`])
 //!
@@ -55,6 +57,6 @@ pub mod source;
 pub use drill::{Assertion, CheckResult, DrillReport, Expect, MariaDbDrill, PostgresDrill};
 pub use error::{Error, Result};
 pub use source::{
-    Directory, Facts, MariaDb, Postgres, Redis, Source, SourceBackup, SourceKind, Sqlite,
+    Directory, Endpoint, Facts, MariaDb, Postgres, Redis, Source, SourceBackup, SourceKind, Sqlite,
     TableCount,
 };

@@ -24,9 +24,16 @@
 //!   backup API writes to a database file.)
 //! * [`Directory`]: [`steward_repo::backup`] of the paths.
 //!
+//! [`Postgres`] and [`MariaDb`] (and the drills in [`crate::drill`]) reach their
+//! server through an [`Endpoint`] (host, port, user, password), which also
+//! connects and builds the client tools' command lines. The two database backups
+//! share one flow (check the settings, record the facts if `count_rows`, spawn the
+//! dump tool, stream its output); only how the counts are taken and how the dump
+//! tool is run differ.
+//!
 //! Snapshots are tagged `steward`, `source=<name>` and `kind=<kind>`. Passwords
 //! reach the tools only through `PGPASSWORD`, `MYSQL_PWD` and `REDISCLI_AUTH`;
-//! the `Debug` output of every source hides them.
+//! the `Debug` output of every source (and of [`Endpoint`]) hides them.
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -112,7 +119,7 @@ pub struct Facts {
 }
 
 impl Facts {
-    fn new(kind: SourceKind) -> Self {
+    pub(crate) fn new(kind: SourceKind) -> Self {
         Facts {
             kind,
             file_name: None,
@@ -135,6 +142,18 @@ pub struct SourceBackup {
     pub duration: Duration,
     /// What was recorded for drills.
     pub facts: Facts,
+}
+
+impl SourceBackup {
+    /// The outcome of a streamed backup that began at `started`.
+    fn streamed(summary: BackupSummary, started: Instant, facts: Facts) -> Self {
+        SourceBackup {
+            snapshot_id: summary.snapshot_id,
+            bytes: summary.bytes_read,
+            duration: started.elapsed(),
+            facts,
+        }
+    }
 }
 
 /// Any source, for callers that hold a list of them.
@@ -317,64 +336,200 @@ pub(crate) fn my_error(e: &::mysql::Error, secrets: &[&str]) -> String {
     bounded(&redact(&format!("{text}{hint}"), secrets), 1000)
 }
 
-pub(crate) fn pg_connect(
-    host: &str,
-    port: u16,
-    user: &str,
-    database: &str,
-    password: Option<&str>,
-) -> Result<postgres::Client> {
-    let mut cfg = postgres::Config::new();
-    cfg.host(host)
-        .port(port)
-        .user(user)
-        .dbname(database)
-        .application_name("steward-backup")
-        .connect_timeout(CONNECT_TIMEOUT);
-    if let Some(p) = password {
-        cfg.password(p);
-    }
-    cfg.connect(postgres::NoTls).map_err(|e| {
-        Error::database(
-            format!(
-                "cannot connect to PostgreSQL database {database:?} at {host}:{port} as {user:?}"
-            ),
-            pg_error(&e, &password.into_iter().collect::<Vec<_>>()),
-        )
-    })
+/// How to reach and log in to a database server. Shared by [`Postgres`],
+/// [`MariaDb`], [`crate::PostgresDrill`] and [`crate::MariaDbDrill`]; its `Debug`
+/// output hides the password.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// Host name or IP address; for PostgreSQL also a socket directory (starting
+    /// with `/`). MariaDB is always reached over TCP.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Login role (PostgreSQL) or user (MariaDB).
+    pub user: String,
+    /// Password, given to the tools only as `PGPASSWORD` or `MYSQL_PWD`. `None`
+    /// leaves the environment (and PostgreSQL's `~/.pgpass`) to decide.
+    pub password: Option<Zeroizing<String>>,
 }
 
-pub(crate) fn my_connect(
-    host: &str,
-    port: u16,
-    user: &str,
-    database: Option<&str>,
-    password: Option<&str>,
-) -> Result<::mysql::Conn> {
-    let h = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
-    let opts = ::mysql::OptsBuilder::new()
-        .ip_or_hostname(Some(h))
-        .tcp_port(port)
-        .user(Some(user))
-        .pass(password)
-        .db_name(database)
-        .prefer_socket(false)
-        .tcp_connect_timeout(Some(CONNECT_TIMEOUT));
-    ::mysql::Conn::new(opts).map_err(|e| {
-        Error::database(
-            format!(
-                "cannot connect to MariaDB{} at {host}:{port} as {user:?}",
-                database
-                    .map(|d| format!(" database {d:?}"))
-                    .unwrap_or_default()
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// The server at `host:port`, as `user`, with no password.
+    pub fn new(host: &str, port: u16, user: &str) -> Self {
+        Endpoint {
+            host: host.into(),
+            port,
+            user: user.into(),
+            password: None,
+        }
+    }
+
+    fn password(&self) -> Option<&str> {
+        self.password.as_ref().map(|p| p.as_str())
+    }
+
+    /// The password as a list, for redacting error messages.
+    pub(crate) fn secrets(&self) -> Vec<&str> {
+        self.password().into_iter().collect()
+    }
+
+    /// The password as a list, for the child-process wrappers to redact.
+    pub(crate) fn secret_list(&self) -> Vec<Zeroizing<String>> {
+        self.password.iter().cloned().collect()
+    }
+
+    /// `<host>:<port> as "<user>"`, for messages.
+    pub(crate) fn server(&self) -> String {
+        format!("{}:{} as {:?}", self.host, self.port, self.user)
+    }
+
+    /// `database "<database>" on <host>:<port> as "<user>"`, for messages.
+    fn target(&self, database: &str) -> String {
+        format!("database {database:?} on {}", self.server())
+    }
+
+    pub(crate) fn pg_connect(&self, database: &str) -> Result<postgres::Client> {
+        let mut cfg = postgres::Config::new();
+        cfg.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(database)
+            .application_name("steward-backup")
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(p) = self.password() {
+            cfg.password(p);
+        }
+        cfg.connect(postgres::NoTls).map_err(|e| {
+            Error::database(
+                format!(
+                    "cannot connect to PostgreSQL database {database:?} at {}",
+                    self.server()
+                ),
+                pg_error(&e, &self.secrets()),
+            )
+        })
+    }
+
+    pub(crate) fn my_connect(&self, database: Option<&str>) -> Result<::mysql::Conn> {
+        let host = &self.host;
+        let h = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let opts = ::mysql::OptsBuilder::new()
+            .ip_or_hostname(Some(h))
+            .tcp_port(self.port)
+            .user(Some(&self.user))
+            .pass(self.password())
+            .db_name(database)
+            .prefer_socket(false)
+            .tcp_connect_timeout(Some(CONNECT_TIMEOUT));
+        ::mysql::Conn::new(opts).map_err(|e| {
+            Error::database(
+                format!(
+                    "cannot connect to MariaDB{} at {}",
+                    database
+                        .map(|d| format!(" database {d:?}"))
+                        .unwrap_or_default(),
+                    self.server()
+                ),
+                my_error(&e, &self.secrets()),
+            )
+        })
+    }
+
+    /// A PostgreSQL client tool (`pg_dump`, `pg_restore`) aimed at this server:
+    /// `--host`, `--port`, `--username`, `--no-password`, the connect timeout, the
+    /// application name `app` and the password in `PGPASSWORD`.
+    pub(crate) fn pg_command(&self, program: &Path, app: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.arg(format!("--host={}", self.host))
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--username={}", self.user))
+            .arg("--no-password")
+            .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT.as_secs().to_string())
+            .env("PGAPPNAME", app);
+        if let Some(p) = self.password() {
+            cmd.env("PGPASSWORD", p);
+        }
+        cmd
+    }
+
+    /// A MariaDB client tool (`mariadb-dump`, `mariadb`, or their `mysql`
+    /// names) aimed at this server over TCP, with the password in `MYSQL_PWD`.
+    pub(crate) fn my_command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.arg(format!("--host={}", self.host))
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--user={}", self.user))
+            .arg("--protocol=TCP");
+        if let Some(p) = self.password() {
+            cmd.env("MYSQL_PWD", p);
+        }
+        cmd
+    }
+}
+
+/// Spawns `configured` when set; otherwise `default`, or `fallback` when
+/// `default` is not installed (`mariadb-dump`/`mysqldump`, `mariadb`/`mysql`).
+pub(crate) fn spawn_first_installed<T>(
+    configured: Option<&Path>,
+    default: &str,
+    fallback: &str,
+    mut spawn: impl FnMut(&Path) -> Result<T>,
+) -> Result<T> {
+    match configured {
+        Some(p) => spawn(p),
+        None => match spawn(Path::new(default)) {
+            Err(e) if is_not_found(&e) => spawn(Path::new(fallback)),
+            other => other,
+        },
+    }
+}
+
+/// Exact row count of `schema.table` on PostgreSQL.
+pub(crate) fn pg_count(
+    client: &mut postgres::Client,
+    schema: &str,
+    table: &str,
+) -> std::result::Result<u64, postgres::Error> {
+    let n: i64 = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {}.{}",
+                pg_ident(schema),
+                pg_ident(table)
             ),
-            my_error(&e, &password.into_iter().collect::<Vec<_>>()),
-        )
-    })
+            &[],
+        )?
+        .get(0);
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Exact row count of `db.table` on MariaDB.
+pub(crate) fn my_count(
+    conn: &mut ::mysql::Conn,
+    db: &str,
+    table: &str,
+) -> std::result::Result<u64, ::mysql::Error> {
+    let n: Option<u64> = conn.query_first(format!(
+        "SELECT COUNT(*) FROM {}.{}",
+        my_ident(db),
+        my_ident(table)
+    ))?;
+    Ok(n.unwrap_or(0))
 }
 
 /// Counts the rows of the first `max` user tables of a PostgreSQL database (in
@@ -400,26 +555,16 @@ pub(crate) fn pg_count_rows(
     for row in rows.iter().take(max) {
         let schema: String = row.get(0);
         let table: String = row.get(1);
-        let n: i64 = client
-            .query_one(
-                &format!(
-                    "SELECT count(*) FROM {}.{}",
-                    pg_ident(&schema),
-                    pg_ident(&table)
-                ),
-                &[],
+        let rows = pg_count(client, &schema, &table).map_err(|e| {
+            format!(
+                "counting rows of {schema}.{table}: {}",
+                pg_error(&e, secrets)
             )
-            .map_err(|e| {
-                format!(
-                    "counting rows of {schema}.{table}: {}",
-                    pg_error(&e, secrets)
-                )
-            })?
-            .get(0);
+        })?;
         out.push(TableCount {
             schema,
             table,
-            rows: u64::try_from(n).unwrap_or(0),
+            rows,
         });
     }
     Ok((out, truncated))
@@ -443,36 +588,90 @@ pub(crate) fn my_count_rows(
     let truncated = tables.len() > max;
     let mut out = Vec::new();
     for table in tables.into_iter().take(max) {
-        let n: Option<u64> = conn
-            .query_first(format!(
-                "SELECT COUNT(*) FROM {}.{}",
-                my_ident(db),
-                my_ident(&table)
-            ))
+        let rows = my_count(conn, db, &table)
             .map_err(|e| format!("counting rows of {table}: {}", my_error(&e, secrets)))?;
         out.push(TableCount {
             schema: db.to_string(),
             table,
-            rows: n.unwrap_or(0),
+            rows,
         });
     }
     Ok((out, truncated))
 }
 
+/// What [`Postgres`] and [`MariaDb`] do differently; [`backup_database`] is the
+/// flow they share.
+trait DatabaseDump {
+    /// The kind recorded in the facts and tags.
+    const KIND: SourceKind;
+    /// The server's name in messages (`PostgreSQL`, `MariaDB`).
+    const WHAT: &'static str;
+    /// What the row counting hands to the dump and keeps alive until the dump is
+    /// stored.
+    type Counted;
+    fn endpoint(&self) -> &Endpoint;
+    fn database(&self) -> &str;
+    fn file_name(&self) -> String;
+    fn count_rows(&self) -> bool;
+    /// Connects, records the server version and the row counts in `facts`.
+    fn record(&self, facts: &mut Facts) -> Result<Self::Counted>;
+    /// Spawns the dump tool, its stdout the dump.
+    fn spawn_dump(&self, counted: Option<&Self::Counted>) -> Result<DumpReader>;
+    /// Called once the dump is stored.
+    fn release(_counted: Self::Counted) {}
+}
+
+/// The error for a failed query while recording row counts.
+fn counting_error<S: DatabaseDump>(source: &S, reason: String) -> Error {
+    Error::database(
+        format!(
+            "recording row counts of {}",
+            source.endpoint().target(source.database())
+        ),
+        reason,
+    )
+}
+
+/// Checks the settings, records the facts (when counting rows), runs the dump
+/// tool and stores its output as a snapshot of the source called `name`.
+fn backup_database<S: DatabaseDump>(
+    source: &S,
+    repo: &Repository,
+    name: &str,
+) -> Result<SourceBackup> {
+    let started = Instant::now();
+    let opts = options(name, S::KIND)?;
+    let endpoint = source.endpoint();
+    let database = source.database();
+    check_host_user(&endpoint.host, &endpoint.user, S::WHAT)?;
+    check_database(database, S::WHAT)?;
+    let file_name = source.file_name();
+    let mut facts = Facts::new(S::KIND);
+    facts.file_name = Some(file_name.clone());
+    facts.database = Some(database.to_string());
+    let counted = if source.count_rows() {
+        Some(source.record(&mut facts)?)
+    } else {
+        None
+    };
+    let mut reader = source.spawn_dump(counted.as_ref())?;
+    let target = endpoint.target(database);
+    let summary = stream(repo, &file_name, &mut reader, &opts, &target)?;
+    drop(reader);
+    if let Some(c) = counted {
+        S::release(c);
+    }
+    Ok(SourceBackup::streamed(summary, started, facts))
+}
+
 /// A PostgreSQL database, dumped with `pg_dump --format=custom`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Postgres {
-    /// Host name, IP address, or socket directory (starting with `/`).
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// Login role.
-    pub user: String,
+    /// The server, role and password (`None` leaves the environment and
+    /// `~/.pgpass` to decide).
+    pub endpoint: Endpoint,
     /// Database to dump.
     pub database: String,
-    /// Password (sent as `PGPASSWORD`; `None` leaves the environment and
-    /// `~/.pgpass` to decide).
-    pub password: Option<Zeroizing<String>>,
     /// The pg_dump to run (default: `pg_dump` on `PATH`).
     pub pg_dump: Option<PathBuf>,
     /// Extra pg_dump arguments (e.g. `--exclude-table-data=audit_*`). If they
@@ -485,31 +684,12 @@ pub struct Postgres {
     pub max_tables: usize,
 }
 
-impl std::fmt::Debug for Postgres {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Postgres")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("database", &self.database)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("pg_dump", &self.pg_dump)
-            .field("extra_args", &self.extra_args)
-            .field("count_rows", &self.count_rows)
-            .field("max_tables", &self.max_tables)
-            .finish()
-    }
-}
-
 impl Postgres {
     /// A source with no password and the defaults.
     pub fn new(host: &str, port: u16, user: &str, database: &str) -> Self {
         Postgres {
-            host: host.into(),
-            port,
-            user: user.into(),
+            endpoint: Endpoint::new(host, port, user),
             database: database.into(),
-            password: None,
             pg_dump: None,
             extra_args: Vec::new(),
             count_rows: true,
@@ -522,40 +702,45 @@ impl Postgres {
         format!("{}.pgdump", self.database)
     }
 
-    fn target(&self) -> String {
-        format!(
-            "database {:?} on {}:{} as {:?}",
-            self.database, self.host, self.port, self.user
-        )
-    }
-
     /// Counts rows (if asked), dumps the database and stores the dump as a
     /// snapshot of the source called `name`.
     pub fn backup(&self, repo: &Repository, name: &str) -> Result<SourceBackup> {
-        let started = Instant::now();
-        let opts = options(name, SourceKind::Postgres)?;
-        check_host_user(&self.host, &self.user, "PostgreSQL")?;
-        check_database(&self.database, "PostgreSQL")?;
-        let password = self.password.as_ref().map(|p| p.as_str());
-        let secrets: Vec<&str> = password.into_iter().collect();
-        let mut facts = Facts::new(SourceKind::Postgres);
-        facts.file_name = Some(self.file_name());
-        facts.database = Some(self.database.clone());
+        backup_database(self, repo, name)
+    }
+}
 
-        let mut client = if self.count_rows {
-            Some(pg_connect(
-                &self.host,
-                self.port,
-                &self.user,
-                &self.database,
-                password,
-            )?)
-        } else {
-            None
-        };
-        let query_err = |reason: String| {
-            Error::database(format!("recording row counts of {}", self.target()), reason)
-        };
+/// The counting transaction, kept open until pg_dump is done, and the snapshot
+/// it exported (if it could).
+struct PgCounted {
+    client: postgres::Client,
+    exported: Option<String>,
+}
+
+impl DatabaseDump for Postgres {
+    const KIND: SourceKind = SourceKind::Postgres;
+    const WHAT: &'static str = "PostgreSQL";
+    type Counted = PgCounted;
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn database(&self) -> &str {
+        &self.database
+    }
+
+    fn file_name(&self) -> String {
+        Postgres::file_name(self)
+    }
+
+    fn count_rows(&self) -> bool {
+        self.count_rows
+    }
+
+    fn record(&self, facts: &mut Facts) -> Result<PgCounted> {
+        let secrets = self.endpoint.secrets();
+        let query_err = |reason: String| counting_error(self, reason);
+        let mut c = self.endpoint.pg_connect(&self.database)?;
         // The counts and the dump share one snapshot: this transaction exports
         // it and stays open until pg_dump is done. Exporting is not possible
         // everywhere (some poolers, old servers); the counts are then only as close
@@ -563,83 +748,65 @@ impl Postgres {
         // transaction, so a fresh one is begun in that case.
         const BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
         let mut exported = None;
-        if let Some(c) = client.as_mut() {
-            c.batch_execute(BEGIN)
-                .map_err(|e| query_err(pg_error(&e, &secrets)))?;
-            match c.query_one("SELECT pg_catalog.pg_export_snapshot()", &[]) {
-                Ok(row) => exported = Some(row.get::<_, String>(0)),
-                Err(e) => {
-                    tracing::warn!(
-                        error = %pg_error(&e, &secrets),
-                        "cannot export a snapshot; row counts and dump are taken separately"
-                    );
-                    c.batch_execute(&format!("ROLLBACK; {BEGIN}"))
-                        .map_err(|e| query_err(pg_error(&e, &secrets)))?;
-                }
+        c.batch_execute(BEGIN)
+            .map_err(|e| query_err(pg_error(&e, &secrets)))?;
+        match c.query_one("SELECT pg_catalog.pg_export_snapshot()", &[]) {
+            Ok(row) => exported = Some(row.get::<_, String>(0)),
+            Err(e) => {
+                tracing::warn!(
+                    error = %pg_error(&e, &secrets),
+                    "cannot export a snapshot; row counts and dump are taken separately"
+                );
+                c.batch_execute(&format!("ROLLBACK; {BEGIN}"))
+                    .map_err(|e| query_err(pg_error(&e, &secrets)))?;
             }
-            let version: String = c
-                .query_one("SHOW server_version", &[])
-                .map_err(|e| query_err(pg_error(&e, &secrets)))?
-                .get(0);
-            facts.server_version = Some(version);
-            let (counts, truncated) =
-                pg_count_rows(c, self.max_tables, &secrets).map_err(query_err)?;
-            facts.row_counts = counts;
-            facts.row_counts_truncated = truncated;
         }
+        let version: String = c
+            .query_one("SHOW server_version", &[])
+            .map_err(|e| query_err(pg_error(&e, &secrets)))?
+            .get(0);
+        facts.server_version = Some(version);
+        let (counts, truncated) =
+            pg_count_rows(&mut c, self.max_tables, &secrets).map_err(query_err)?;
+        facts.row_counts = counts;
+        facts.row_counts_truncated = truncated;
+        Ok(PgCounted {
+            client: c,
+            exported,
+        })
+    }
 
+    fn spawn_dump(&self, counted: Option<&PgCounted>) -> Result<DumpReader> {
         let program = self
             .pg_dump
             .clone()
             .unwrap_or_else(|| PathBuf::from("pg_dump"));
-        let mut cmd = Command::new(&program);
-        cmd.arg("--format=custom")
-            .arg("--no-password")
-            .arg(format!("--host={}", self.host))
-            .arg(format!("--port={}", self.port))
-            .arg(format!("--username={}", self.user))
-            .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT.as_secs().to_string())
-            .env("PGAPPNAME", "steward-backup");
-        if let Some(s) = &exported {
+        let mut cmd = self.endpoint.pg_command(&program, "steward-backup");
+        cmd.arg("--format=custom");
+        if let Some(s) = counted.and_then(|c| c.exported.as_ref()) {
             cmd.arg(format!("--snapshot={s}"));
         }
-        cmd.args(&self.extra_args);
-        cmd.arg(format!("--dbname={}", self.database));
-        if let Some(p) = password {
-            cmd.env("PGPASSWORD", p);
-        }
-        let mut reader = DumpReader::spawn(
+        cmd.args(&self.extra_args)
+            .arg(format!("--dbname={}", self.database));
+        DumpReader::spawn(
             &mut cmd,
-            self.password.iter().cloned().collect(),
+            self.endpoint.secret_list(),
             "install the PostgreSQL client tools (postgresql-client) or set the pg_dump path",
-        )?;
-        let summary = stream(repo, &self.file_name(), &mut reader, &opts, &self.target())?;
-        drop(reader);
-        if let Some(mut c) = client {
-            let _ = c.batch_execute("ROLLBACK");
-        }
-        Ok(SourceBackup {
-            snapshot_id: summary.snapshot_id,
-            bytes: summary.bytes_read,
-            duration: started.elapsed(),
-            facts,
-        })
+        )
+    }
+
+    fn release(mut counted: PgCounted) {
+        let _ = counted.client.batch_execute("ROLLBACK");
     }
 }
 
 /// A MariaDB (or MySQL) database, dumped with `mariadb-dump` or `mysqldump`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct MariaDb {
-    /// Host name or IP address (always reached over TCP).
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// User.
-    pub user: String,
+    /// The server (always reached over TCP), user and password.
+    pub endpoint: Endpoint,
     /// Database to dump.
     pub database: String,
-    /// Password (sent as `MYSQL_PWD`).
-    pub password: Option<Zeroizing<String>>,
     /// The dump program (default: `mariadb-dump`, then `mysqldump`).
     pub dump_program: Option<PathBuf>,
     /// Extra dump arguments.
@@ -650,31 +817,12 @@ pub struct MariaDb {
     pub max_tables: usize,
 }
 
-impl std::fmt::Debug for MariaDb {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MariaDb")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("database", &self.database)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("dump_program", &self.dump_program)
-            .field("extra_args", &self.extra_args)
-            .field("count_rows", &self.count_rows)
-            .field("max_tables", &self.max_tables)
-            .finish()
-    }
-}
-
 impl MariaDb {
     /// A source with no password and the defaults.
     pub fn new(host: &str, port: u16, user: &str, database: &str) -> Self {
         MariaDb {
-            host: host.into(),
-            port,
-            user: user.into(),
+            endpoint: Endpoint::new(host, port, user),
             database: database.into(),
-            password: None,
             dump_program: None,
             extra_args: Vec::new(),
             count_rows: true,
@@ -687,93 +835,82 @@ impl MariaDb {
         format!("{}.sql", self.database)
     }
 
-    fn target(&self) -> String {
-        format!(
-            "database {:?} on {}:{} as {:?}",
-            self.database, self.host, self.port, self.user
-        )
-    }
-
-    fn command(&self, program: &Path) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.arg(format!("--host={}", self.host))
-            .arg(format!("--port={}", self.port))
-            .arg(format!("--user={}", self.user))
-            .arg("--protocol=TCP")
-            .args([
-                "--single-transaction",
-                "--routines",
-                "--events",
-                "--triggers",
-                "--hex-blob",
-                "--default-character-set=utf8mb4",
-            ])
-            .args(&self.extra_args)
-            .arg("--")
-            .arg(&self.database);
-        if let Some(p) = &self.password {
-            cmd.env("MYSQL_PWD", p.as_str());
-        }
-        cmd
-    }
-
     /// Counts rows (if asked), dumps the database and stores the dump as a
     /// snapshot of the source called `name`.
     pub fn backup(&self, repo: &Repository, name: &str) -> Result<SourceBackup> {
-        let started = Instant::now();
-        let opts = options(name, SourceKind::Mariadb)?;
-        check_host_user(&self.host, &self.user, "MariaDB")?;
-        check_database(&self.database, "MariaDB")?;
-        let password = self.password.as_ref().map(|p| p.as_str());
-        let secrets: Vec<&str> = password.into_iter().collect();
-        let mut facts = Facts::new(SourceKind::Mariadb);
-        facts.file_name = Some(self.file_name());
-        facts.database = Some(self.database.clone());
-        if self.count_rows {
-            let mut conn = my_connect(
-                &self.host,
-                self.port,
-                &self.user,
-                Some(&self.database),
-                password,
-            )?;
-            let query_err = |reason: String| {
-                Error::database(format!("recording row counts of {}", self.target()), reason)
-            };
-            facts.server_version = conn
-                .query_first::<String, _>("SELECT VERSION()")
-                .map_err(|e| query_err(my_error(&e, &secrets)))?;
-            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-                .map_err(|e| query_err(my_error(&e, &secrets)))?;
-            let (counts, truncated) =
-                my_count_rows(&mut conn, &self.database, self.max_tables, &secrets)
-                    .map_err(query_err)?;
-            let _ = conn.query_drop("ROLLBACK");
-            facts.row_counts = counts;
-            facts.row_counts_truncated = truncated;
-        }
+        backup_database(self, repo, name)
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        let mut cmd = self.endpoint.my_command(program);
+        cmd.args([
+            "--single-transaction",
+            "--routines",
+            "--events",
+            "--triggers",
+            "--hex-blob",
+            "--default-character-set=utf8mb4",
+        ])
+        .args(&self.extra_args)
+        .arg("--")
+        .arg(&self.database);
+        cmd
+    }
+}
+
+impl DatabaseDump for MariaDb {
+    const KIND: SourceKind = SourceKind::Mariadb;
+    const WHAT: &'static str = "MariaDB";
+    type Counted = ();
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn database(&self) -> &str {
+        &self.database
+    }
+
+    fn file_name(&self) -> String {
+        MariaDb::file_name(self)
+    }
+
+    fn count_rows(&self) -> bool {
+        self.count_rows
+    }
+
+    fn record(&self, facts: &mut Facts) -> Result<()> {
+        let secrets = self.endpoint.secrets();
+        let query_err = |reason: String| counting_error(self, reason);
+        let mut conn = self.endpoint.my_connect(Some(&self.database))?;
+        facts.server_version = conn
+            .query_first::<String, _>("SELECT VERSION()")
+            .map_err(|e| query_err(my_error(&e, &secrets)))?;
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .map_err(|e| query_err(my_error(&e, &secrets)))?;
+        let (counts, truncated) =
+            my_count_rows(&mut conn, &self.database, self.max_tables, &secrets)
+                .map_err(query_err)?;
+        let _ = conn.query_drop("ROLLBACK");
+        facts.row_counts = counts;
+        facts.row_counts_truncated = truncated;
+        Ok(())
+    }
+
+    fn spawn_dump(&self, _counted: Option<&()>) -> Result<DumpReader> {
         let hint = "install the MariaDB client (mariadb-client) or set the dump program path";
-        let secret_list: Vec<Zeroizing<String>> = self.password.iter().cloned().collect();
-        let mut reader = match &self.dump_program {
-            Some(p) => DumpReader::spawn(&mut self.command(p), secret_list, hint)?,
-            None => match DumpReader::spawn(
-                &mut self.command(Path::new("mariadb-dump")),
-                secret_list.clone(),
-                hint,
-            ) {
-                Err(e) if is_not_found(&e) => {
-                    DumpReader::spawn(&mut self.command(Path::new("mysqldump")), secret_list, hint)?
-                }
-                other => other?,
+        spawn_first_installed(
+            self.dump_program.as_deref(),
+            "mariadb-dump",
+            "mysqldump",
+            |program| {
+                DumpReader::spawn(
+                    &mut self.command(program),
+                    self.endpoint.secret_list(),
+                    hint,
+                )
             },
-        };
-        let summary = stream(repo, &self.file_name(), &mut reader, &opts, &self.target())?;
-        Ok(SourceBackup {
-            snapshot_id: summary.snapshot_id,
-            bytes: summary.bytes_read,
-            duration: started.elapsed(),
-            facts,
-        })
+        )
     }
 }
 
@@ -871,12 +1008,7 @@ impl Redis {
         let mut facts = Facts::new(SourceKind::Redis);
         facts.file_name = Some(Self::FILE_NAME.into());
         facts.database = Some(self.db.to_string());
-        Ok(SourceBackup {
-            snapshot_id: summary.snapshot_id,
-            bytes: summary.bytes_read,
-            duration: started.elapsed(),
-            facts,
-        })
+        Ok(SourceBackup::streamed(summary, started, facts))
     }
 }
 
@@ -1001,12 +1133,7 @@ impl Sqlite {
             .map_err(|e| Error::io("read the temporary copy", &copy_path, e))?;
         let summary = backup_stream(repo, &file_name, file, &opts)?;
         drop(dir);
-        Ok(SourceBackup {
-            snapshot_id: summary.snapshot_id,
-            bytes: summary.bytes_read,
-            duration: started.elapsed(),
-            facts,
-        })
+        Ok(SourceBackup::streamed(summary, started, facts))
     }
 }
 
@@ -1093,11 +1220,18 @@ mod tests {
 
     #[test]
     fn debug_hides_passwords() {
+        let mut e = Endpoint::new("h", 1, "u");
+        e.password = Some(Zeroizing::new("hunter2".into()));
+        let text = format!("{e:?}");
+        assert!(
+            !text.contains("hunter2") && text.contains("<redacted>"),
+            "{text}"
+        );
         let mut p = Postgres::new("h", 1, "u", "d");
-        p.password = Some(Zeroizing::new("hunter2".into()));
+        p.endpoint = e.clone();
         assert!(!format!("{p:?}").contains("hunter2"));
         let mut m = MariaDb::new("h", 1, "u", "d");
-        m.password = Some(Zeroizing::new("hunter2".into()));
+        m.endpoint = e;
         assert!(!format!("{m:?}").contains("hunter2"));
         let mut r = Redis::new("h", 1);
         r.password = Some(Zeroizing::new("hunter2".into()));
@@ -1117,6 +1251,31 @@ mod tests {
         assert!(json.contains("\"kind\":\"postgres\""), "{json}");
         let back: Facts = serde_json::from_str(&json).unwrap();
         assert_eq!(back, f);
+    }
+
+    #[test]
+    fn endpoint_commands_keep_the_password_out_of_argv() {
+        let mut e = Endpoint::new("db.example", 5433, "backup");
+        e.password = Some(Zeroizing::new("hunter2".into()));
+        assert_eq!(
+            e.target("app"),
+            "database \"app\" on db.example:5433 as \"backup\""
+        );
+        for cmd in [
+            e.pg_command(Path::new("pg_dump"), "steward-backup"),
+            e.my_command(Path::new("mariadb-dump")),
+        ] {
+            let args: Vec<String> = cmd
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            assert!(args.contains(&"--host=db.example".to_string()), "{args:?}");
+            assert!(args.contains(&"--port=5433".to_string()), "{args:?}");
+            assert!(!args.iter().any(|a| a.contains("hunter2")), "{args:?}");
+            assert!(cmd
+                .get_envs()
+                .any(|(_, v)| v.is_some_and(|v| v == "hunter2")));
+        }
     }
 
     #[test]

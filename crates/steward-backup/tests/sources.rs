@@ -384,7 +384,7 @@ fn passwords_never_appear_in_errors() {
     let t = TestRepo::new();
     // Nothing listens on port 1: the connection is refused.
     let mut source = Postgres::new("127.0.0.1", 1, "postgres", "app");
-    source.password = Some(Zeroizing::new(secret.to_string()));
+    source.endpoint.password = Some(Zeroizing::new(secret.to_string()));
     let err = source.backup(&t.repo, "pg-pw").unwrap_err();
     for text in [err.to_string(), format!("{err:?}"), format!("{source:?}")] {
         assert!(!text.contains(secret), "{text}");
@@ -412,11 +412,11 @@ fn passwords_never_appear_in_errors() {
     assert!(t.repo.list_snapshots().unwrap().is_empty());
 
     let mut my = MariaDb::new("127.0.0.1", 1, "root", "app");
-    my.password = Some(Zeroizing::new(secret.to_string()));
+    my.endpoint.password = Some(Zeroizing::new(secret.to_string()));
     let err = my.backup(&t.repo, "my-pw").unwrap_err();
     assert!(!err.to_string().contains(secret) && !format!("{err:?}").contains(secret));
     let mut drill = PostgresDrill::new("127.0.0.1", 1, "postgres");
-    drill.password = Some(Zeroizing::new(secret.to_string()));
+    drill.endpoint.password = Some(Zeroizing::new(secret.to_string()));
     assert!(!format!("{drill:?}").contains(secret));
 }
 
