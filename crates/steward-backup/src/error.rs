@@ -47,6 +47,19 @@ pub enum Error {
         message: String,
     },
 
+    /// Extracting a restored backup failed; what was written is incomplete.
+    #[error(
+        "{tool} could not extract {what}: {message}; empty the directory and run the restore again"
+    )]
+    Extract {
+        /// The program, e.g. `tar`.
+        tool: String,
+        /// What was being extracted and where.
+        what: String,
+        /// The tool's exit status and its stderr (trimmed, bounded).
+        message: String,
+    },
+
     /// A local file operation failed (temporary copies, SQLite files).
     #[error("cannot {action} {}: {source}", .path.display())]
     Io {

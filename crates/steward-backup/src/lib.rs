@@ -22,6 +22,13 @@
 //! host, port, user and password in one [`Endpoint`] (`source.endpoint.password`),
 //! whose `Debug` output hides the password.
 //!
+//! # Point-in-time recovery ([`pitr`])
+//!
+//! [`base_backup`] streams `pg_basebackup` (tar, WAL fetched) into a snapshot,
+//! [`wal_push`] and [`wal_fetch`] are PostgreSQL's `archive_command` and
+//! `restore_command`, and [`restore_to_time`] prepares a data directory that
+//! recovers to a point in time.
+//!
 //! # Drills ([`drill`])
 //!
 //! [`PostgresDrill`] and [`MariaDbDrill`] restore a snapshot into a scratch
@@ -52,10 +59,15 @@
 pub mod child;
 pub mod drill;
 pub mod error;
+pub mod pitr;
 pub mod source;
 
 pub use drill::{Assertion, CheckResult, DrillReport, Expect, MariaDbDrill, PostgresDrill};
 pub use error::{Error, Result};
+pub use pitr::{
+    base_backup, choose_base, restore_to_time, wal_fetch, wal_push, BaseBackupOptions, PitrRestore,
+    WalFetchCommand, WalFetched, WalPushed,
+};
 pub use source::{
     Directory, Endpoint, Facts, MariaDb, Postgres, Redis, Source, SourceBackup, SourceKind, Sqlite,
     TableCount,

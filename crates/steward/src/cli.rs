@@ -673,4 +673,66 @@ pub enum RepoCommand {
         #[arg(long, value_name = "SUBSET")]
         read_data_subset: Option<String>,
     },
+    /// Take a PostgreSQL base backup for point-in-time recovery: pg_basebackup (tar on stdout,
+    /// with the WAL it needs) streamed into a snapshot tagged kind=pg-base (password from
+    /// PGPASSWORD or ~/.pgpass; the role needs REPLICATION)
+    PgBaseBackup {
+        /// The source name (the same as in wal-push's archive_command)
+        #[arg(long, value_name = "NAME")]
+        source: String,
+        /// Server host name, IP address or socket directory
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Server port
+        #[arg(long, default_value_t = 5432)]
+        port: u16,
+        /// Login role (with the REPLICATION attribute)
+        #[arg(long, default_value = "postgres")]
+        user: String,
+        /// The database the source is about (recorded only: the whole cluster is copied)
+        #[arg(long)]
+        database: Option<String>,
+        /// The pg_basebackup to run [default: pg_basebackup on PATH]
+        #[arg(long, value_name = "PATH")]
+        pg_basebackup: Option<PathBuf>,
+    },
+    /// Archive one WAL file (PostgreSQL's archive_command:
+    /// `steward repo wal-push --source main %p`); the same file again succeeds, different
+    /// content under an archived name fails
+    WalPush {
+        /// The source name
+        #[arg(long, value_name = "NAME")]
+        source: String,
+        /// The WAL file (%p)
+        path: PathBuf,
+    },
+    /// Restore one archived WAL file (PostgreSQL's restore_command); exit code 1 with a short
+    /// message when the archive does not hold it
+    WalFetch {
+        /// The source name
+        #[arg(long, value_name = "NAME")]
+        source: String,
+        /// The WAL file name (%f)
+        segment: String,
+        /// Where to write it (%p)
+        dest: PathBuf,
+    },
+    /// Prepare a data directory that recovers a source to a point in time: the latest base
+    /// backup before the time, recovery.signal, and restore_command calling wal-fetch
+    PgRestore {
+        /// The source name
+        #[arg(long, value_name = "NAME")]
+        source: String,
+        /// The new data directory (missing or empty)
+        #[arg(long, value_name = "DIR")]
+        target_dir: PathBuf,
+        /// Recover up to this time (RFC 3339, e.g. 2026-01-31T12:00:00Z) [default: the end of
+        /// the archive]
+        #[arg(long, value_name = "RFC3339")]
+        time: Option<String>,
+        /// Password file the restored server's restore_command reads (its path goes into
+        /// postgresql.auto.conf, never the password) [default: --password-file]
+        #[arg(long, value_name = "FILE")]
+        restore_password_file: Option<PathBuf>,
+    },
 }

@@ -3,6 +3,10 @@
 //! `restic`; these commands are what an operator uses when Steward's server is gone (disaster
 //! recovery) and what the backup benchmark times against restic.
 //!
+//! PostgreSQL point-in-time recovery (`pg-base-backup`, `wal-push`, `wal-fetch`, `pg-restore`)
+//! is `steward_backup::pitr`: `wal-push` and `wal-fetch` are made to be PostgreSQL's
+//! `archive_command` and `restore_command`.
+//!
 //! The password comes from `--password-file` / `STEWARD_REPO_PASSWORD_FILE`, or from
 //! `STEWARD_REPO_PASSWORD`; never from argv.
 
@@ -225,8 +229,129 @@ fn run(args: RepoArgs, out: Output) -> Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::from(1));
             }
         }
+        RepoCommand::PgBaseBackup {
+            source,
+            host,
+            port,
+            user,
+            database,
+            pg_basebackup,
+        } => {
+            let repo = Repository::open(backend, &password)?;
+            let endpoint = steward_backup::Endpoint::new(&host, port, &user);
+            let opts = steward_backup::BaseBackupOptions {
+                pg_basebackup,
+                database,
+                hostname: None,
+            };
+            let done = steward_backup::base_backup(&repo, &endpoint, &source, &opts)
+                .map_err(backup_err)?;
+            let secs = done.duration.as_secs_f64();
+            match out {
+                Output::Json => println!(
+                    "{}",
+                    json!({"snapshot": done.snapshot_id, "source": source, "bytes": done.bytes,
+                           "seconds": secs})
+                ),
+                Output::Human => println!(
+                    "base backup of {source} saved as snapshot {}: {} in {:.2} s",
+                    done.snapshot_id.short(),
+                    human_bytes(done.bytes),
+                    secs
+                ),
+            }
+        }
+        RepoCommand::WalPush { source, path } => {
+            let repo = Repository::open(backend, &password)?;
+            let pushed = steward_backup::wal_push(&repo, &source, &path).map_err(backup_err)?;
+            if let Output::Json = out {
+                let (id, stored) = match pushed {
+                    steward_backup::WalPushed::Stored(id) => (id, true),
+                    steward_backup::WalPushed::AlreadyArchived(id) => (id, false),
+                };
+                println!("{}", json!({"snapshot": id, "stored": stored}));
+            }
+        }
+        RepoCommand::WalFetch {
+            source,
+            segment,
+            dest,
+        } => {
+            let repo = Repository::open(backend, &password)?;
+            match steward_backup::wal_fetch(&repo, &source, &segment, &dest).map_err(backup_err)? {
+                steward_backup::WalFetched::Restored(_) => {}
+                steward_backup::WalFetched::NotFound => {
+                    eprintln!("{segment}: not in the archive of source {source}");
+                    return Ok(std::process::ExitCode::from(1));
+                }
+            }
+        }
+        RepoCommand::PgRestore {
+            source,
+            target_dir,
+            time,
+            restore_password_file,
+        } => {
+            let target_time = match time.as_deref() {
+                Some(t) => Some(
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .map_err(|e| {
+                            UsageError(format!(
+                                "--time {t:?} is not an RFC 3339 time ({e}): write it like 2026-01-31T12:00:00Z"
+                            ))
+                        })?
+                        .with_timezone(&chrono::Utc),
+                ),
+                None => None,
+            };
+            let absolute = |p: &Path| {
+                std::path::absolute(p)
+                    .with_context(|| format!("cannot resolve the path {}", p.display()))
+            };
+            let repo_path = absolute(Path::new(args.repo.as_deref().unwrap_or_default()))?;
+            let password_file = match restore_password_file.or(args.password_file) {
+                Some(p) => Some(absolute(&p)?),
+                None => None,
+            };
+            let fetch = steward_backup::WalFetchCommand {
+                exe: std::env::current_exe()
+                    .context("cannot find the path of the steward executable")?,
+                repo: repo_path.to_string_lossy().into_owned(),
+                password_file,
+            };
+            let repo = Repository::open(backend, &password)?;
+            let r =
+                steward_backup::restore_to_time(&repo, &source, &target_dir, target_time, &fetch)
+                    .map_err(backup_err)?;
+            match out {
+                Output::Json => println!(
+                    "{}",
+                    json!({"base_snapshot": r.base_snapshot, "base_time": r.base_time,
+                           "bytes": r.bytes, "target_time": r.target_time, "target_dir": r.target_dir})
+                ),
+                Output::Human => println!(
+                    "extracted base backup {} ({}) into {}; start PostgreSQL on it to recover {}",
+                    r.base_snapshot.short(),
+                    r.base_time.format("%Y-%m-%d %H:%M:%S"),
+                    r.target_dir.display(),
+                    match r.target_time {
+                        Some(t) => format!("to {}", t.to_rfc3339()),
+                        None => "to the end of the archive".into(),
+                    }
+                ),
+            }
+        }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A backup-library error, with a repository error kept as itself (for its exit code).
+fn backup_err(e: steward_backup::Error) -> anyhow::Error {
+    match e {
+        steward_backup::Error::Repo(r) => r.into(),
+        steward_backup::Error::InvalidSetting(m) => UsageError(m).into(),
+        other => other.into(),
+    }
 }
 
 /// The backend a `--repo` value names: a local directory (an `s3:` URL once the S3 backend
