@@ -165,3 +165,129 @@ def test_damage_wrong_password_and_bad_input(repo):
     assert victim.name[:8].encode() in r.stdout, r.stdout.decode()
     # Structure alone is fine: the header still matches the index.
     assert steward(env, "check").returncode == 0
+
+
+def test_forget_prune_then_restic_checks_and_restores(repo):
+    tmp, pw, env = repo
+    src = tmp / "src"
+    make_tree(src)
+    steward(env, "init")
+    old = json.loads(steward(env, "-o", "json", "backup", str(src)).stdout)["snapshot"]
+    (src / "a" / "b" / "big.bin").write_bytes(os.urandom(1 << 20))  # the old data becomes unused
+    new = json.loads(steward(env, "-o", "json", "backup", str(src)).stdout)["snapshot"]
+
+    plan = json.loads(steward(env, "-o", "json", "forget", "--keep-last", "1", "--dry-run").stdout)
+    assert plan["dry_run"] is True and plan["policy_empty"] is False and plan["removed"] == []
+    [group] = plan["groups"]
+    actions = {s["id"]: (s["action"], s["reasons"]) for s in group["snapshots"]}
+    assert actions == {old: ("remove", []), new: ("keep", ["last 1"])}, actions
+    assert len(json.loads(steward(env, "-o", "json", "snapshots").stdout)) == 2
+
+    # Human output: a table with the reasons; an empty policy keeps everything.
+    human = steward(env, "forget", "--keep-last", "1", "--dry-run").stdout.decode()
+    assert "remove" in human and "last 1" in human and old[:8] in human
+    empty = steward(env, "forget").stdout.decode()
+    assert "every snapshot is kept" in empty
+    assert len(json.loads(steward(env, "-o", "json", "snapshots").stdout)) == 2
+
+    done = json.loads(steward(env, "-o", "json", "forget", "--keep-last", "1", "--prune").stdout)
+    assert done["removed"] == [old]
+    assert done["prune"]["dry_run"] is False and done["prune"]["bytes_freed"] > 0
+    theirs = json.loads(restic(tmp, pw, "snapshots", "--json"))
+    assert [s["id"] for s in theirs] == [new]
+    restic(tmp, pw, "check", "--read-data")
+    restic(tmp, pw, "restore", "latest", "--target", str(tmp / "by-restic"))
+    tree_equal(src, tmp / "by-restic" / str(src).lstrip("/"))
+
+    again = json.loads(steward(env, "-o", "json", "prune", "--dry-run", "--max-unused", "0%").stdout)
+    assert again["dry_run"] is True and again["snapshots"] == 1
+    r = steward(env, "prune", "--max-unused", "lots", check=False)
+    assert r.returncode == 2 and b"--max-unused" in r.stderr
+
+
+def test_copy_to_a_second_repository(repo):
+    tmp, pw, env = repo
+    src = tmp / "src"
+    make_tree(src)
+    steward(env, "init")
+    first = json.loads(steward(env, "-o", "json", "backup", str(src)).stdout)["snapshot"]
+    pw2 = tmp / "password2"
+    pw2.write_text("another password " + uuid.uuid4().hex + "\n")
+    dest = tmp / "copy"
+    steward(dict(env, STEWARD_REPO=str(dest), STEWARD_REPO_PASSWORD_FILE=str(pw2)), "init")
+
+    out = json.loads(steward(env, "-o", "json", "copy", "--to", str(dest), "--to-password-file", str(pw2)).stdout)
+    assert out["copied"] == 1 and out["skipped"] == 0 and out["snapshots"][0]["source"] == first
+    again = json.loads(steward(env, "-o", "json", "copy", "--to", str(dest), "--to-password-file", str(pw2),
+                               first[:8]).stdout)
+    assert again["copied"] == 0 and again["skipped"] == 1
+
+    r = subprocess.run([RESTIC, "-r", str(dest), "--password-file", str(pw2), "--no-cache", "restore", "latest",
+                        "--target", str(tmp / "from-copy")], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    tree_equal(src, tmp / "from-copy" / str(src).lstrip("/"))
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def moto(tmp_path: pathlib.Path):
+    import time
+    import urllib.request
+    port = _free_port()
+    log = open(tmp_path / "moto.log", "wb")
+    proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+                break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not start: " + (tmp_path / "moto.log").read_text())
+                time.sleep(0.2)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_s3_repository_round_trip(repo, moto):
+    tmp, pw, env = repo
+    url = f"s3:http://127.0.0.1:{moto}/bucket/prefix"
+    env = dict(env, STEWARD_REPO=url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               AWS_DEFAULT_REGION="us-east-1")
+    env.pop("AWS_SESSION_TOKEN", None)
+    src = tmp / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "data.bin").write_bytes(os.urandom(200_000))
+    (src / "hello.txt").write_text("hello from s3\n")
+    steward(env, "init")
+    snap = json.loads(steward(env, "-o", "json", "backup", str(src)).stdout)["snapshot"]
+    steward(env, "restore", "latest", "--target", str(tmp / "out"))
+    tree_equal(src, tmp / "out" / str(src).lstrip("/"))
+
+    r = subprocess.run([RESTIC, "-r", url, "--password-file", str(pw), "--no-cache", "snapshots", "--json"],
+                       env=env, capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    assert [s["id"] for s in json.loads(r.stdout)] == [snap]
+
+
+def test_s3_repository_without_credentials_is_a_usage_error(repo):
+    tmp, pw, env = repo
+    env = clean_env({"STEWARD_REPO": "s3:http://127.0.0.1:9/bucket/prefix", "STEWARD_REPO_PASSWORD_FILE": str(pw),
+                     "AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": "testing"})
+    r = steward(env, "snapshots", check=False)
+    assert r.returncode == 2, r.stderr.decode()
+    assert b"AWS_ACCESS_KEY_ID" in r.stderr and b"testing" not in r.stderr

@@ -605,13 +605,15 @@ pub enum MaintenanceCommand {
 
 #[derive(Args, Debug)]
 pub struct RepoArgs {
-    /// The repository: a local directory
+    /// The repository: a local directory, or `s3:http(s)://host[:port]/bucket/prefix` (credentials
+    /// from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, optional AWS_SESSION_TOKEN and
+    /// AWS_DEFAULT_REGION, as restic)
     #[arg(
         long,
         short = 'r',
         global = true,
         env = "STEWARD_REPO",
-        value_name = "DIR"
+        value_name = "DIR|s3:URL"
     )]
     pub repo: Option<String>,
     /// File holding the repository password (or set STEWARD_REPO_PASSWORD; never on argv)
@@ -672,6 +674,68 @@ pub enum RepoCommand {
         /// everything in a month)
         #[arg(long, value_name = "SUBSET")]
         read_data_subset: Option<String>,
+    },
+    /// Remove snapshots by a retention policy, per group of snapshots (restic's `forget`);
+    /// with no --keep-* rule everything is kept
+    Forget {
+        /// Keep the N newest snapshots
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_last: u32,
+        /// Keep the newest snapshot of each of the N newest hours with one
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_hourly: u32,
+        /// Keep the newest snapshot of each of the N newest days with one
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_daily: u32,
+        /// Keep the newest snapshot of each of the N newest weeks with one
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_weekly: u32,
+        /// Keep the newest snapshot of each of the N newest months with one
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_monthly: u32,
+        /// Keep the newest snapshot of each of the N newest years with one
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_yearly: u32,
+        /// Keep every snapshot within this time of the group's newest, e.g. 1y5m7d2h
+        #[arg(long, value_name = "DURATION")]
+        keep_within: Option<String>,
+        /// Keep snapshots with this tag; `a,b` needs both (repeatable)
+        #[arg(long, value_name = "TAG")]
+        keep_tag: Vec<String>,
+        /// Group snapshots by any of host, paths, tags (comma-separated; empty: one group)
+        #[arg(long, value_name = "host,paths,tags", default_value = "host,paths")]
+        group_by: String,
+        /// Only show what would be removed
+        #[arg(long)]
+        dry_run: bool,
+        /// Prune the repository afterwards (delete the data no snapshot needs any more)
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: unused space allowed to remain (see `prune --max-unused`)
+        #[arg(long, value_name = "LIMIT", requires = "prune")]
+        max_unused: Option<String>,
+    },
+    /// Delete the data no snapshot references (packs deleted or repacked, index rewritten)
+    Prune {
+        /// Only show what would be done
+        #[arg(long)]
+        dry_run: bool,
+        /// Unused space allowed to remain in partly used packs: a percentage (5%), a size
+        /// (500M) or `unlimited` [default: 5%]
+        #[arg(long, value_name = "LIMIT")]
+        max_unused: Option<String>,
+    },
+    /// Copy snapshots (all when none is given) into another repository; snapshots copied
+    /// before are skipped
+    Copy {
+        /// The destination repository (a directory or an s3: URL), already initialised
+        #[arg(long, value_name = "DIR|s3:URL")]
+        to: String,
+        /// File holding the destination's password [default: the source's password]
+        #[arg(long, value_name = "FILE")]
+        to_password_file: Option<PathBuf>,
+        /// Snapshots to copy (`latest`, ids or unique id prefixes)
+        snapshots: Vec<String>,
     },
     /// Take a PostgreSQL base backup for point-in-time recovery: pg_basebackup (tar on stdout,
     /// with the WAL it needs) streamed into a snapshot tagged kind=pg-base (password from

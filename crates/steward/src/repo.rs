@@ -7,8 +7,15 @@
 //! is `steward_backup::pitr`: `wal-push` and `wal-fetch` are made to be PostgreSQL's
 //! `archive_command` and `restore_command`.
 //!
+//! Retention is `forget` (restic's `--keep-*` flags, a plan with reasons per snapshot, then
+//! optionally `--prune`), `prune` deletes unreferenced data, and `copy` copies snapshots into
+//! another repository (its own password via `--to-password-file`).
+//!
 //! The password comes from `--password-file` / `STEWARD_REPO_PASSWORD_FILE`, or from
-//! `STEWARD_REPO_PASSWORD`; never from argv.
+//! `STEWARD_REPO_PASSWORD`; never from argv. `--repo s3:http(s)://host[:port]/bucket/prefix`
+//! is an S3 repository (`steward_repo_s3`) whose access key comes from the environment, as with
+//! restic: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN` and
+//! `AWS_DEFAULT_REGION`.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -19,14 +26,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use serde_json::json;
 use steward_repo::{
-    Backend, BackupOptions, BackupSummary, InitOptions, LocalBackend, Progress, ReadDataSubset,
-    Repository, RestoreOptions,
+    Backend, BackupOptions, BackupSummary, ForgetOptions, ForgetReport, GroupBy, InitOptions,
+    KeepPolicy, LocalBackend, MaxUnused, Progress, PruneOptions, PruneSummary, ReadDataSubset,
+    Repository, RestoreOptions, RetentionDuration,
 };
 use zeroize::Zeroizing;
 
 use crate::cli::{Output, RepoArgs, RepoCommand};
 use crate::commands::UsageError;
-use crate::settings::ConfigProblem;
 
 /// Runs one `steward repo` command. Blocking work runs on a blocking thread.
 pub async fn repo(args: RepoArgs, out: Output) -> Result<std::process::ExitCode> {
@@ -229,6 +236,150 @@ fn run(args: RepoArgs, out: Output) -> Result<std::process::ExitCode> {
                 return Ok(std::process::ExitCode::from(1));
             }
         }
+        RepoCommand::Forget {
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            keep_within,
+            keep_tag,
+            group_by,
+            dry_run,
+            prune,
+            max_unused,
+        } => {
+            let keep_within = match keep_within.as_deref() {
+                Some(d) => Some(d.parse::<RetentionDuration>().map_err(|e| {
+                    UsageError(format!(
+                        "--keep-within: {}",
+                        e.to_string().trim_start_matches("invalid argument: ")
+                    ))
+                })?),
+                None => None,
+            };
+            let policy = KeepPolicy {
+                keep_last,
+                keep_hourly,
+                keep_daily,
+                keep_weekly,
+                keep_monthly,
+                keep_yearly,
+                keep_within,
+                keep_tags: keep_tag
+                    .iter()
+                    .map(|t| {
+                        t.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(String::from)
+                            .collect()
+                    })
+                    .collect(),
+                ..KeepPolicy::default()
+            };
+            let max_unused = parse_max_unused(max_unused.as_deref())?;
+            let opts = ForgetOptions {
+                policy,
+                group_by: parse_group_by(&group_by)?,
+                dry_run,
+                ..ForgetOptions::default()
+            };
+            let repo = Repository::open(backend, &password)?;
+            let report = steward_repo::forget(&repo, &opts, chrono::Utc::now())?;
+            let pruned = if prune {
+                Some(steward_repo::prune(
+                    &repo,
+                    &PruneOptions {
+                        dry_run,
+                        max_unused,
+                        ..PruneOptions::default()
+                    },
+                )?)
+            } else {
+                None
+            };
+            print_forget(&report, pruned.as_ref(), out)?;
+        }
+        RepoCommand::Prune {
+            dry_run,
+            max_unused,
+        } => {
+            let repo = Repository::open(backend, &password)?;
+            let opts = PruneOptions {
+                dry_run,
+                max_unused: parse_max_unused(max_unused.as_deref())?,
+                ..PruneOptions::default()
+            };
+            let s = steward_repo::prune(&repo, &opts)?;
+            match out {
+                Output::Json => println!("{}", prune_json(&s)),
+                Output::Human => print_prune(&s),
+            }
+        }
+        RepoCommand::Copy {
+            to,
+            to_password_file,
+            snapshots,
+        } => {
+            let src = Repository::open(backend, &password)?;
+            let dst_password = match to_password_file.as_deref() {
+                Some(f) => self::password(Some(f))?,
+                None => password.clone(),
+            };
+            let dst = Repository::open(backend_for(&to, "--to")?, &dst_password)
+                .context("cannot open the destination repository given with --to")?;
+            let ids = if snapshots.is_empty() {
+                let mut list = src.list_snapshots()?;
+                list.sort_by_key(|(_, s)| s.time);
+                list.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
+            } else {
+                snapshots
+                    .iter()
+                    .map(|s| src.load_snapshot(s).map(|(id, _)| id))
+                    .collect::<steward_repo::Result<Vec<_>>>()?
+            };
+            let s = steward_repo::copy_snapshots(&src, &dst, &ids)?;
+            let secs = s.duration.as_secs_f64();
+            match out {
+                Output::Json => println!(
+                    "{}",
+                    json!({"destination": dst.location(), "copied": s.copied, "skipped": s.skipped,
+                           "snapshots": s.snapshots.iter().map(|c| json!({"source": c.source,
+                               "destination": c.destination, "already_copied": c.already_copied})).collect::<Vec<_>>(),
+                           "data_blobs_copied": s.data_blobs_copied, "tree_blobs_copied": s.tree_blobs_copied,
+                           "bytes_copied": s.bytes_copied, "bytes_added": s.bytes_added,
+                           "packs_written": s.packs_written, "seconds": secs})
+                ),
+                Output::Human => {
+                    for c in &s.snapshots {
+                        if c.already_copied {
+                            println!(
+                                "snapshot {} skipped: already in the destination as {}",
+                                c.source.short(),
+                                c.destination.short()
+                            );
+                        } else {
+                            println!(
+                                "snapshot {} copied as {}",
+                                c.source.short(),
+                                c.destination.short()
+                            );
+                        }
+                    }
+                    println!(
+                        "{} snapshots copied, {} skipped; {} copied, {} added to {} in {:.2} s",
+                        s.copied,
+                        s.skipped,
+                        human_bytes(s.bytes_copied),
+                        human_bytes(s.bytes_added),
+                        dst.location(),
+                        secs
+                    );
+                }
+            }
+        }
         RepoCommand::PgBaseBackup {
             source,
             host,
@@ -308,7 +459,14 @@ fn run(args: RepoArgs, out: Output) -> Result<std::process::ExitCode> {
                 std::path::absolute(p)
                     .with_context(|| format!("cannot resolve the path {}", p.display()))
             };
-            let repo_path = absolute(Path::new(args.repo.as_deref().unwrap_or_default()))?;
+            let repo_arg = args.repo.as_deref().unwrap_or_default();
+            let repo_path = if repo_arg.starts_with("s3:") {
+                repo_arg.to_string()
+            } else {
+                absolute(Path::new(repo_arg))?
+                    .to_string_lossy()
+                    .into_owned()
+            };
             let password_file = match restore_password_file.or(args.password_file) {
                 Some(p) => Some(absolute(&p)?),
                 None => None,
@@ -316,7 +474,7 @@ fn run(args: RepoArgs, out: Output) -> Result<std::process::ExitCode> {
             let fetch = steward_backup::WalFetchCommand {
                 exe: std::env::current_exe()
                     .context("cannot find the path of the steward executable")?,
-                repo: repo_path.to_string_lossy().into_owned(),
+                repo: repo_path,
                 password_file,
             };
             let repo = Repository::open(backend, &password)?;
@@ -354,21 +512,186 @@ fn backup_err(e: steward_backup::Error) -> anyhow::Error {
     }
 }
 
-/// The backend a `--repo` value names: a local directory (an `s3:` URL once the S3 backend
-/// lands in the binary).
+/// The backend a `--repo` value names: a local directory or an `s3:` URL.
 fn backend(repo: &str) -> Result<Arc<dyn Backend>> {
     if repo.is_empty() {
         return Err(
             UsageError("no repository given: pass --repo DIR or set STEWARD_REPO".into()).into(),
         );
     }
-    if repo.starts_with("s3:") {
-        return Err(ConfigProblem(format!(
-            "{repo}: S3 repositories are not yet available from `steward repo`; use a local directory"
-        ))
-        .into());
+    backend_for(repo, "--repo")
+}
+
+/// The backend for a repository location given with `flag`: an `s3:` URL (credentials from
+/// the environment, as restic) or a local directory.
+fn backend_for(location: &str, flag: &str) -> Result<Arc<dyn Backend>> {
+    if location.is_empty() {
+        return Err(UsageError(format!("{flag} is empty: give a directory or an s3: URL")).into());
     }
-    Ok(Arc::new(LocalBackend::new(repo)))
+    if !location.starts_with("s3:") {
+        return Ok(Arc::new(LocalBackend::new(location)));
+    }
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let required = |name: &str| {
+        var(name).ok_or_else(|| {
+            UsageError(format!(
+                "{name} is not set: the S3 repository given with {flag} takes its access key from the environment variables AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials); set them and run again"
+            ))
+        })
+    };
+    let id = required("AWS_ACCESS_KEY_ID")?;
+    let secret = Zeroizing::new(required("AWS_SECRET_ACCESS_KEY")?);
+    let mut creds = steward_repo_s3::S3Credentials::new(id, secret.as_str());
+    if let Some(token) = var("AWS_SESSION_TOKEN") {
+        creds = creds.with_session_token(token);
+    }
+    let bad = |e: steward_repo_s3::ConfigError| UsageError(format!("{flag}: {e}"));
+    let mut config = steward_repo_s3::S3Config::from_url(location, None, creds).map_err(bad)?;
+    if let Some(region) = var("AWS_DEFAULT_REGION") {
+        config.region = region.trim().to_string();
+    }
+    Ok(Arc::new(
+        steward_repo_s3::S3Backend::new(config).map_err(bad)?,
+    ))
+}
+
+/// `--group-by host,paths,tags` (any subset; empty: one group).
+fn parse_group_by(s: &str) -> Result<GroupBy> {
+    let mut by = GroupBy {
+        host: false,
+        paths: false,
+        tags: false,
+    };
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part {
+            "host" => by.host = true,
+            "paths" => by.paths = true,
+            "tags" => by.tags = true,
+            other => {
+                return Err(UsageError(format!(
+                    "--group-by {s:?}: unknown field {other:?}; use any of host, paths, tags separated by commas (or \"\" for one group)"
+                ))
+                .into())
+            }
+        }
+    }
+    Ok(by)
+}
+
+/// `--max-unused 5%|500M|unlimited` (default 5%).
+fn parse_max_unused(s: Option<&str>) -> Result<MaxUnused> {
+    match s {
+        None => Ok(MaxUnused::default()),
+        Some(s) => s
+            .parse()
+            .map_err(|e: steward_repo::Error| UsageError(format!("--max-unused: {e}")).into()),
+    }
+}
+
+fn print_forget(r: &ForgetReport, pruned: Option<&PruneSummary>, out: Output) -> Result<()> {
+    let removed = r.plan.remove_ids().len();
+    match out {
+        Output::Json => {
+            let groups: Vec<_> = r
+                .plan
+                .groups
+                .iter()
+                .map(|g| {
+                    json!({"key": {"hostname": g.key.hostname, "paths": g.key.paths, "tags": g.key.tags},
+                           "snapshots": g.snapshots.iter().map(|d| json!({
+                               "id": d.id, "short_id": d.id.short(), "time": d.time,
+                               "action": if d.keep { "keep" } else { "remove" },
+                               "reasons": d.reasons.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+                           })).collect::<Vec<_>>()})
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "dry_run": r.dry_run, "policy_empty": r.plan.policy_empty, "groups": groups,
+                    "removed": r.removed, "prune": pruned.map(prune_json),
+                }))?
+            );
+        }
+        Output::Human => {
+            if r.plan.policy_empty {
+                println!("no --keep-* rule given: the policy is empty, so every snapshot is kept and nothing is removed");
+            }
+            for g in &r.plan.groups {
+                println!("group {}:", g.key);
+                println!("  {:<10} {:<20} {:<8} REASONS", "ID", "TIME", "ACTION");
+                for d in &g.snapshots {
+                    let line = format!(
+                        "  {:<10} {:<20} {:<8} {}",
+                        d.id.short(),
+                        d.time.format("%Y-%m-%d %H:%M:%S"),
+                        if d.keep { "keep" } else { "remove" },
+                        d.reasons
+                            .iter()
+                            .map(|x| x.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    println!("{}", line.trim_end());
+                }
+            }
+            let kept = r.plan.keep_ids().len();
+            if r.dry_run {
+                println!("dry run: would keep {kept} and remove {removed} snapshots");
+            } else {
+                println!("kept {kept} snapshots, removed {}", r.removed.len());
+            }
+            if let Some(s) = pruned {
+                print_prune(s);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn prune_json(s: &PruneSummary) -> serde_json::Value {
+    json!({"dry_run": s.dry_run, "snapshots": s.snapshots, "blobs_used": s.blobs_used,
+           "blobs_removed": s.blobs_removed, "blobs_kept": s.blobs_kept,
+           "unused_blobs_kept": s.unused_blobs_kept, "packs_before": s.packs_before,
+           "packs_deleted": s.packs_deleted, "packs_repacked": s.packs_repacked,
+           "packs_written": s.packs_written, "unreferenced_packs_deleted": s.unreferenced_packs_deleted,
+           "packs_after": s.packs_after, "index_files_deleted": s.index_files_deleted,
+           "index_files_written": s.index_files_written, "bytes_before": s.bytes_before,
+           "bytes_after": s.bytes_after, "bytes_freed": s.bytes_freed,
+           "bytes_unused_after": s.bytes_unused_after, "seconds": s.duration.as_secs_f64()})
+}
+
+fn print_prune(s: &PruneSummary) {
+    let verb = if s.dry_run { "would" } else { "did" };
+    println!(
+        "prune{}: {} snapshots, {} blobs in use, {} unused blobs removed, {} unused kept",
+        if s.dry_run {
+            " (dry run, nothing changed)"
+        } else {
+            ""
+        },
+        s.snapshots,
+        s.blobs_used,
+        s.blobs_removed,
+        s.unused_blobs_kept
+    );
+    println!(
+        "  packs: {} before; {verb} delete {} ({} unreferenced), repack {}, write {}; {} after",
+        s.packs_before,
+        s.packs_deleted,
+        s.unreferenced_packs_deleted,
+        s.packs_repacked,
+        s.packs_written,
+        s.packs_after
+    );
+    println!(
+        "  size: {} before, {} after, {} freed, {} unused remaining, in {:.2} s",
+        human_bytes(s.bytes_before),
+        human_bytes(s.bytes_after),
+        human_bytes(s.bytes_freed),
+        human_bytes(s.bytes_unused_after),
+        s.duration.as_secs_f64()
+    );
 }
 
 /// The repository password: from the file, or STEWARD_REPO_PASSWORD; trailing newline dropped.
