@@ -150,6 +150,10 @@ def test_damage_wrong_password_and_bad_input(repo):
     assert r.returncode == 4 and b"not found" in r.stderr, r.stderr
     r = steward(env, "backup", check=False)
     assert r.returncode == 2 and b"nothing to back up" in r.stderr
+    r = steward(env, "backup", str(src), "--compression", "fast", check=False)
+    assert r.returncode == 2 and b"--compression" in r.stderr, r.stderr
+    assert steward(env, "backup", str(src), "--compression", "off").returncode == 0
+    assert steward(env, "backup", str(src), "--compression", "max").returncode == 0
     r = steward(clean_env({"STEWARD_REPO_PASSWORD_FILE": str(pw)}), "snapshots", check=False)
     assert r.returncode == 2 and b"--repo" in r.stderr
 

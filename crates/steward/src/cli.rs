@@ -649,6 +649,10 @@ pub enum RepoCommand {
         /// Host name recorded in the snapshot [default: this machine's]
         #[arg(long)]
         host: Option<String>,
+        /// Compression: `auto` (zstd level 1: fast), `max` (level 19: smallest, slow), `off`, or
+        /// a zstd level from -7 (fastest) to 22
+        #[arg(long, default_value = "auto", value_name = "LEVEL")]
+        compression: String,
     },
     /// List snapshots, oldest first
     Snapshots,

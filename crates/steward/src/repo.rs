@@ -66,8 +66,13 @@ fn run(args: RepoArgs, out: Output) -> Result<std::process::ExitCode> {
             tag,
             stdin_filename,
             host,
+            compression,
         } => {
-            let repo = Repository::open(backend, &password)?;
+            let options = steward_repo::RepoOptions {
+                compression_level: compression_level(&compression)?,
+                ..steward_repo::RepoOptions::default()
+            };
+            let repo = Repository::open_with(backend, &password, options)?;
             let mut opts = BackupOptions {
                 excludes: exclude,
                 tags: tag,
@@ -692,6 +697,22 @@ fn print_prune(s: &PruneSummary) {
         human_bytes(s.bytes_unused_after),
         s.duration.as_secs_f64()
     );
+}
+
+/// The zstd level `--compression` names: auto = the library's default (fast), max = 19, off = 0.
+fn compression_level(v: &str) -> Result<i32> {
+    match v {
+        "auto" => Ok(steward_repo::RepoOptions::default().compression_level),
+        "max" => Ok(19),
+        "off" => Ok(0),
+        n => match n.parse::<i32>() {
+            Ok(l) if (-7..=22).contains(&l) && l != 0 => Ok(l),
+            _ => Err(UsageError(format!(
+                "--compression {v:?}: use auto, max, off, or a zstd level from -7 to 22"
+            ))
+            .into()),
+        },
+    }
 }
 
 /// The repository password: from the file, or STEWARD_REPO_PASSWORD; trailing newline dropped.
