@@ -114,10 +114,11 @@ def test_sign_in_see_a_failing_check_silence_it_and_read_the_status_page(server_
         timeout=20, what="CheckDown alert for api",
     )
 
-    # Roll-ups run every 10 s: wait for the first, so the charts have data to draw.
+    # Roll-ups cover whole minutes from the server's start, and the roll-up job runs every 10 s:
+    # the first appears within about 70 s of the start. Wait for it, so the charts have data.
     wait_for(
         lambda: s.api("GET", "/v1/checks/api?res=hour&buckets=2").json()["data"]["rollups"],
-        timeout=30, what="the first roll-up of api",
+        timeout=90, what="the first roll-up of api",
     )
 
     d = chromium(1280, 900)
