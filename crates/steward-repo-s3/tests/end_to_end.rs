@@ -24,9 +24,12 @@ fn backup_restore_check_on_s3() {
     let summary = backup(&repo, &[&src], &BackupOptions::default()).unwrap();
     assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
     assert_eq!(summary.files_new, TREE_FILES);
-    // 8.5 MB of files of which ~2 MiB of random data is distinct: dedup works.
+    // The 20 MB file holds 16 MiB of random data of which only 8 MiB is distinct
+    // (plus zeros and compressible text); dedup and compression must keep the
+    // repository below that (chunks spanning the repeats and a per-repository chunker
+    // polynomial leave about 14 MiB).
     assert!(
-        summary.bytes_added < 4 << 20,
+        summary.bytes_added < 16 << 20,
         "added {} bytes",
         summary.bytes_added
     );

@@ -18,53 +18,7 @@ use steward_repo::{
     backup, restore, BackupOptions, InitOptions, LocalBackend, RepoOptions, Repository,
     RestoreOptions,
 };
-
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
-
-fn text_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let words = [
-        "INSERT",
-        "INTO",
-        "orders",
-        "VALUES",
-        "(",
-        ")",
-        "'alice'",
-        "'bob'",
-        "42",
-        "NULL",
-        ";\n",
-        "COPY",
-        "public.items",
-        "FROM",
-        "stdin",
-        "\t",
-        "2024-01-01",
-        "true",
-        "1999.95",
-    ];
-    let r = random_bytes(n / 4 + 16, seed);
-    let mut out = Vec::with_capacity(n + 32);
-    let mut i = 0;
-    while out.len() < n {
-        out.extend_from_slice(words[r[i % r.len()] as usize % words.len()].as_bytes());
-        out.push(b' ');
-        i += 1;
-    }
-    out.truncate(n);
-    out
-}
+use steward_test_utils::fs_tree::{random_bytes, text_bytes};
 
 fn generate(dir: &Path, total: usize) -> usize {
     let mut written = 0;

@@ -2,8 +2,11 @@
 //! temporary SQLite store with a manual clock, a free loopback port, and a throwaway
 //! PostgreSQL cluster with scram-sha-256 authentication. The shared server on 5432
 //! trusts every local login, so a wrong or revoked password only really fails on one of these.
+//! [`fs_tree`] holds the generated file trees and data of the backup tests.
 
 #![forbid(unsafe_code)]
+
+pub mod fs_tree;
 
 use std::{
     net::TcpListener,

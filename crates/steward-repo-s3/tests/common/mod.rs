@@ -1,12 +1,13 @@
 //! Helpers shared by the integration tests: a moto S3 server run as a child
-//! process, a scripted HTTP server for failure injection, generated trees and
-//! their comparison, and the restic binary.
+//! process, a scripted HTTP server for failure injection, and restic against S3.
+//! The generated tree, its comparison, the password and the restic binary come from
+//! [`steward_test_utils::fs_tree`], re-exported here.
 #![allow(dead_code)]
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,11 +15,10 @@ use std::time::{Duration, Instant};
 
 use steward_repo::{InitOptions, KdfParams, RepoOptions};
 use steward_repo_s3::{RetryPolicy, S3Backend, S3Config, S3Credentials};
+pub use steward_test_utils::fs_tree::*;
 
 pub const ACCESS_KEY_ID: &str = "AKIASTEWARDTEST7KEY";
 pub const SECRET_ACCESS_KEY: &str = "sEcReT/DoNotLeak+wJalrXUtnFEMIK7MDENG";
-pub const PASSWORD: &str = "correct horse battery staple";
-pub const RESTIC: &str = "/usr/bin/restic";
 
 pub fn credentials() -> S3Credentials {
     S3Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
@@ -257,122 +257,6 @@ pub fn response(status: &str, headers: &[&str], body: &str) -> String {
 /// An S3 XML error document.
 pub fn s3_error(code: &str, message: &str) -> String {
     format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message><RequestId>1</RequestId></Error>")
-}
-
-/// Deterministic pseudo-random bytes.
-pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
-
-/// Builds a tree of a few MB with duplicated content: random blocks repeated
-/// within and across files, compressible text, an empty file, nested
-/// directories, a symlink and a few modes.
-pub fn make_tree(root: &Path) {
-    fs::create_dir_all(root.join("a/b/c")).unwrap();
-    fs::create_dir_all(root.join("copies")).unwrap();
-    fs::create_dir_all(root.join("empty dir")).unwrap();
-    let block = random_bytes(1 << 20, 1);
-    let other = random_bytes(1 << 20, 2);
-    let mut big = Vec::new();
-    big.extend_from_slice(&block);
-    big.extend_from_slice(&other);
-    big.extend_from_slice(&block);
-    big.extend_from_slice(&vec![0u8; 512 << 10]);
-    fs::write(root.join("big.bin"), &big).unwrap();
-    fs::write(root.join("copies/big-copy.bin"), &big).unwrap();
-    fs::write(root.join("copies/block.bin"), &block).unwrap();
-    let text: Vec<u8> = (0..40_000)
-        .flat_map(|i| format!("INSERT INTO t VALUES ({i}, 'row {i}');\n").into_bytes())
-        .collect();
-    fs::write(root.join("dump.sql"), &text).unwrap();
-    fs::write(root.join("a/b/c/deep.txt"), b"deep inside\n").unwrap();
-    fs::write(root.join("a/small.txt"), random_bytes(3000, 3)).unwrap();
-    fs::write(root.join("empty"), b"").unwrap();
-    fs::write(root.join("name with spaces ü.txt"), b"spaces").unwrap();
-    std::os::unix::fs::symlink("a/b/c/deep.txt", root.join("link")).unwrap();
-    fs::write(root.join("script.sh"), b"#!/bin/sh\necho hi\n").unwrap();
-    fs::set_permissions(root.join("script.sh"), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::set_permissions(root.join("a/small.txt"), fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-/// Regular files [`make_tree`] creates.
-pub const TREE_FILES: u64 = 9;
-
-/// Asserts two trees have the same names, types, contents (byte for byte), modes
-/// and link targets.
-pub fn assert_same_tree(expected: &Path, actual: &Path) {
-    let me = fs::symlink_metadata(expected).unwrap();
-    let ma = fs::symlink_metadata(actual)
-        .unwrap_or_else(|e| panic!("{} missing: {e}", actual.display()));
-    assert_eq!(
-        me.file_type(),
-        ma.file_type(),
-        "type of {}",
-        actual.display()
-    );
-    if me.file_type().is_symlink() {
-        assert_eq!(
-            fs::read_link(expected).unwrap(),
-            fs::read_link(actual).unwrap(),
-            "target of {}",
-            actual.display()
-        );
-        return;
-    }
-    assert_eq!(
-        me.mode() & 0o7777,
-        ma.mode() & 0o7777,
-        "mode of {}",
-        actual.display()
-    );
-    if me.is_file() {
-        assert!(
-            fs::read(expected).unwrap() == fs::read(actual).unwrap(),
-            "content of {} differs",
-            actual.display()
-        );
-    } else if me.is_dir() {
-        let names = |p: &Path| {
-            let mut v: Vec<_> = fs::read_dir(p)
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            v.sort();
-            v
-        };
-        let ne = names(expected);
-        assert_eq!(ne, names(actual), "entries of {}", actual.display());
-        for n in ne {
-            assert_same_tree(&expected.join(&n), &actual.join(&n));
-        }
-    }
-}
-
-/// Where a restore puts absolute `path` below `target`.
-pub fn under(target: &Path, path: &Path) -> PathBuf {
-    target.join(path.strip_prefix("/").unwrap())
-}
-
-/// True when restic is installed; a missing restic fails the test unless
-/// STEWARD_SKIP_RESTIC=1.
-pub fn have_restic(test: &str) -> bool {
-    if Path::new(RESTIC).exists() {
-        return true;
-    }
-    if std::env::var("STEWARD_SKIP_RESTIC").as_deref() == Ok("1") {
-        eprintln!("SKIPPED {test}: {RESTIC} is not installed and STEWARD_SKIP_RESTIC=1");
-        return false;
-    }
-    panic!("{test}: {RESTIC} is not installed: apt-get install restic (or STEWARD_SKIP_RESTIC=1 to skip)");
 }
 
 /// Runs restic against an S3 repository URL; panics with its output on failure.
