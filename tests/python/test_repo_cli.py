@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -295,3 +296,18 @@ def test_s3_repository_without_credentials_is_a_usage_error(repo):
     r = steward(env, "snapshots", check=False)
     assert r.returncode == 2, r.stderr.decode()
     assert b"AWS_ACCESS_KEY_ID" in r.stderr and b"testing" not in r.stderr
+
+
+def test_s3_endpoint_down_is_unavailable_after_bounded_retries(repo):
+    tmp, pw, env = repo
+    env = clean_env({"STEWARD_REPO": "s3:http://127.0.0.1:9/bucket/prefix", "STEWARD_REPO_PASSWORD_FILE": str(pw),
+                     "AWS_ACCESS_KEY_ID": "AKIASTEWARDTESTKEY", "AWS_SECRET_ACCESS_KEY": "sEcReT/not+in+output"})
+    started = time.monotonic()
+    r = steward(env, "snapshots", check=False)
+    took = time.monotonic() - started
+    err = r.stderr.decode()
+    assert r.returncode == 7, err
+    assert "127.0.0.1:9" in err and "attempts" in err, err
+    assert "sEcReT" not in err and "AKIASTEWARDTESTKEY" not in err, err
+    # The backend's own retries (about 4 s) are not retried again by the repository layer.
+    assert took < 30, took

@@ -329,7 +329,7 @@ impl S3Backend {
                 "the server is overloaded or failing: try again later and check the server's status"
             }
         };
-        BackendError::Transient {
+        BackendError::Exhausted {
             what,
             message: format!(
                 "{} while trying to {op} ({}); {advice}",
@@ -713,13 +713,13 @@ mod tests {
         let e = rt
             .block_on(async { b.list(FileType::Snapshot) })
             .unwrap_err();
-        assert!(e.is_transient(), "{e}");
+        assert!(e.is_temporary(), "{e}");
         let e = rt
             .block_on(async {
                 tokio::task::spawn_blocking(move || b.list(FileType::Snapshot)).await
             })
             .unwrap()
             .unwrap_err();
-        assert!(e.is_transient(), "{e}");
+        assert!(e.is_temporary(), "{e}");
     }
 }

@@ -48,7 +48,7 @@
 //! Each call retries by itself ([`RetryPolicy`]: exponential backoff with jitter,
 //! `Retry-After` honoured, bounded by attempts and total time) on connection
 //! failures, timeouts, 408, 429, 5xx and S3's `RequestTimeout`. A call that still
-//! fails returns [`steward_repo::BackendError::Transient`] naming the endpoint, the
+//! fails returns [`steward_repo::BackendError::Exhausted`] (so callers do not retry again) naming the endpoint, the
 //! attempts and the last failure, e.g. `S3 endpoint http://127.0.0.1:9000 unreachable
 //! after 5 attempts: connection refused ...`. 404 (`NoSuchKey`) is
 //! [`steward_repo::BackendError::NotFound`]; 403 is a permanent error saying the

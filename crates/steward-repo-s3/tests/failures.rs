@@ -23,7 +23,7 @@ fn unreachable_endpoint_is_a_clear_transient_error() {
         "{:?}",
         started.elapsed()
     );
-    assert!(e.is_transient(), "{e}");
+    assert!(e.is_temporary(), "{e}");
     let msg = e.to_string();
     eprintln!("unreachable: {msg}");
     assert!(
@@ -47,7 +47,7 @@ fn unreachable_endpoint_is_a_clear_transient_error() {
     let err = Repository::init(Arc::new(b), PASSWORD, fast_init()).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
     match &err {
-        Error::Backend(e) => assert!(e.is_transient(), "{e}"),
+        Error::Backend(e) => assert!(e.is_temporary(), "{e}"),
         other => panic!("{other}"),
     }
     assert!(
@@ -189,7 +189,7 @@ fn retry_after_beyond_the_time_limit_gives_up_at_once() {
     let started = Instant::now();
     let e = b.read(FileType::Index, &Id::hash(b"i")).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(e.is_transient(), "{e}");
+    assert!(e.is_temporary(), "{e}");
     assert_eq!(server.count(), 1);
     let msg = e.to_string();
     eprintln!("retry-after too long: {msg}");
@@ -209,7 +209,7 @@ fn persistent_server_errors_are_bounded() {
     let e = b
         .write(FileType::Lock, &Id::hash(b"l"), b"lock")
         .unwrap_err();
-    assert!(e.is_transient(), "{e}");
+    assert!(e.is_temporary(), "{e}");
     assert_eq!(server.count(), 5);
     assert!(
         e.to_string().contains(&format!(
@@ -296,7 +296,7 @@ fn a_slow_server_times_out_and_is_retried() {
         "{:?}",
         started.elapsed()
     );
-    assert!(e.is_transient(), "{e}");
+    assert!(e.is_temporary(), "{e}");
     let msg = e.to_string();
     eprintln!("timeout: {msg}");
     assert!(msg.contains("timed out after 3 attempts"), "{msg}");

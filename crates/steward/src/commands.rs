@@ -50,6 +50,7 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
                 steward_repo::Error::NotFound { .. } => 4,
                 steward_repo::Error::Locked { .. } => 6,
                 steward_repo::Error::InvalidArgument(_) => 2,
+                steward_repo::Error::Backend(b) if b.is_temporary() => 7,
                 _ => 1,
             };
         }

@@ -87,6 +87,17 @@ pub enum BackendError {
         /// What happened.
         message: String,
     },
+    /// A temporary failure that the backend already retried, with backoff, as long as its
+    /// policy allows: retrying again at once will not help (callers do not retry it).
+    #[error(
+        "{what}: {message} (a temporary failure the backend already retried; try again later)"
+    )]
+    Exhausted {
+        /// The file or operation.
+        what: String,
+        /// What happened.
+        message: String,
+    },
     /// A failure that retrying will not fix (permissions, disk full, bad data).
     #[error("{what}: {message}")]
     Permanent {
@@ -112,6 +123,15 @@ impl BackendError {
     /// True for [`BackendError::Transient`].
     pub fn is_transient(&self) -> bool {
         matches!(self, BackendError::Transient { .. })
+    }
+
+    /// True for a temporary failure, whether or not the backend already retried it
+    /// ([`BackendError::Transient`] or [`BackendError::Exhausted`]).
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Transient { .. } | BackendError::Exhausted { .. }
+        )
     }
 }
 
