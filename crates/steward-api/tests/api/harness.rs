@@ -102,12 +102,11 @@ pub fn error_shape_problem(r: &Resp) -> Option<String> {
     keys.sort_unstable();
     let code = top["error"]["code"].as_str().unwrap_or_default();
     let deleted_version = code == "version_deleted" || code == "version_destroyed";
-    if deleted_version {
-        // Vault's extra for a deleted/destroyed version: `data.metadata`, nothing else.
-        if keys != ["data", "error", "errors"]
-            || !top["data"]["data"].is_null()
-            || !top["data"]["metadata"]["version"].is_u64()
-        {
+    if deleted_version && keys == ["data", "error", "errors"] {
+        // Vault's extra for a deleted/destroyed version on a KV read: `data.metadata`, nothing
+        // else. Other routes (a template or `run` reference to a deleted version) answer with
+        // the plain error body.
+        if !top["data"]["data"].is_null() || !top["data"]["metadata"]["version"].is_u64() {
             return Some(format!("deleted-version body {keys:?}: {}", r.json));
         }
     } else if keys != ["error", "errors"] {
