@@ -74,7 +74,21 @@ fn drain_stderr(child: &mut Child) -> Option<JoinHandle<Vec<u8>>> {
 
 /// Starts `cmd` with the given stdin/stdout and a piped stderr; `hint` says how
 /// to fix a missing program.
+/// Credentials Steward itself may hold in its environment (the repository password, its API
+/// token, object-store keys). A dump or restore tool needs none of them, so no child inherits
+/// them: the tool's own credentials are set explicitly on its command (PGPASSWORD, MYSQL_PWD).
+pub const WITHHELD_ENV: &[&str] = &[
+    "STEWARD_REPO_PASSWORD",
+    "STEWARD_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
 fn spawn(cmd: &mut Command, stdin: Stdio, stdout: Stdio, hint: &str) -> Result<Child> {
+    for var in WITHHELD_ENV {
+        cmd.env_remove(var);
+    }
     cmd.stdin(stdin).stdout(stdout).stderr(Stdio::piped());
     cmd.spawn().map_err(|source| Error::Spawn {
         program: cmd.get_program().to_string_lossy().into_owned(),
@@ -362,5 +376,20 @@ mod tests {
         w.write_all(b"hello").unwrap();
         let e = w.finish().unwrap_err();
         assert!(e.contains("nope") && e.contains("exit code 1"), "{e}");
+    }
+
+    #[test]
+    fn children_do_not_inherit_stewards_credentials() {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("env")
+            .env("STEWARD_REPO_PASSWORD", "repo-pw-must-not-pass")
+            .env("AWS_SECRET_ACCESS_KEY", "aws-secret-must-not-pass")
+            .env("PGPASSWORD", "tool-password-passes");
+        let mut r = DumpReader::spawn(&mut cmd, vec![], "install sh").unwrap();
+        let mut out = String::new();
+        r.read_to_string(&mut out).unwrap();
+        assert!(!out.contains("must-not-pass"), "{out}");
+        assert!(out.contains("PGPASSWORD=tool-password-passes"), "{out}");
     }
 }
