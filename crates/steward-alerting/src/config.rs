@@ -50,7 +50,7 @@ pub fn default_rules() -> Vec<EventRuleConfig> {
             recover_after: 1,
             kind: "alert".into(),
         };
-    vec![
+    let mut rules = vec![
         rule(
             "rotation.failed",
             "rotation.finished",
@@ -86,7 +86,26 @@ pub fn default_rules() -> Vec<EventRuleConfig> {
             "critical",
             "{env}/{path} expired at {detail.expires_at}",
         ),
-    ]
+    ];
+    // Backups (steward-dr): identified by the source (or repository) in the event's detail.
+    let on = |mut r: EventRuleConfig, label: &str| {
+        r.labels
+            .insert(label.to_string(), format!("{{detail.{label}}}"));
+        r
+    };
+    for (event, resolve, name, severity, summary, label) in [
+        ("backup.failed", "backup.succeeded", "BackupFailed", "critical", "The backup of {detail.source} failed: {detail.reason}", "source"),
+        ("backup.missed", "backup.succeeded", "BackupMissed", "warning", "The backup of {detail.source} due at {detail.due_at} did not start", "source"),
+        ("backup.size_changed", "backup.size_normal", "BackupSizeChanged", "warning", "The backup of {detail.source} is {detail.bytes} bytes, {detail.ratio} times the usual {detail.usual_bytes}", "source"),
+        ("backup.copy_failed", "backup.copied", "BackupCopyFailed", "warning", "Copying the backup of {detail.source} to {detail.repository} failed: {detail.reason}", "source"),
+        ("drill.failed", "drill.passed", "DrillFailed", "critical", "The restore drill of {detail.source} failed: {detail.reason}", "source"),
+        ("dr.rpo_breached", "dr.rpo_met", "RpoBreached", "critical", "The recovery point of {detail.source} is {detail.rpo_seconds} s old, over the target {detail.target_seconds} s", "source"),
+        ("dr.rto_breached", "dr.rto_met", "RtoBreached", "warning", "Restoring {detail.source} took {detail.rto_seconds} s, over the target {detail.target_seconds} s", "source"),
+        ("backup.check_failed", "backup.check_passed", "BackupCheckFailed", "critical", "The check of backup repository {detail.repository} failed: {detail.reason}", "repository"),
+    ] {
+        rules.push(on(rule(event, resolve, name, severity, summary), label));
+    }
+    rules
 }
 
 impl Compiled {

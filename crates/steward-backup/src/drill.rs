@@ -403,6 +403,58 @@ fn run_drill<S: ScratchServer>(
     ))
 }
 
+/// Restores into a new database `name` that is kept (a real restore, not a drill):
+/// the database must not exist; a failed restore drops it again, so a failure never
+/// leaves a half-restored database behind. The report's checks are the restore and
+/// the row counts (assertions and amcheck are for drills).
+fn restore_database<S: ScratchServer>(
+    server: &S,
+    repo: &Repository,
+    snapshot: &Snapshot,
+    facts: &Facts,
+    name: &str,
+) -> Result<DrillReport> {
+    let started = Instant::now();
+    let file = dump_file(snapshot, facts, S::KIND)?;
+    if name.is_empty()
+        || name.len() > 63
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        || name.starts_with(|c: char| c.is_ascii_digit())
+    {
+        return Err(Error::InvalidSetting(format!(
+            "{name:?} cannot name the restored database: use up to 63 letters, digits and '_', not starting with a digit"
+        )));
+    }
+    let endpoint = server.endpoint();
+    let mut admin = server.connect_admin()?;
+    server.create_scratch(&mut admin, name).map_err(|reason| {
+        Error::database(
+            format!(
+                "cannot create the database {name} on {} (restores go into a new database; drop or rename an existing one first)",
+                endpoint.server()
+            ),
+            reason,
+        )
+    })?;
+    let result = restore_and_check(server, repo, snapshot, facts, &file, name);
+    let passed = matches!(&result, Ok((_, _, checks)) if checks.iter().all(|c| c.passed));
+    let dropped = if passed {
+        Ok(())
+    } else {
+        server.drop_scratch(&mut admin, name)
+    };
+    let (restore_duration, bytes, checks) = result?;
+    Ok(finish_report(
+        S::KIND,
+        name.to_string(),
+        started,
+        restore_duration,
+        bytes,
+        checks,
+        dropped,
+    ))
+}
+
 /// Restores `file` into `scratch`, timing it, and checks the result if the
 /// restore worked.
 fn restore_and_check<S: ScratchServer>(
@@ -463,6 +515,23 @@ impl PostgresDrill {
         facts: &Facts,
     ) -> Result<DrillReport> {
         run_drill(self, repo, snapshot, facts)
+    }
+
+    /// Restores `snapshot` into a new database `name` and keeps it (see
+    /// [`restore_database`]); assertions and amcheck are not run.
+    pub fn restore_into_database(
+        &self,
+        repo: &Repository,
+        snapshot: &Snapshot,
+        facts: &Facts,
+        name: &str,
+    ) -> Result<DrillReport> {
+        let plain = PostgresDrill {
+            assertions: Vec::new(),
+            amcheck: false,
+            ..self.clone()
+        };
+        restore_database(&plain, repo, snapshot, facts, name)
     }
 }
 
@@ -680,6 +749,22 @@ impl MariaDbDrill {
             .arg("--default-character-set=utf8mb4")
             .arg(format!("--database={scratch}"));
         cmd
+    }
+
+    /// Restores `snapshot` into a new database `name` and keeps it; assertions
+    /// are not run.
+    pub fn restore_into_database(
+        &self,
+        repo: &Repository,
+        snapshot: &Snapshot,
+        facts: &Facts,
+        name: &str,
+    ) -> Result<DrillReport> {
+        let plain = MariaDbDrill {
+            assertions: Vec::new(),
+            ..self.clone()
+        };
+        restore_database(&plain, repo, snapshot, facts, name)
     }
 }
 

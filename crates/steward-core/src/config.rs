@@ -26,6 +26,7 @@ pub struct Config {
     pub events: EventsConfig,
     pub alerting: crate::alerting::AlertingConfig,
     pub monitoring: crate::monitoring::MonitoringConfig,
+    pub backup: crate::backup::BackupConfig,
 }
 
 /// `[rotation]`: the rotation scheduler, expiry warnings and overdue reports.

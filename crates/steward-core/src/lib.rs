@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerting;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod monitoring;
