@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod alerting;
+mod backup;
 mod checks;
 pub mod error;
 mod kv;
@@ -44,6 +45,7 @@ pub struct AppState {
     pub rotations: Arc<steward_rotation::Rotations>,
     pub alerting: Arc<steward_alerting::Alerting>,
     pub checks: Arc<steward_checks::Monitor>,
+    pub backups: Arc<steward_dr::Backups>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
     /// The dashboard's signed-in sessions.
@@ -123,6 +125,16 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v2/status", get(alerting::status))
         .route("/api/v2/receivers", get(alerting::receivers))
+        .route("/v1/sys/backup/sources", get(backup::sources))
+        .route("/v1/sys/backup/runs", get(backup::runs))
+        .route("/v1/sys/backup/run", post(backup::run))
+        .route("/v1/sys/backup/check", post(backup::check))
+        .route("/v1/sys/backup/prune", post(backup::prune))
+        .route("/v1/sys/backup/copy", post(backup::copy))
+        .route("/v1/sys/backup/restore", post(backup::restore))
+        .route("/v1/sys/backup/snapshots", get(backup::snapshots))
+        .route("/v1/sys/drill/run", post(backup::drill))
+        .route("/v1/sys/dr/report", get(backup::report))
         .route("/v1/checks", get(checks::list))
         .route("/v1/slos", get(checks::slos))
         .route("/v1/checks/{name}", get(checks::show))

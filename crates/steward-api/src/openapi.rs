@@ -5,7 +5,7 @@
 use axum::{response::IntoResponse, Json};
 use utoipa::OpenApi;
 
-use crate::{alerting, checks, kv, status, sys, token};
+use crate::{alerting, backup, checks, kv, status, sys, token};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -79,6 +79,16 @@ use crate::{alerting, checks, kv, status, sys, token};
         alerting::windows,
         alerting::start_window,
         alerting::end_window,
+        backup::sources,
+        backup::runs,
+        backup::run,
+        backup::drill,
+        backup::check,
+        backup::prune,
+        backup::copy,
+        backup::restore,
+        backup::snapshots,
+        backup::report,
         checks::list,
         checks::show,
         checks::run,

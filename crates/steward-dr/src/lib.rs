@@ -22,4 +22,4 @@ pub mod service;
 
 pub use config::{Compiled, ConfigError, OwnStore};
 pub use report::DrReport;
-pub use service::{Backups, Op, RestoreRequest, Run};
+pub use service::{Backups, Job, Op, Outcome, RestoreRequest, Run};

@@ -223,6 +223,73 @@ pub struct RestoreRequest {
     pub database: Option<String>,
 }
 
+/// Something to run now (the API's requests).
+#[derive(Debug, Clone)]
+pub enum Job {
+    Backup {
+        source: String,
+    },
+    Drill {
+        source: String,
+        snapshot: Option<String>,
+    },
+    /// `read_data`: `all` or `N/M` (default: the day's share).
+    Check {
+        repository: String,
+        read_data: Option<String>,
+    },
+    Prune {
+        repository: String,
+        dry_run: bool,
+    },
+    Copy {
+        source: String,
+        to: String,
+        snapshot: Option<String>,
+    },
+    Restore(RestoreRequest),
+}
+
+impl Job {
+    fn op(&self) -> Op {
+        match self {
+            Job::Backup { .. } => Op::Backup,
+            Job::Drill { .. } => Op::Drill,
+            Job::Check { .. } => Op::Check,
+            Job::Prune { .. } => Op::Prune,
+            Job::Copy { .. } => Op::Copy,
+            Job::Restore(_) => Op::Restore,
+        }
+    }
+
+    /// The audited action.
+    fn action(&self) -> &'static str {
+        match self {
+            Job::Backup { .. } => "backup.run",
+            Job::Drill { .. } => "backup.drill",
+            Job::Check { .. } => "backup.check",
+            Job::Prune { .. } => "backup.prune",
+            Job::Copy { .. } => "backup.copy",
+            Job::Restore(_) => "backup.restore",
+        }
+    }
+}
+
+/// What [`Backups::api_run`] got.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum Outcome {
+    /// It ended (well or not): the run.
+    Done(Run),
+    /// Still going after the wait: look for the run of `op` on `target` started at or after
+    /// `since` in the history.
+    Running {
+        target: String,
+        op: Op,
+        since: DateTime<Utc>,
+    },
+}
+
 struct Live {
     /// Finished and unfinished runs, loaded at start and appended as they happen, newest
     /// last per (target, op).
@@ -1538,97 +1605,84 @@ impl Backups {
         self.engine.complete(ctx, draft, Ok(out)).await
     }
 
-    /// `POST /v1/backup/run`: backs a source up now and waits.
-    pub async fn api_backup(&self, ctx: &RequestCtx, source: &str) -> Result<Run> {
-        let draft = self.authorize(ctx, "backup.run", Capability::Write).await?;
-        let r = match self.source_index(source) {
-            Ok((i, _)) => self.backup(i, "manual").await,
-            Err(e) => Err(e),
+    /// Runs `job` now for an API caller: checks access, starts it on its own task (so it
+    /// finishes even if the caller goes away) and waits up to `wait` for it. A job still
+    /// going then is [`Outcome::Running`]: its run appears in the history when it ends.
+    pub async fn api_run(
+        self: &Arc<Self>,
+        ctx: &RequestCtx,
+        job: Job,
+        wait: Duration,
+    ) -> Result<Outcome> {
+        let draft = self.authorize(ctx, job.action(), Capability::Write).await?;
+        let r = self.start(job, wait).await;
+        self.engine.complete(ctx, draft, r).await
+    }
+
+    async fn start(self: &Arc<Self>, job: Job, wait: Duration) -> Result<Outcome> {
+        let since = self.now();
+        let me = self.clone();
+        let (target, op) = match &job {
+            Job::Backup { source } | Job::Drill { source, .. } | Job::Copy { source, .. } => {
+                (self.source_index(source)?.1.name.clone(), job.op())
+            }
+            Job::Restore(req) => (self.source_index(&req.source)?.1.name.clone(), Op::Restore),
+            Job::Check { repository, .. } | Job::Prune { repository, .. } => {
+                self.repo_index(repository)?;
+                (repository.clone(), job.op())
+            }
         };
-        self.engine.complete(ctx, draft, r).await
-    }
-
-    /// `POST /v1/backup/drill`.
-    pub async fn api_drill(
-        &self,
-        ctx: &RequestCtx,
-        source: &str,
-        snapshot: Option<String>,
-    ) -> Result<Run> {
-        let draft = self
-            .authorize(ctx, "backup.drill", Capability::Write)
-            .await?;
-        let r = match self.source_index(source) {
-            Ok((i, _)) => self.drill(i, "manual", snapshot).await,
-            Err(e) => Err(e),
-        };
-        self.engine.complete(ctx, draft, r).await
-    }
-
-    /// `POST /v1/backup/check`: `read_data` is `all`, `N/M`, or absent (the day's share).
-    pub async fn api_check(
-        &self,
-        ctx: &RequestCtx,
-        repository: &str,
-        read_data: Option<&str>,
-    ) -> Result<Run> {
-        let draft = self
-            .authorize(ctx, "backup.check", Capability::Write)
-            .await?;
-        let r = async {
-            let r = self.repo_index(repository)?;
-            let subset = read_data.map(parse_subset).transpose()?;
-            self.maintain(r, "manual", subset).await
+        if self.is_running(&target, op) {
+            return Err(conflict(format!(
+                "a {} of {target} is already running; wait for it to finish (see `steward backup list`)",
+                op.as_str()
+            )));
         }
-        .await;
-        self.engine.complete(ctx, draft, r).await
-    }
-
-    /// `POST /v1/backup/prune`.
-    pub async fn api_prune(
-        &self,
-        ctx: &RequestCtx,
-        repository: &str,
-        dry_run: bool,
-    ) -> Result<Run> {
-        let draft = self
-            .authorize(ctx, "backup.prune", Capability::Write)
-            .await?;
-        let r = async {
-            let r = self.repo_index(repository)?;
-            self.prune(r, "manual", dry_run).await
+        let handle = tokio::spawn(async move {
+            match job {
+                Job::Backup { source } => {
+                    let (i, _) = me.source_index(&source)?;
+                    me.backup(i, "manual").await
+                }
+                Job::Drill { source, snapshot } => {
+                    let (i, _) = me.source_index(&source)?;
+                    me.drill(i, "manual", snapshot).await
+                }
+                Job::Check {
+                    repository,
+                    read_data,
+                } => {
+                    let r = me.repo_index(&repository)?;
+                    let subset = read_data.as_deref().map(parse_subset).transpose()?;
+                    me.maintain(r, "manual", subset).await
+                }
+                Job::Prune {
+                    repository,
+                    dry_run,
+                } => {
+                    let r = me.repo_index(&repository)?;
+                    me.prune(r, "manual", dry_run).await
+                }
+                Job::Copy {
+                    source,
+                    to,
+                    snapshot,
+                } => {
+                    let (i, _) = me.source_index(&source)?;
+                    let to = me.repo_index(&to)?;
+                    me.copy(i, to, snapshot).await
+                }
+                Job::Restore(req) => me.restore(req).await,
+            }
+        });
+        match tokio::time::timeout(wait, handle).await {
+            Ok(Ok(r)) => r.map(Outcome::Done),
+            Ok(Err(e)) => Err(SecretsError::internal(format!(
+                "the {} task failed: {e}",
+                op.as_str()
+            ))),
+            Err(_) => Ok(Outcome::Running { target, op, since }),
         }
-        .await;
-        self.engine.complete(ctx, draft, r).await
-    }
-
-    /// `POST /v1/backup/copy`.
-    pub async fn api_copy(
-        &self,
-        ctx: &RequestCtx,
-        source: &str,
-        to: &str,
-        snapshot: Option<String>,
-    ) -> Result<Run> {
-        let draft = self
-            .authorize(ctx, "backup.copy", Capability::Write)
-            .await?;
-        let r = async {
-            let (i, _) = self.source_index(source)?;
-            let to = self.repo_index(to)?;
-            self.copy(i, to, snapshot).await
-        }
-        .await;
-        self.engine.complete(ctx, draft, r).await
-    }
-
-    /// `POST /v1/backup/restore`.
-    pub async fn api_restore(&self, ctx: &RequestCtx, req: RestoreRequest) -> Result<Run> {
-        let draft = self
-            .authorize(ctx, "backup.restore", Capability::Write)
-            .await?;
-        let r = self.restore(req).await;
-        self.engine.complete(ctx, draft, r).await
     }
 
     /// `GET /v1/backup/snapshots?source=`.

@@ -147,6 +147,26 @@ pub enum Command {
         #[arg(long)]
         message: Option<String>,
     },
+    /// Backups run by the server from `[backup]`: run one now, list runs, snapshots, check, prune, restore, copy
+    #[command(
+        after_help = "Examples:\n  steward backup sources\n  steward backup run app-db\n  steward backup list app-db -o json\n  steward backup snapshots app-db\n  steward backup check main --read-data all\n  steward backup restore app-db --database app_restored\n  steward backup restore files --target-dir /srv/restore\n  steward backup copy app-db --to offsite\n\nFor a repository used directly, without a server, see `steward repo`."
+    )]
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Restore drills: restore the newest backup into a scratch database, check it, measure the restore time
+    #[command(after_help = "Examples:\n  steward drill run app-db\n  steward drill list -o json")]
+    Drill {
+        #[command(subcommand)]
+        command: DrillCommand,
+    },
+    /// Disaster recovery: per source the last backup, last passed drill, measured RPO and RTO against their targets
+    #[command(after_help = "Examples:\n  steward dr report\n  steward dr report -o json")]
+    Dr {
+        #[command(subcommand)]
+        command: DrCommand,
+    },
     /// A backup repository, directly and without a server (restic format: restic can read it too)
     #[command(
         after_help = "Examples:\n  export STEWARD_REPO=/srv/backups/app STEWARD_REPO_PASSWORD_FILE=~/.repo-password\n  steward repo init\n  steward repo backup /var/lib/app --exclude '*.tmp'\n  pg_dump -Fc app | steward repo backup --stdin-filename app.pgdump\n  steward repo snapshots -o json\n  steward repo restore latest --target /tmp/restore\n  steward repo dump latest app.pgdump | pg_restore -d app_copy\n  steward repo check --read-data-subset 1/30"
@@ -459,6 +479,89 @@ pub struct ExportArgs {
 pub enum ExportFormat {
     Dotenv,
     Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCommand {
+    /// Every configured source: type, repository, schedule, next backup and drill, last backup
+    Sources,
+    /// Back a source up now and wait for it (exit code 1 when it fails)
+    Run {
+        /// The source's name (see `steward backup sources`)
+        source: String,
+    },
+    /// Past runs, newest first: backups, drills, checks, prunes, copies, restores
+    List {
+        /// Only this source or repository
+        target: Option<String>,
+        /// Only runs of this kind: backup, drill, check, prune, copy, restore
+        #[arg(long)]
+        op: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// A source's snapshots in its repository, newest first
+    Snapshots { source: String },
+    /// Check a repository's structure and read its data (default: the day's share, so that
+    /// every pack is read once in `read_data_days`)
+    Check {
+        repository: String,
+        /// `all`, or part N of M such as `3/30`
+        #[arg(long)]
+        read_data: Option<String>,
+    },
+    /// Free the data no snapshot uses any more
+    Prune {
+        repository: String,
+        /// Report what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Restore a snapshot (default: the source's newest) into a directory, or a database
+    /// source into a new database on its server
+    Restore {
+        source: String,
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Write the snapshot's files here (an absolute path; any source)
+        #[arg(long, conflicts_with = "database")]
+        target_dir: Option<std::path::PathBuf>,
+        /// Restore into this new database (postgres and mariadb sources); it must not exist
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Copy a source's newest snapshot (or --snapshot) to another repository
+    Copy {
+        source: String,
+        /// The repository to copy to
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        snapshot: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DrillCommand {
+    /// Drill a source now: restore into a scratch database, compare row counts, run its assertions (exit code 1 when it fails)
+    Run {
+        source: String,
+        /// Drill this snapshot instead of the newest backup
+        #[arg(long)]
+        snapshot: Option<String>,
+    },
+    /// Past drills, newest first, with the measured restore time
+    List {
+        source: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DrCommand {
+    /// The DR plan with real numbers: last backup, last passed drill, RPO and RTO against targets (exit code 1 when a target is missed)
+    Report,
 }
 
 #[derive(Subcommand, Debug)]

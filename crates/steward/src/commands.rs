@@ -139,6 +139,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Checks { command } => {
             return crate::checks::checks(&client()?, command, out).await
         }
+        Command::Backup { command } => {
+            return crate::backups::backup(&client()?, command, out).await
+        }
+        Command::Drill { command } => return crate::backups::drill(&client()?, command, out).await,
+        Command::Dr { command } => return crate::backups::dr(&client()?, command, out).await,
         Command::Beat {
             name,
             fail,

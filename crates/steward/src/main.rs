@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod alerts;
+mod backups;
 mod checks;
 mod cli;
 mod client;

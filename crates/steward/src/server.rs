@@ -206,6 +206,8 @@ async fn serve(cfg: Config, engine: Arc<Engine>) -> anyhow::Result<()> {
     let monitoring =
         steward_checks::Compiled::compile(&cfg.monitoring, &cfg.store.data.display().to_string())
             .map_err(|e| anyhow::anyhow!("invalid [monitoring] configuration: {e}"))?;
+    let backup_cfg = steward_dr::Compiled::compile(&cfg.backup, &own_store(&cfg)?)
+        .map_err(|e| anyhow::anyhow!("invalid [backup] configuration: {e}"))?;
     // A down dependency mutes the alerts of the checks that depend on it.
     let mut alerting_cfg = cfg.alerting.clone();
     alerting_cfg
@@ -217,6 +219,8 @@ async fn serve(cfg: Config, engine: Arc<Engine>) -> anyhow::Result<()> {
     let alerting_task = tokio::spawn(alerting.clone().run(sched_stop_tx.subscribe()));
     let checks = steward_checks::Monitor::new(engine.clone(), Some(alerting.clone()), monitoring);
     let checks_task = tokio::spawn(checks.clone().run(sched_stop_tx.subscribe()));
+    let backups = steward_dr::Backups::new(engine.clone(), Some(alerting.clone()), backup_cfg);
+    let backups_task = tokio::spawn(backups.clone().run(sched_stop_tx.subscribe()));
     let scheduler = tokio::spawn(rotations.clone().run(async move {
         let _ = sched_stop_rx.wait_for(|s| *s).await;
     }));
@@ -225,6 +229,7 @@ async fn serve(cfg: Config, engine: Arc<Engine>) -> anyhow::Result<()> {
         rotations,
         alerting,
         checks,
+        backups,
         metrics: Arc::new(steward_api::Metrics::default()),
         settings: Arc::new(settings),
         ui: Default::default(),
@@ -277,8 +282,29 @@ async fn serve(cfg: Config, engine: Arc<Engine>) -> anyhow::Result<()> {
     let _ = scheduler.await;
     let _ = alerting_task.await;
     let _ = checks_task.await;
+    let _ = backups_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Where Steward's own store is, for backup sources of type `steward`.
+fn own_store(cfg: &Config) -> anyhow::Result<steward_dr::OwnStore> {
+    if cfg.store.url == "sqlite" {
+        return Ok(steward_dr::OwnStore::Sqlite(
+            cfg.store.data.join(steward_store::sqlite::DB_FILE),
+        ));
+    }
+    let u = url::Url::parse(&cfg.store.url).context("the store URL is not a URL")?;
+    Ok(steward_dr::OwnStore::Postgres {
+        host: u.host_str().unwrap_or("127.0.0.1").to_string(),
+        port: u.port().unwrap_or(5432),
+        user: if u.username().is_empty() {
+            "postgres".into()
+        } else {
+            u.username().to_string()
+        },
+        database: u.path().trim_start_matches('/').to_string(),
+    })
 }
 
 async fn shutdown_signal() {

@@ -194,11 +194,21 @@ impl Api {
             Some(alerting.clone()),
             steward_checks::Compiled::compile(&monitoring, ".").expect("no checks compile"),
         );
+        let backups = steward_dr::Backups::new(
+            engine.clone(),
+            Some(alerting.clone()),
+            steward_dr::Compiled::compile(
+                &Default::default(),
+                &steward_dr::OwnStore::Sqlite("/nonexistent".into()),
+            )
+            .expect("no backups compile"),
+        );
         let app = steward_api::app(AppState {
             engine: engine.clone(),
             rotations,
             alerting,
             checks,
+            backups,
             metrics: metrics.clone(),
             settings: Arc::new(Settings {
                 request_timeout: Duration::from_secs(30),
