@@ -83,9 +83,12 @@ pub struct Server {
 /// What a source backs up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum What {
+    /// `base`: physical base backups with `pg_basebackup` (for point-in-time recovery,
+    /// with WAL archived by `steward repo wal-push`); otherwise logical dumps.
     Postgres {
         server: Server,
         database: String,
+        base: bool,
     },
     MariaDb {
         server: Server,
@@ -118,7 +121,10 @@ impl What {
 
     /// Whether drills can restore it (the databases).
     pub fn drillable(&self) -> bool {
-        matches!(self, What::Postgres { .. } | What::MariaDb { .. })
+        matches!(
+            self,
+            What::Postgres { base: false, .. } | What::MariaDb { .. }
+        )
     }
 }
 
@@ -327,8 +333,15 @@ impl Compiled {
                 Some(d) => {
                     let dk = |k: &str| key(&format!("drill.{k}"));
                     let server = match &what {
-                        What::Postgres { server, .. } | What::MariaDb { server, .. } => {
-                            server.clone()
+                        What::Postgres {
+                            server, base: false, ..
+                        }
+                        | What::MariaDb { server, .. } => server.clone(),
+                        What::Postgres { base: true, .. } => {
+                            return Err(ConfigError::new(
+                                key("drill"),
+                                "drills restore logical dumps; a mode = \"base\" source is restored to a point in time with `steward repo pg-restore` (see docs/operations/disaster-recovery.md)",
+                            ))
                         }
                         _ => {
                             return Err(ConfigError::new(
@@ -383,10 +396,10 @@ impl Compiled {
                 }
             };
             if let Some(r) = &s.retention {
-                if r.pitr.is_some() && !matches!(what, What::Postgres { .. }) {
+                if r.pitr.is_some() && !matches!(what, What::Postgres { base: true, .. }) {
                     return Err(ConfigError::new(
                         key("retention.pitr"),
-                        "point-in-time windows are for PostgreSQL sources (base backups and WAL)",
+                        "point-in-time windows are for PostgreSQL sources with mode = \"base\" (base backups and WAL)",
                     ));
                 }
             }
@@ -495,10 +508,25 @@ fn read_what(
 ) -> Result<What, ConfigError> {
     let mut s = Settings::<ConfigError>::new(name, kind, value)?;
     let what = match kind {
-        "postgres" => What::Postgres {
-            server: server(&mut s, 5432, "postgres")?,
-            database: s.req_str("database", "the database to back up")?,
-        },
+        "postgres" => {
+            let server = server(&mut s, 5432, "postgres")?;
+            let database = s.req_str("database", "the database to back up")?;
+            let base = match s.opt_str("mode")?.as_deref() {
+                None | Some("logical") => false,
+                Some("base") => true,
+                Some(other) => {
+                    return Err(s.error(
+                        "mode",
+                        format!("{other:?} is not a mode; use \"logical\" (pg_dump, the default) or \"base\" (pg_basebackup, for point-in-time recovery)"),
+                    ))
+                }
+            };
+            What::Postgres {
+                server,
+                database,
+                base,
+            }
+        }
         "mariadb" | "mysql" => What::MariaDb {
             server: server(&mut s, 3306, "root")?,
             database: s.req_str("database", "the database to back up")?,
@@ -545,6 +573,7 @@ fn read_what(
                     password_secret: s.opt_secret_ref("password_secret")?,
                 },
                 database: database.clone(),
+                base: false,
             },
         },
         other => {
@@ -579,7 +608,10 @@ mod tests {
         .unwrap();
         let db = &c.sources[0];
         assert_eq!(db.repository, 0);
-        let What::Postgres { server, database } = &db.what else {
+        let What::Postgres {
+            server, database, ..
+        } = &db.what
+        else {
             panic!("{:?}", db.what)
         };
         assert_eq!(
@@ -598,6 +630,29 @@ mod tests {
                 path: "/data/steward.db".into()
             }
         );
+    }
+
+    #[test]
+    fn base_backups_take_a_pitr_window_and_no_drill() {
+        let c = compile(&format!(
+            "{REPO}[[backup.sources]]\nname = \"pg\"\ntype = \"postgres\"\nmode = \"base\"\ndatabase = \"app\"\nretention = {{ pitr = \"7d\", keep_daily = 14 }}\n"
+        ))
+        .unwrap();
+        assert!(matches!(
+            c.sources[0].what,
+            What::Postgres { base: true, .. }
+        ));
+        assert!(!c.sources[0].what.drillable());
+        let e = compile(&format!(
+            "{REPO}[[backup.sources]]\nname = \"pg\"\ntype = \"postgres\"\nmode = \"base\"\ndatabase = \"app\"\n[backup.sources.drill]\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("pg-restore"), "{e}");
+        let e = compile(&format!(
+            "{REPO}[[backup.sources]]\nname = \"pg\"\ntype = \"postgres\"\nmode = \"physical\"\ndatabase = \"app\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("mode"), "{e}");
     }
 
     #[test]

@@ -223,6 +223,13 @@ pub struct RestoreRequest {
     pub database: Option<String>,
 }
 
+/// How a source is backed up.
+enum Runner {
+    Source(Source),
+    /// A PostgreSQL base backup of the cluster (the database is recorded).
+    Base(steward_backup::Endpoint, String),
+}
+
 /// Something to run now (the API's requests).
 #[derive(Debug, Clone)]
 pub enum Job {
@@ -755,9 +762,20 @@ impl Backups {
         }
     }
 
-    async fn source_of(&self, s: &SourceSpec) -> std::result::Result<Source, String> {
-        Ok(match &s.what {
-            What::Postgres { server, database } => {
+    async fn source_of(&self, s: &SourceSpec) -> std::result::Result<Runner, String> {
+        Ok(Runner::Source(match &s.what {
+            What::Postgres {
+                server,
+                database,
+                base: true,
+            } => {
+                let mut e = steward_backup::Endpoint::new(&server.host, server.port, &server.user);
+                e.password = self.password_of(server).await?;
+                return Ok(Runner::Base(e, database.clone()));
+            }
+            What::Postgres {
+                server, database, ..
+            } => {
                 let mut p = steward_backup::Postgres::new(
                     &server.host,
                     server.port,
@@ -788,7 +806,7 @@ impl Backups {
                 d.excludes = excludes.clone();
                 Source::Directory(d)
             }
-        })
+        }))
     }
 
     // ---- the operations ----
@@ -858,10 +876,21 @@ impl Backups {
         let source = self.source_of(s).await?;
         let name = s.name.clone();
         let r2 = repo.clone();
-        let done = tokio::task::spawn_blocking(move || source.backup(&r2, &name))
-            .await
-            .map_err(|e| format!("the backup task failed: {e}"))?
-            .map_err(|e| e.to_string())?;
+        let done = tokio::task::spawn_blocking(move || match source {
+            Runner::Source(src) => src.backup(&r2, &name),
+            Runner::Base(endpoint, database) => steward_backup::base_backup(
+                &r2,
+                &endpoint,
+                &name,
+                &steward_backup::BaseBackupOptions {
+                    database: Some(database),
+                    ..Default::default()
+                },
+            ),
+        })
+        .await
+        .map_err(|e| format!("the backup task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
         let id = done.snapshot_id;
         run.snapshot = Some(id.to_hex());
         run.bytes = Some(done.bytes);
