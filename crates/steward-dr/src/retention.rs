@@ -107,7 +107,7 @@ pub fn plan(snapshots: &[(Id, Snapshot)], r: &RetentionConfig, now: DateTime<Utc
             .iter()
             .filter(|(_, sn)| has_tag(sn, BASE_TAG))
             .collect();
-        bases.sort_by(|a, b| b.1.time.cmp(&a.1.time));
+        bases.sort_by_key(|b| std::cmp::Reverse(b.1.time));
         let oldest_needed = bases
             .iter()
             .find(|(_, sn)| sn.time <= start)

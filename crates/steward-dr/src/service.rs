@@ -287,7 +287,7 @@ impl Job {
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum Outcome {
     /// It ended (well or not): the run.
-    Done(Run),
+    Done(Box<Run>),
     /// Still going after the wait: look for the run of `op` on `target` started at or after
     /// `since` in the history.
     Running {
@@ -443,7 +443,7 @@ impl Backups {
                 .push(run);
         }
         for list in runs.values_mut() {
-            list.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+            list.sort_by_key(|a| a.started_at);
         }
         let names: Vec<String> = self
             .compiled
@@ -1106,7 +1106,7 @@ impl Backups {
         run: &mut Run,
     ) -> std::result::Result<(), String> {
         let backup = self.backup_for(&s.name, snapshot.as_deref())?;
-        let facts = backup.facts.clone().unwrap_or_else(|| unreachable_facts());
+        let facts = backup.facts.clone().unwrap_or_else(unreachable_facts);
         let snap = backup.snapshot.clone().unwrap_or_default();
         run.snapshot = Some(snap.clone());
         // The recovery point proven: when that backup began (the service's clock).
@@ -1388,7 +1388,7 @@ impl Backups {
                 }
                 (None, Some(db)) => {
                     let backup = self.backup_for(&s.name, req.snapshot.as_deref())?;
-                    let facts = backup.facts.clone().unwrap_or_else(|| unreachable_facts());
+                    let facts = backup.facts.clone().unwrap_or_else(unreachable_facts);
                     let snap = backup.snapshot.clone().unwrap_or_default();
                     let server = match &s.what {
                         What::Postgres { server, .. } | What::MariaDb { server, .. } => {
@@ -1483,7 +1483,7 @@ impl Backups {
                 paths: sn.paths.clone(),
             })
             .collect();
-        out.sort_by(|a, b| b.time.cmp(&a.time));
+        out.sort_by_key(|b| std::cmp::Reverse(b.time));
         Ok(out)
     }
 
@@ -1629,7 +1629,7 @@ impl Backups {
             .filter(|((t, o), _)| target.is_none_or(|x| x == t) && op.is_none_or(|x| x == *o))
             .flat_map(|(_, l)| l.iter().cloned())
             .collect();
-        out.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        out.sort_by_key(|b| std::cmp::Reverse(b.started_at));
         out.truncate(limit.clamp(1, 10_000));
         self.engine.complete(ctx, draft, Ok(out)).await
     }
@@ -1705,7 +1705,7 @@ impl Backups {
             }
         });
         match tokio::time::timeout(wait, handle).await {
-            Ok(Ok(r)) => r.map(Outcome::Done),
+            Ok(Ok(r)) => r.map(|run| Outcome::Done(Box::new(run))),
             Ok(Err(e)) => Err(SecretsError::internal(format!(
                 "the {} task failed: {e}",
                 op.as_str()
@@ -1829,7 +1829,7 @@ fn source_snapshots(
     Ok(repo
         .list_snapshots()?
         .into_iter()
-        .filter(|(_, sn)| sn.tags.iter().any(|t| *t == tag))
+        .filter(|(_, sn)| sn.tags.contains(&tag))
         .collect())
 }
 
