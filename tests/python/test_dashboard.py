@@ -208,7 +208,7 @@ def test_sign_in_see_a_failing_check_silence_it_and_read_the_status_page(server_
             d.get(s.url + page)
             overflow = d.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{page} scrolls sideways by {overflow}px on a phone"
-        assert len(d.find_elements(By.CSS_SELECTOR, "header nav a")) == 5
+        assert len(d.find_elements(By.CSS_SELECTOR, "header nav a")) == 6
         d.get(s.url + "/ui/")
         screenshot(d, "dashboard-overview-phone")
         # Keyboard shortcuts: g then c goes to the checks.

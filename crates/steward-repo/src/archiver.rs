@@ -279,19 +279,28 @@ impl Feeder<'_> {
     }
 }
 
-fn worker_loop(rx: Receiver<ChunkJob>, saver: &BlobSaver, abort: &AtomicBool) {
+/// The first error a worker hit: the cause to report when the other threads stop with
+/// "aborted" (or, for the tree builder, with the half-built directories that leaves).
+type FirstError = std::sync::Mutex<Option<Error>>;
+
+fn worker_loop(rx: Receiver<ChunkJob>, saver: &BlobSaver, abort: &AtomicBool, first: &FirstError) {
     for job in rx.iter() {
         if abort.load(Ordering::Relaxed) {
             let _ = job.reply.send(Err(aborted()));
             continue;
         }
         let id = Id::hash(&job.data);
-        let r = saver
-            .save_with_id(BlobType::Data, id, &job.data)
-            .map(|_| id);
-        if r.is_err() {
-            abort.store(true, Ordering::Relaxed);
-        }
+        let r = match saver.save_with_id(BlobType::Data, id, &job.data) {
+            Ok(_) => Ok(id),
+            Err(e) => {
+                abort.store(true, Ordering::Relaxed);
+                let mut slot = first.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.is_none() {
+                    *slot = Some(e);
+                }
+                Err(aborted())
+            }
+        };
         let _ = job.reply.send(r);
     }
 }
@@ -335,6 +344,7 @@ fn run_pipeline(
     produce: impl FnOnce(&Feeder<'_>) -> Result<()>,
 ) -> Result<Id> {
     let abort = AtomicBool::new(false);
+    let first: FirstError = std::sync::Mutex::new(None);
     std::thread::scope(|s| {
         let (work_tx, work_rx) = bounded::<ChunkJob>(workers * 2);
         let (ev_tx, ev_rx) = bounded::<Event>(4096);
@@ -342,7 +352,8 @@ fn run_pipeline(
         for _ in 0..workers {
             let rx = work_rx.clone();
             let abort = &abort;
-            handles.push(s.spawn(move || worker_loop(rx, saver, abort)));
+            let first = &first;
+            handles.push(s.spawn(move || worker_loop(rx, saver, abort, first)));
         }
         drop(work_rx);
         let builder = {
@@ -378,11 +389,15 @@ fn run_pipeline(
         if worker_panicked && built.is_ok() && produced.is_ok() {
             return Err(Error::Aborted("a worker thread panicked".into()));
         }
-        match (produced, built) {
-            (Ok(()), Ok(root)) => Ok(root),
-            (Err(e), _) if !matches!(e, Error::Aborted(_)) => Err(e),
-            (_, Err(e)) => Err(e),
-            (Err(e), Ok(_)) => Err(e),
+        let worker_error = first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (produced, built, worker_error) {
+            (Ok(()), Ok(root), _) => Ok(root),
+            // A read error of the walker is its own cause.
+            (Err(e), _, _) if !matches!(e, Error::Aborted(_)) => Err(e),
+            // A worker's failure (a full disk, storage gone) made everyone else stop.
+            (_, _, Some(e)) => Err(e),
+            (_, Err(e), None) => Err(e),
+            (Err(e), Ok(_), None) => Err(e),
         }
     })
 }

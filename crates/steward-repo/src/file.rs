@@ -74,6 +74,34 @@ pub(crate) fn compress(data: &[u8], level: i32) -> Result<Vec<u8>> {
     })
 }
 
+/// Samples below this many bytes are not worth testing: the blob is simply compressed.
+const SAMPLE_MIN_BLOB: usize = 256 * 1024;
+const SAMPLE_LEN: usize = 8 * 1024;
+
+/// True when three samples of `data` (start, middle, end) do not compress by even 2%: the
+/// blob is media, an archive or encrypted, and compressing all of it would cost CPU for
+/// nothing. zstd stores such blobs only if they shrink anyway, so a wrong guess costs at
+/// most a little space, never correctness.
+pub(crate) fn looks_incompressible(data: &[u8], level: i32) -> bool {
+    if data.len() < SAMPLE_MIN_BLOB {
+        return false;
+    }
+    let mid = data.len() / 2 - SAMPLE_LEN / 2;
+    let mut plain = 0usize;
+    let mut packed = 0usize;
+    for start in [0, mid, data.len() - SAMPLE_LEN] {
+        let sample = &data[start..start + SAMPLE_LEN];
+        match compress(sample, level) {
+            Ok(c) => {
+                plain += sample.len();
+                packed += c.len();
+            }
+            Err(_) => return false,
+        }
+    }
+    packed * 100 >= plain * 98
+}
+
 /// Decompresses a zstd frame whose decompressed size must be exactly `expected`.
 pub(crate) fn decompress_exact(
     data: &[u8],
@@ -131,5 +159,34 @@ mod tests {
         assert_eq!(decompress_exact(&c, 1000).unwrap(), vec![0u8; 1000]);
         assert!(decompress_exact(&c, 999).is_err());
         assert!(decompress_unknown(&c, 10).is_err());
+    }
+}
+
+#[cfg(test)]
+mod sampling_tests {
+    use super::looks_incompressible;
+
+    #[test]
+    fn random_blobs_are_skipped_and_text_is_not() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let random: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(looks_incompressible(&random, 1));
+        let text = b"GET /index.html 200 1234 Mozilla/5.0\n".repeat(30_000);
+        assert!(!looks_incompressible(&text, 1));
+        // Random at the start, text after: not skipped (one sample compresses).
+        let mut mixed = random[..512 * 1024].to_vec();
+        mixed.extend_from_slice(&text[..512 * 1024]);
+        assert!(!looks_incompressible(&mixed, 1));
+        assert!(
+            !looks_incompressible(&random[..1000], 1),
+            "small blobs are just compressed"
+        );
     }
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backend::FileType;
 use crate::error::{Error, Result};
-use crate::file::compress;
+use crate::file::{compress, looks_incompressible};
 use crate::id::{Id, IdSet};
 use crate::index::IndexFile;
 use crate::pack::{BlobType, PackBlob, PackWriter};
@@ -155,7 +155,7 @@ impl BlobSaver {
             Error::InvalidArgument(format!("blob {} is larger than 4 GiB", id.short()))
         })?;
         let (payload, uncompressed): (Cow<'_, [u8]>, Option<u32>) = match sh.level {
-            Some(level) if !data.is_empty() => {
+            Some(level) if !data.is_empty() && !looks_incompressible(data, level) => {
                 let c = compress(data, level)?;
                 if c.len() < data.len() {
                     (Cow::Owned(c), Some(plain_len))

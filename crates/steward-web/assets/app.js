@@ -2,7 +2,7 @@
 // works without it. Served from /ui/static/app.js under a CSP that allows only this file.
 (function () {
   "use strict";
-  var go = { o: "/ui/", c: "/ui/checks", a: "/ui/alerts", s: "/ui/secrets", l: "/ui/audit" };
+  var go = { o: "/ui/", c: "/ui/checks", a: "/ui/alerts", s: "/ui/secrets", b: "/ui/backups", l: "/ui/audit" };
   var pendingG = false;
   document.addEventListener("keydown", function (e) {
     var t = e.target;

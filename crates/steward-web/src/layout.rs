@@ -11,6 +11,7 @@ pub enum Nav {
     Checks,
     Alerts,
     Secrets,
+    Backups,
     Audit,
 }
 
@@ -19,6 +20,7 @@ const ENTRIES: &[(Nav, &str, &str, &str)] = &[
     (Nav::Checks, "/ui/checks", "Checks", "g c"),
     (Nav::Alerts, "/ui/alerts", "Alerts", "g a"),
     (Nav::Secrets, "/ui/secrets", "Secrets", "g s"),
+    (Nav::Backups, "/ui/backups", "Backups", "g b"),
     (Nav::Audit, "/ui/audit", "Audit log", "g l"),
 ];
 

@@ -101,7 +101,10 @@ fn run(args: RepoArgs, out: Output) -> Result<std::process::ExitCode> {
                         )
                         .into());
                     }
-                    let bar = Bar::new("backup", Some(total_size(&paths)));
+                    // The total (for the bar's ETA) costs a walk of the tree before the
+                    // backup walks it again: only worth it when a bar is drawn.
+                    let total = std::io::stderr().is_terminal().then(|| total_size(&paths));
+                    let bar = Bar::new("backup", total);
                     opts.progress = Some(bar.callback());
                     let s = steward_repo::backup(&repo, &paths, &opts)?;
                     bar.finish();

@@ -53,6 +53,7 @@ pub(crate) fn router() -> Router<AppState> {
             "/ui/secrets/{env}/{*path}",
             get(secret_show).post(secret_reveal),
         )
+        .route("/ui/backups", get(backups))
         .route("/ui/audit", get(audit))
         .layer(map_response(security_headers))
 }
@@ -771,6 +772,23 @@ async fn secret_reveal(
         text,
     };
     secret_page(&st, &ctx, &cur, (&env, &path), Some(revealed)).await
+}
+
+/// The DR report: the service authorizes the read (`sys/backup`) and audits it.
+async fn backups(
+    State(st): State<AppState>,
+    Extension(ctx): Extension<Arc<RequestCtx>>,
+    Signed(cur): Signed,
+) -> Result<Response, Response> {
+    let report = st
+        .backups
+        .api_report(&ctx)
+        .await
+        .map_err(|e| fail(&cur, "/ui/backups", e.into()))?;
+    Ok(html(
+        StatusCode::OK,
+        pages::backups::render(&shell("Backups", Nav::Backups, &cur, None), &report),
+    ))
 }
 
 #[derive(Deserialize, Default)]

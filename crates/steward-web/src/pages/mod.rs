@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod backups;
 pub mod checks;
 pub mod overview;
 pub mod secrets;
