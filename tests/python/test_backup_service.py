@@ -168,6 +168,9 @@ def test_backup_drill_report_restore_and_alert(server_factory, tmp_path, appdb, 
     assert fr["ok"] is True, fr
     restored = list(out.rglob("a.txt"))
     assert len(restored) == 1 and restored[0].read_text() == "hello\n" * 1000
+    # Never over existing files: a second restore into the same directory is refused.
+    r = s.cli("backup", "restore", "files", "--target-dir", str(out))
+    assert r.returncode != 0 and "not empty" in r.stderr, r.stderr
     _, own = cli_json(s, "backup", "run", "self")
     assert own["ok"] is True and own["facts"]["kind"] == "sqlite", own
 

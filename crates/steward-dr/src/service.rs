@@ -1343,6 +1343,18 @@ impl Backups {
                     "target_dir must be an absolute path",
                 ));
             }
+            // A restore never overwrites: it goes into a new or empty directory.
+            if let Ok(mut entries) = std::fs::read_dir(dir) {
+                if entries.next().is_some() {
+                    return Err(bad(
+                        "invalid_restore",
+                        format!(
+                            "{} is not empty; restore into a new or empty directory, then move what you need",
+                            dir.display()
+                        ),
+                    ));
+                }
+            }
         }
         if req.database.is_some() && !s.what.drillable() {
             return Err(bad(

@@ -295,13 +295,19 @@ fn worker_loop(rx: Receiver<ChunkJob>, saver: &BlobSaver, abort: &AtomicBool, fi
             Err(e) => {
                 abort.store(true, Ordering::Relaxed);
                 let mut slot = first.lock().unwrap_or_else(|p| p.into_inner());
-                if slot.is_none() {
+                // The first real cause wins over a generic "aborted" from another thread.
+                let generic = |x: &Error| matches!(x, Error::Aborted(_));
+                if slot
+                    .as_ref()
+                    .is_none_or(|have| generic(have) && !generic(&e))
+                {
                     *slot = Some(e);
                 }
                 Err(aborted())
             }
         };
         let _ = job.reply.send(r);
+        crate::chunker::recycle(job.data);
     }
 }
 

@@ -7,9 +7,50 @@
 //! The chunker keeps a buffer of twice the maximum chunk size and asks FastCDC for
 //! the next cut only when at least one maximum chunk (or the end of the stream) is
 //! buffered, so cut points never depend on how reads happen to be split. Each
-//! chunk is copied out once; the buffer is compacted about once per 8 MiB.
+//! chunk is copied out once; the buffer is compacted about once per 8 MiB. The
+//! buffer is kept per thread and reused by the next chunker on that thread (a backup
+//! chunks thousands of files one after another: one buffer, not one 16 MiB
+//! allocation per file).
 
+use std::cell::RefCell;
 use std::io::{self, Read};
+
+thread_local! {
+    /// The buffer the last chunker on this thread gave back.
+    static SPARE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Chunk buffers given back by whoever consumed a chunk (another thread, usually),
+/// for the next chunks: chunks are allocated on the reading thread and freed on the
+/// workers, a pattern that makes allocators hold on to memory; reusing the buffers
+/// keeps a backup's memory flat.
+static CHUNK_POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// Chunk buffers kept at most.
+const CHUNK_POOL_MAX: usize = 8;
+
+/// Gives a chunk's buffer back for reuse (call when done with a chunk).
+pub fn recycle(mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > MAX_CHUNK as usize {
+        return;
+    }
+    buf.clear();
+    let mut pool = CHUNK_POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if pool.len() < CHUNK_POOL_MAX {
+        pool.push(buf);
+    }
+}
+
+/// A buffer holding a copy of `data`, reusing a recycled one when there is one.
+fn chunk_buffer(data: &[u8]) -> Vec<u8> {
+    let spare = CHUNK_POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    match spare {
+        Some(mut buf) => {
+            buf.extend_from_slice(data);
+            buf
+        }
+        None => data.to_vec(),
+    }
+}
 
 /// Smallest chunk (files below this are one blob).
 pub const MIN_CHUNK: u32 = 512 * 1024;
@@ -52,9 +93,14 @@ impl<R: Read> Chunker<R> {
     }
 
     fn fill(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            // Grow lazily so small files do not allocate 16 MiB.
-            self.buf = vec![0u8; (self.max as usize) * 2];
+        let want = (self.max as usize) * 2;
+        if self.buf.len() < want {
+            // Take this thread's spare buffer (already initialized), or make one.
+            let mut spare = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+            if spare.len() < want {
+                spare = vec![0u8; want];
+            }
+            self.buf = spare;
         }
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
@@ -89,9 +135,23 @@ impl<R: Read> Chunker<R> {
             let (_, cut) = cdc.cut(0, available);
             cut.clamp(1, available)
         };
-        let chunk = data[..len].to_vec();
+        let chunk = chunk_buffer(&data[..len]);
         self.start += len;
         Ok(Some(chunk))
+    }
+}
+
+impl<R> Drop for Chunker<R> {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if !buf.is_empty() {
+            SPARE.with(|s| {
+                let mut spare = s.borrow_mut();
+                if buf.len() > spare.len() {
+                    *spare = buf;
+                }
+            });
+        }
     }
 }
 

@@ -121,6 +121,17 @@ impl PackWriter {
         }
     }
 
+    /// A pack writer reusing `buf` (cleared) with room for `capacity` bytes.
+    pub fn with_buffer(mut buf: Vec<u8>, capacity: usize) -> Self {
+        buf.clear();
+        buf.reserve(capacity);
+        PackWriter {
+            buf,
+            hasher: Sha256::new(),
+            blobs: Vec::new(),
+        }
+    }
+
     /// Appends an encrypted blob.
     pub fn add(
         &mut self,

@@ -4,15 +4,22 @@
 //! is checked against the repository index and against the blobs this saver has
 //! already taken (so two threads saving the same chunk store it once), compressed
 //! with zstd unless that does not make it smaller, encrypted, and appended to the
-//! open pack of its type (data and tree blobs never share a pack). The thread that
-//! fills a pack writes it to the backend outside any lock, so packs are uploaded
-//! in parallel. [`BlobSaver::flush`] writes the partly filled packs and then the
-//! index files describing every pack written: only after it returns may a snapshot
-//! referencing these blobs be saved.
+//! open pack of its type (data and tree blobs never share a pack). A full pack goes to
+//! the saver's writer thread (through a channel holding one pack, so at most three
+//! packs are in memory: the open one, the queued one and the one being written),
+//! which finishes it (header, hash) and stores it durably while the workers go on
+//! compressing: compute never waits on fsync. [`BlobSaver::flush`] writes the partly
+//! filled packs, waits for the writer, and then writes the index files describing
+//! every pack written: only after it returns may a snapshot referencing these blobs
+//! be saved. A failed pack write stops the saver: the next save returns the write's
+//! own error (e.g. the disk is full), not a generic one.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Sender};
 
 use crate::backend::FileType;
 use crate::error::{Error, Result};
@@ -52,14 +59,124 @@ struct Counters {
     index_files: AtomicU64,
 }
 
+/// Packs written but not yet in an index file.
+type Pending = Mutex<Vec<(Id, Vec<PackBlob>)>>;
+
+/// The writer thread and the way to hand it packs.
+struct Writer {
+    tx: Sender<(BlobType, PackWriter)>,
+    thread: JoinHandle<Result<()>>,
+}
+
 struct Shared {
     repo: Repository,
     packers: [Mutex<Option<PackWriter>>; 2],
     seen: Mutex<IdSet<(BlobType, Id)>>,
-    pending: Mutex<Vec<(Id, Vec<PackBlob>)>>,
-    counters: Counters,
+    pending: Arc<Pending>,
+    counters: Arc<Counters>,
     level: Option<i32>,
     pack_size: usize,
+    writer: Mutex<Option<Writer>>,
+    /// Set by the writer thread when a pack write failed.
+    failed: Arc<AtomicBool>,
+    /// Pack buffers written and given back, for the next packs (no fresh 17 MiB
+    /// allocation per pack).
+    pool: Arc<Pool>,
+}
+
+/// Spare pack buffers.
+type Pool = Mutex<Vec<Vec<u8>>>;
+
+/// Buffers kept in the pool at most (the open, queued and writing packs).
+const POOL_MAX: usize = 3;
+
+/// Finishes `pw` and stores it; records it as pending and counts it.
+fn store_pack(
+    repo: &Repository,
+    pending: &Pending,
+    counters: &Counters,
+    pool: &Pool,
+    t: BlobType,
+    pw: PackWriter,
+) -> Result<()> {
+    let mut pack = pw.finish(repo.key());
+    retry(|| repo.backend().write(FileType::Pack, &pack.id, &pack.data))?;
+    repo.add_to_index(pack.id, &pack.blobs);
+    {
+        let mut spare = lock(pool);
+        if spare.len() < POOL_MAX {
+            let mut buf = std::mem::take(&mut pack.data);
+            buf.clear();
+            spare.push(buf);
+        }
+    }
+    lock(pending).push((pack.id, pack.blobs));
+    counters.packs.fetch_add(1, Ordering::Relaxed);
+    if t == BlobType::Data {
+        counters.data_packs.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+impl Shared {
+    /// Hands a full pack to the writer thread (starting it if needed).
+    fn send(&self, t: BlobType, pw: PackWriter) -> Result<()> {
+        let tx = {
+            let mut slot = lock(&self.writer);
+            if slot.is_none() {
+                let (tx, rx) = bounded::<(BlobType, PackWriter)>(1);
+                let repo = self.repo.clone();
+                let pending = self.pending.clone();
+                let counters = self.counters.clone();
+                let failed = self.failed.clone();
+                let pool = self.pool.clone();
+                let thread = std::thread::Builder::new()
+                    .name("pack-writer".into())
+                    .spawn(move || -> Result<()> {
+                        let mut first: Option<Error> = None;
+                        for (t, pw) in rx.iter() {
+                            if first.is_some() {
+                                continue;
+                            }
+                            if let Err(e) = store_pack(&repo, &pending, &counters, &pool, t, pw) {
+                                failed.store(true, Ordering::Relaxed);
+                                first = Some(e);
+                            }
+                        }
+                        first.map_or(Ok(()), Err)
+                    })
+                    .map_err(|e| Error::Aborted(format!("cannot start the pack writer: {e}")))?;
+                *slot = Some(Writer { tx, thread });
+            }
+            slot.as_ref().map(|w| w.tx.clone())
+        };
+        match tx {
+            Some(tx) if tx.send((t, pw)).is_ok() => Ok(()),
+            _ => Err(self.writer_error()),
+        }
+    }
+
+    /// Stops the writer thread and returns what it ended with.
+    fn stop_writer(&self) -> Result<()> {
+        let w = lock(&self.writer).take();
+        match w {
+            None => Ok(()),
+            Some(Writer { tx, thread }) => {
+                drop(tx);
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Aborted("the pack writer panicked".into())))
+            }
+        }
+    }
+
+    /// The error that stopped the writer (the first caller gets the real one).
+    fn writer_error(&self) -> Error {
+        match self.stop_writer() {
+            Err(e) => e,
+            Ok(()) => Error::Aborted("an earlier pack write failed".into()),
+        }
+    }
 }
 
 impl Drop for Shared {
@@ -68,7 +185,9 @@ impl Drop for Shared {
     /// now, so later backups through the same handle that dedup against them stay
     /// valid; if even that fails, forget them.
     fn drop(&mut self) {
-        let pending = std::mem::take(self.pending.get_mut().unwrap_or_else(|e| e.into_inner()));
+        // Packs still queued are written (or fail) before the pending list is read.
+        let _ = self.stop_writer();
+        let pending = std::mem::take(&mut *lock(&self.pending));
         if pending.is_empty() {
             return;
         }
@@ -110,10 +229,13 @@ impl BlobSaver {
                 repo,
                 packers: [Mutex::new(None), Mutex::new(None)],
                 seen: Mutex::new(IdSet::default()),
-                pending: Mutex::new(Vec::new()),
-                counters: Counters::default(),
+                pending: Arc::new(Mutex::new(Vec::new())),
+                counters: Arc::new(Counters::default()),
                 level,
                 pack_size,
+                writer: Mutex::new(None),
+                failed: Arc::new(AtomicBool::new(false)),
+                pool: Arc::new(Mutex::new(Vec::new())),
             }),
         }
     }
@@ -151,6 +273,9 @@ impl BlobSaver {
 
     fn pack_blob(&self, t: BlobType, id: Id, data: &[u8]) -> Result<()> {
         let sh = &self.shared;
+        if sh.failed.load(Ordering::Relaxed) {
+            return Err(sh.writer_error());
+        }
         let plain_len = u32::try_from(data.len()).map_err(|_| {
             Error::InvalidArgument(format!("blob {} is larger than 4 GiB", id.short()))
         })?;
@@ -170,7 +295,13 @@ impl BlobSaver {
         let stored = encrypted.len() as u64;
         let full = {
             let mut slot = lock(&sh.packers[t.index()]);
-            let pw = slot.get_or_insert_with(|| PackWriter::new(sh.pack_size + (1 << 20)));
+            let pw = slot.get_or_insert_with(|| {
+                let capacity = sh.pack_size + (1 << 20);
+                match lock(&sh.pool).pop() {
+                    Some(buf) => PackWriter::with_buffer(buf, capacity),
+                    None => PackWriter::new(capacity),
+                }
+            });
             pw.add(t, id, &encrypted, uncompressed)?;
             if pw.size() >= sh.pack_size {
                 slot.take()
@@ -187,24 +318,7 @@ impl BlobSaver {
             .fetch_add(u64::from(plain_len), Ordering::Relaxed);
         c.bytes_stored.fetch_add(stored, Ordering::Relaxed);
         if let Some(pw) = full {
-            self.write_pack(t, pw)?;
-        }
-        Ok(())
-    }
-
-    fn write_pack(&self, t: BlobType, pw: PackWriter) -> Result<()> {
-        let sh = &self.shared;
-        let pack = pw.finish(sh.repo.key());
-        retry(|| {
-            sh.repo
-                .backend()
-                .write(FileType::Pack, &pack.id, &pack.data)
-        })?;
-        sh.repo.add_to_index(pack.id, &pack.blobs);
-        lock(&sh.pending).push((pack.id, pack.blobs));
-        sh.counters.packs.fetch_add(1, Ordering::Relaxed);
-        if t == BlobType::Data {
-            sh.counters.data_packs.fetch_add(1, Ordering::Relaxed);
+            sh.send(t, pw)?;
         }
         Ok(())
     }
@@ -214,11 +328,16 @@ impl BlobSaver {
     /// Returns the ids of the index files written.
     pub fn flush(&self) -> Result<Vec<Id>> {
         let sh = &self.shared;
+        // Wait for the packs handed to the writer; a failed write is the flush's error.
+        sh.stop_writer()?;
+        if sh.failed.load(Ordering::Relaxed) {
+            return Err(Error::Aborted("an earlier pack write failed".into()));
+        }
         for t in [BlobType::Data, BlobType::Tree] {
             let pw = lock(&sh.packers[t.index()]).take();
             if let Some(pw) = pw {
                 if !pw.is_empty() {
-                    self.write_pack(t, pw)?;
+                    store_pack(&sh.repo, &sh.pending, &sh.counters, &sh.pool, t, pw)?;
                 }
             }
         }
