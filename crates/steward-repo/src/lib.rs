@@ -69,7 +69,8 @@
 //! # Performance
 //!
 //! Measured with `examples/bench.rs` (release build, 2 cores, data in the page
-//! cache, repository on the same local disk, zstd level 1):
+//! cache, repository on the same local disk, zstd level 1, the default then; it is
+//! level 3 now, see bench/README.md for the side-by-side figures of `steward repo`):
 //!
 //! | data | Steward backup | restic 0.14 backup | Steward restore | restic restore |
 //! |---|---|---|---|---|

@@ -36,10 +36,11 @@ pub const MAX_BLOB_LEN: u32 = 1 << 30;
 /// Default target size of pack files.
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 
-/// Default zstd level. On SQL-dump-like text, level 1 backed up about 25% faster
-/// than level 3 on a two-core machine with the same (or a slightly better)
-/// compression ratio, given restic's chunk sizes; see the crate docs.
-pub const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
+/// Default zstd level: 3, about what restic's `auto` gives. On the benchmark's
+/// 2 GiB mixed data set level 1 was about 10% faster but made a repository 1% larger
+/// than restic's (843.7 against 838 MiB); level 3 makes it smaller (836.1 MiB).
+/// Level 2 was larger than both. See bench/README.md.
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 
 /// Tunables for writing.
 #[derive(Debug, Clone)]

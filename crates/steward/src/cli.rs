@@ -752,8 +752,8 @@ pub enum RepoCommand {
         /// Host name recorded in the snapshot [default: this machine's]
         #[arg(long)]
         host: Option<String>,
-        /// Compression: `auto` (zstd level 1: fast), `max` (level 19: smallest, slow), `off`, or
-        /// a zstd level from -7 (fastest) to 22
+        /// Compression: `auto` (zstd level 3, like restic's auto), `max` (level 19: smallest,
+        /// slow), `off`, or a zstd level from -7 (fastest) to 22
         #[arg(long, default_value = "auto", value_name = "LEVEL")]
         compression: String,
     },
