@@ -8,14 +8,16 @@ the repository password never reaches logs, output or the store's files."""
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
+import time
 import uuid
 
 import pytest
 
 from receivers import HttpReceiver
-from steward_testlib import PG_ADMIN_URL, _with_db, postgres_available, psql
+from steward_testlib import PG_ADMIN_URL, STEWARD_BIN, _with_db, postgres_available, psql
 
 RESTIC = "/usr/bin/restic"
 PASSWORD = "backup-repo-password-" + uuid.uuid4().hex
@@ -204,3 +206,45 @@ def test_backup_drill_report_restore_and_alert(server_factory, tmp_path, appdb, 
     for p in [*s.workdir.glob("*.log"), *s.data.rglob("*")]:
         if p.is_file():
             assert PASSWORD.encode() not in p.read_bytes(), f"the repository password is in {p}"
+
+
+def test_a_running_backup_mutes_the_checks_it_names(server_factory, tmp_path):
+    """A backup with `maintenance` matchers opens its own maintenance window while it runs
+    (the checks it would disturb stay quiet) and closes it when it ends."""
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(3):
+        (big / f"f{i}.bin").write_bytes(os.urandom(80 << 20))
+    cfg = f"""
+[[backup.repositories]]
+name = "main"
+location = "{tmp_path / 'repo'}"
+password_secret = "dev/backup/main#password"
+
+[[backup.sources]]
+name = "big"
+type = "directory"
+paths = ["{big}"]
+maintenance = ['check="app-db"', 'severity!="critical"']
+"""
+    s = server_factory.new("sqlite", config_text=cfg)
+    assert s.write("dev", "backup/main", {"password": PASSWORD}).status_code in (200, 204)
+    proc = subprocess.Popen([STEWARD_BIN, "backup", "run", "big", "-o", "json"], env=s.cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        ws = s.api("GET", "/v1/sys/alerting/maintenance").json()["data"]["windows"]
+        mine = [w for w in ws if w.get("name") == "backup of big"]
+        if mine:
+            seen = mine[0]
+            break
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert seen is not None, "no maintenance window was seen while the backup ran"
+    assert seen["active"] is True, seen
+    assert seen["matchers"] == ['check="app-db"', 'severity!="critical"'], seen
+    ws = s.api("GET", "/v1/sys/alerting/maintenance").json()["data"]["windows"]
+    assert not [w for w in ws if w.get("name") == "backup of big"], f"the window stayed open: {ws}"
+    assert json.loads(out)["ok"] is True
