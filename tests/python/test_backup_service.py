@@ -215,7 +215,12 @@ def test_a_running_backup_mutes_the_checks_it_names(server_factory, tmp_path):
     big.mkdir()
     for i in range(3):
         (big / f"f{i}.bin").write_bytes(os.urandom(80 << 20))
+    # A 2 s request timeout: the run outlasts its request (202), and the CLI follows it to
+    # its end, showing the bytes read so far.
     cfg = f"""
+[server]
+request_timeout = "2s"
+
 [[backup.repositories]]
 name = "main"
 location = "{tmp_path / 'repo'}"
@@ -247,4 +252,6 @@ maintenance = ['check="app-db"', 'severity!="critical"']
     assert seen["matchers"] == ['check="app-db"', 'severity!="critical"'], seen
     ws = s.api("GET", "/v1/sys/alerting/maintenance").json()["data"]["windows"]
     assert not [w for w in ws if w.get("name") == "backup of big"], f"the window stayed open: {ws}"
-    assert json.loads(out)["ok"] is True
+    run = json.loads(out)
+    assert run["ok"] is True and run["bytes"] == 3 * (80 << 20), run
+    assert "backup of big: " in err.decode() and " read, " in err.decode(), err.decode()

@@ -43,7 +43,9 @@ use std::time::{Duration, Instant};
 
 use ::mysql::prelude::Queryable;
 use serde::{Deserialize, Serialize};
-use steward_repo::{backup, backup_stream, BackupOptions, BackupSummary, Id, Repository};
+use steward_repo::{
+    backup, backup_stream, BackupOptions, BackupSummary, Id, ProgressFn, Repository,
+};
 use zeroize::Zeroizing;
 
 use crate::child::{bounded, is_not_found, redact, DumpReader};
@@ -174,12 +176,22 @@ pub enum Source {
 impl Source {
     /// Backs this source up into `repo` as the source called `name`.
     pub fn backup(&self, repo: &Repository, name: &str) -> Result<SourceBackup> {
+        self.backup_with(repo, name, None)
+    }
+
+    /// [`Source::backup`], reporting bytes read as it goes to `progress`.
+    pub fn backup_with(
+        &self,
+        repo: &Repository,
+        name: &str,
+        progress: Option<ProgressFn>,
+    ) -> Result<SourceBackup> {
         match self {
-            Source::Postgres(s) => s.backup(repo, name),
-            Source::MariaDb(s) => s.backup(repo, name),
-            Source::Redis(s) => s.backup(repo, name),
-            Source::Sqlite(s) => s.backup(repo, name),
-            Source::Directory(s) => s.backup(repo, name),
+            Source::Postgres(s) => backup_database(s, repo, name, progress),
+            Source::MariaDb(s) => backup_database(s, repo, name, progress),
+            Source::Redis(s) => s.backup_with(repo, name, progress),
+            Source::Sqlite(s) => s.backup_with(repo, name, progress),
+            Source::Directory(s) => s.backup_with(repo, name, progress),
         }
     }
 
@@ -195,7 +207,7 @@ impl Source {
     }
 }
 
-fn options(name: &str, kind: SourceKind) -> Result<BackupOptions> {
+fn options(name: &str, kind: SourceKind, progress: Option<ProgressFn>) -> Result<BackupOptions> {
     if name.is_empty()
         || name.len() > 100
         || name
@@ -212,6 +224,7 @@ fn options(name: &str, kind: SourceKind) -> Result<BackupOptions> {
             format!("source={name}"),
             format!("kind={}", kind.as_str()),
         ],
+        progress,
         ..BackupOptions::default()
     })
 }
@@ -638,9 +651,10 @@ fn backup_database<S: DatabaseDump>(
     source: &S,
     repo: &Repository,
     name: &str,
+    progress: Option<ProgressFn>,
 ) -> Result<SourceBackup> {
     let started = Instant::now();
-    let opts = options(name, S::KIND)?;
+    let opts = options(name, S::KIND, progress)?;
     let endpoint = source.endpoint();
     let database = source.database();
     check_host_user(&endpoint.host, &endpoint.user, S::WHAT)?;
@@ -705,7 +719,7 @@ impl Postgres {
     /// Counts rows (if asked), dumps the database and stores the dump as a
     /// snapshot of the source called `name`.
     pub fn backup(&self, repo: &Repository, name: &str) -> Result<SourceBackup> {
-        backup_database(self, repo, name)
+        backup_database(self, repo, name, None)
     }
 }
 
@@ -838,7 +852,7 @@ impl MariaDb {
     /// Counts rows (if asked), dumps the database and stores the dump as a
     /// snapshot of the source called `name`.
     pub fn backup(&self, repo: &Repository, name: &str) -> Result<SourceBackup> {
-        backup_database(self, repo, name)
+        backup_database(self, repo, name, None)
     }
 
     fn command(&self, program: &Path) -> Command {
@@ -965,8 +979,18 @@ impl Redis {
     /// Saves an RDB snapshot of the instance as a snapshot of the source called
     /// `name`.
     pub fn backup(&self, repo: &Repository, name: &str) -> Result<SourceBackup> {
+        self.backup_with(repo, name, None)
+    }
+
+    /// [`Self::backup`], reporting bytes read as it goes to `progress`.
+    pub fn backup_with(
+        &self,
+        repo: &Repository,
+        name: &str,
+        progress: Option<ProgressFn>,
+    ) -> Result<SourceBackup> {
         let started = Instant::now();
-        let opts = options(name, SourceKind::Redis)?;
+        let opts = options(name, SourceKind::Redis, progress)?;
         check_host_user(
             &self.host,
             self.username.as_deref().unwrap_or("default"),
@@ -1044,11 +1068,21 @@ impl Sqlite {
     /// Copies the database consistently into a private temporary file, counts its
     /// tables, and stores the copy as a snapshot of the source called `name`.
     pub fn backup(&self, repo: &Repository, name: &str) -> Result<SourceBackup> {
+        self.backup_with(repo, name, None)
+    }
+
+    /// [`Self::backup`], reporting bytes read as it goes to `progress`.
+    pub fn backup_with(
+        &self,
+        repo: &Repository,
+        name: &str,
+        progress: Option<ProgressFn>,
+    ) -> Result<SourceBackup> {
         use rusqlite::backup::{Backup, StepResult};
         use rusqlite::OpenFlags;
 
         let started = Instant::now();
-        let opts = options(name, SourceKind::Sqlite)?;
+        let opts = options(name, SourceKind::Sqlite, progress)?;
         let file_name = self
             .path
             .file_name()
@@ -1186,8 +1220,18 @@ impl Directory {
 
     /// Backs the paths up as a snapshot of the source called `name`.
     pub fn backup(&self, repo: &Repository, name: &str) -> Result<SourceBackup> {
+        self.backup_with(repo, name, None)
+    }
+
+    /// [`Self::backup`], reporting bytes read as it goes to `progress`.
+    pub fn backup_with(
+        &self,
+        repo: &Repository,
+        name: &str,
+        progress: Option<ProgressFn>,
+    ) -> Result<SourceBackup> {
         let started = Instant::now();
-        let mut opts = options(name, SourceKind::Directory)?;
+        let mut opts = options(name, SourceKind::Directory, progress)?;
         opts.excludes = self.excludes.clone();
         let summary = backup(repo, &self.paths, &opts)?;
         for w in &summary.warnings {
@@ -1208,9 +1252,9 @@ mod tests {
 
     #[test]
     fn names_and_settings_are_checked() {
-        assert!(options("db-1", SourceKind::Postgres).is_ok());
-        assert!(options("a,b", SourceKind::Postgres).is_err());
-        assert!(options("", SourceKind::Postgres).is_err());
+        assert!(options("db-1", SourceKind::Postgres, None).is_ok());
+        assert!(options("a,b", SourceKind::Postgres, None).is_err());
+        assert!(options("", SourceKind::Postgres, None).is_err());
         assert!(check_database("app", "PostgreSQL").is_ok());
         for bad in ["", "-x", "host=evil", "postgresql://x", "a/b"] {
             assert!(check_database(bad, "PostgreSQL").is_err(), "{bad}");

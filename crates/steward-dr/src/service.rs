@@ -307,6 +307,8 @@ struct Live {
     missed: HashSet<(String, DateTime<Utc>)>,
     /// Sources whose RPO / RTO is breached (as last reported).
     rpo_breached: HashMap<String, bool>,
+    /// Bytes read so far by the backups running now, by run id.
+    progress: HashMap<String, Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// The backup service.
@@ -380,6 +382,7 @@ impl Backups {
                 first_seen: HashMap::new(),
                 missed: HashSet::new(),
                 rpo_breached: HashMap::new(),
+                progress: HashMap::new(),
             }),
             permits,
             wake: Notify::new(),
@@ -822,6 +825,7 @@ impl Backups {
         self.record(&run).await?;
         let window = self.open_window(&s).await;
         let result = self.backup_steps(&s, &mut run).await;
+        self.live().progress.remove(&run.id);
         if let (Some(id), Some(a)) = (window, &self.alerting) {
             if let Err(e) = a.close_window(&id).await {
                 tracing::warn!(source = s.name, error = %e, "cannot close the backup's maintenance window");
@@ -876,8 +880,14 @@ impl Backups {
         let source = self.source_of(s).await?;
         let name = s.name.clone();
         let r2 = repo.clone();
+        // Bytes read so far, for `steward backup list` and the CLI's progress line.
+        let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        self.live().progress.insert(run.id.clone(), read.clone());
+        let progress: steward_repo::ProgressFn = Arc::new(move |p: &steward_repo::Progress| {
+            read.store(p.bytes_done, std::sync::atomic::Ordering::Relaxed);
+        });
         let done = tokio::task::spawn_blocking(move || match source {
-            Runner::Source(src) => src.backup(&r2, &name),
+            Runner::Source(src) => src.backup_with(&r2, &name, Some(progress)),
             Runner::Base(endpoint, database) => steward_backup::base_backup(
                 &r2,
                 &endpoint,
@@ -1643,6 +1653,15 @@ impl Backups {
             .collect();
         out.sort_by_key(|b| std::cmp::Reverse(b.started_at));
         out.truncate(limit.clamp(1, 10_000));
+        {
+            // A running backup shows the bytes it has read so far.
+            let live = self.live();
+            for r in out.iter_mut().filter(|r| r.ok.is_none()) {
+                if let Some(read) = live.progress.get(&r.id) {
+                    r.bytes = Some(read.load(std::sync::atomic::Ordering::Relaxed));
+                }
+            }
+        }
         self.engine.complete(ctx, draft, Ok(out)).await
     }
 

@@ -85,7 +85,7 @@ async fn run_job(c: &Client, path: &str, body: Value, what: &str) -> anyhow::Res
     let running = v["data"]["running"].clone();
     let target = running["target"].as_str().unwrap_or_default().to_string();
     let op = running["op"].as_str().unwrap_or_default().to_string();
-    let since = running["since"].as_str().unwrap_or_default().to_string();
+    let since = time_of(&running["since"]);
     let started = Instant::now();
     let spinner = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new_spinner().with_style(
@@ -96,7 +96,8 @@ async fn run_job(c: &Client, path: &str, body: Value, what: &str) -> anyhow::Res
         b.enable_steady_tick(Duration::from_millis(200));
         b
     });
-    let mut last_line = 0;
+    // Plain lines (not a terminal): the first poll, then every 10 s.
+    let mut last_line: Option<u64> = None;
     let path = format!(
         "/v1/sys/backup/runs?target={}&op={}&limit=5",
         urlencode(&target),
@@ -105,25 +106,53 @@ async fn run_job(c: &Client, path: &str, body: Value, what: &str) -> anyhow::Res
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let v = c.call("GET", &path, None).await?;
-        let found = v["data"]["runs"]
+        let mine: Vec<Value> = v["data"]["runs"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|r| r["started_at"].as_str().unwrap_or_default() >= since.as_str())
-            .find(|r| !r["ok"].is_null())
-            .cloned();
-        if let Some(run) = found {
+            .filter(|r| time_of(&r["started_at"]) >= since)
+            .cloned()
+            .collect();
+        if mine.is_empty() && started.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!(
+                "the server accepted the {what} of {target} but has not recorded it after a minute; see `steward backup list {target}` and the server's log"
+            );
+        }
+        if let Some(run) = mine.iter().find(|r| !r["ok"].is_null()) {
             if let Some(b) = &spinner {
                 b.finish_and_clear();
             }
-            return Ok(run);
+            return Ok(run.clone());
         }
-        let el = started.elapsed().as_secs();
-        if spinner.is_none() && el >= last_line + 10 {
-            last_line = el;
-            eprintln!("{what} of {target} still running ({el} s)");
+        // A running backup reports the bytes it has read: show them and the rate.
+        let el = started.elapsed().as_secs_f64();
+        let read = mine.iter().find_map(|r| r["bytes"].as_u64());
+        let status = match read {
+            Some(n) => format!(
+                "{} read, {}/s",
+                human_bytes(n),
+                human_bytes((n as f64 / el.max(0.001)) as u64)
+            ),
+            None => "running".to_string(),
+        };
+        match &spinner {
+            Some(b) => b.set_message(format!("{what} of {target}: {status}")),
+            None => {
+                if last_line.is_none_or(|l| el as u64 >= l + 10) {
+                    last_line = Some(el as u64);
+                    eprintln!("{what} of {target}: {status} ({} s)", el as u64);
+                }
+            }
         }
     }
+}
+
+/// A time the server sent (RFC 3339), or the earliest time when absent.
+fn time_of(v: &Value) -> chrono::DateTime<chrono::Utc> {
+    v.as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
 }
 
 fn urlencode(s: &str) -> String {
