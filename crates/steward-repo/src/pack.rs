@@ -98,17 +98,22 @@ pub fn expected_pack_size(blobs: &[PackBlob]) -> u64 {
     blobs.iter().map(|b| u64::from(b.length)).sum::<u64>() + header_size(blobs)
 }
 
-/// A pack being built in memory.
+/// A pack being built, in memory or (when the backend can stage files) in a
+/// temporary file.
 pub(crate) struct PackWriter {
     buf: Vec<u8>,
+    staged: Option<crate::backend::StagedFile>,
+    /// Bytes written so far (in `buf` or the staged file).
+    len: usize,
     hasher: Sha256,
     blobs: Vec<PackBlob>,
 }
 
-/// A finished pack, ready to be stored.
+/// A finished pack, ready to be stored: `data` in memory, or the staged file.
 pub(crate) struct FinishedPack {
     pub id: Id,
     pub data: Vec<u8>,
+    pub staged: Option<crate::backend::StagedFile>,
     pub blobs: Vec<PackBlob>,
 }
 
@@ -116,9 +121,36 @@ impl PackWriter {
     pub fn new(capacity: usize) -> Self {
         PackWriter {
             buf: Vec::with_capacity(capacity),
+            staged: None,
+            len: 0,
             hasher: Sha256::new(),
             blobs: Vec::new(),
         }
+    }
+
+    /// A pack written straight into `staged` (nothing held in memory).
+    pub fn staged(staged: crate::backend::StagedFile) -> Self {
+        PackWriter {
+            buf: Vec::new(),
+            staged: Some(staged),
+            len: 0,
+            hasher: Sha256::new(),
+            blobs: Vec::new(),
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        match &mut self.staged {
+            Some(st) => {
+                use std::io::Write;
+                st.file
+                    .write_all(bytes)
+                    .map_err(|e| crate::backend::local::io_error("write", &st.path, e))?;
+            }
+            None => self.buf.extend_from_slice(bytes),
+        }
+        self.len += bytes.len();
+        Ok(())
     }
 
     /// A pack writer reusing `buf` (cleared) with room for `capacity` bytes.
@@ -127,6 +159,8 @@ impl PackWriter {
         buf.reserve(capacity);
         PackWriter {
             buf,
+            staged: None,
+            len: 0,
             hasher: Sha256::new(),
             blobs: Vec::new(),
         }
@@ -140,12 +174,12 @@ impl PackWriter {
         encrypted: &[u8],
         uncompressed_length: Option<u32>,
     ) -> Result<()> {
-        let offset = u32::try_from(self.buf.len())
+        let offset = u32::try_from(self.len)
             .map_err(|_| Error::InvalidArgument("pack grew beyond 4 GiB".into()))?;
         let length = u32::try_from(encrypted.len()).map_err(|_| {
             Error::InvalidArgument(format!("blob {} is larger than 4 GiB", id.short()))
         })?;
-        self.buf.extend_from_slice(encrypted);
+        self.append(encrypted)?;
         self.hasher.update(encrypted);
         self.blobs.push(PackBlob {
             blob_type,
@@ -159,7 +193,7 @@ impl PackWriter {
 
     /// Bytes written so far.
     pub fn size(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -167,7 +201,7 @@ impl PackWriter {
     }
 
     /// Appends the encrypted header and its length; returns the pack and its id.
-    pub fn finish(mut self, key: &MasterKey) -> FinishedPack {
+    pub fn finish(mut self, key: &MasterKey) -> Result<FinishedPack> {
         let mut header = Vec::with_capacity(self.blobs.len() * ENTRY_LEN_COMPRESSED);
         for b in &self.blobs {
             let compressed = b.uncompressed_length.is_some();
@@ -186,15 +220,16 @@ impl PackWriter {
         }
         let enc = key.encrypt(&header);
         let len = (enc.len() as u32).to_le_bytes();
-        self.buf.extend_from_slice(&enc);
-        self.buf.extend_from_slice(&len);
+        self.append(&enc)?;
+        self.append(&len)?;
         self.hasher.update(&enc);
         self.hasher.update(len);
-        FinishedPack {
+        Ok(FinishedPack {
             id: Id(self.hasher.finalize().into()),
             data: self.buf,
+            staged: self.staged,
             blobs: self.blobs,
-        }
+        })
     }
 }
 
@@ -361,7 +396,7 @@ mod tests {
         w.add(BlobType::Data, Id::hash(b"aaaa"), &a, None).unwrap();
         w.add(BlobType::Data, Id::hash(b"bbbbbbbb"), &b, Some(100))
             .unwrap();
-        let p = w.finish(&key);
+        let p = w.finish(&key).unwrap();
         assert_eq!(p.id, Id::hash(&p.data));
         assert_eq!(p.data.len() as u64, expected_pack_size(&p.blobs));
         let parsed = parse_pack(&key, &p.id, &p.data).unwrap();
@@ -393,7 +428,7 @@ mod tests {
             )
             .unwrap();
         }
-        let many = w.finish(&key);
+        let many = w.finish(&key).unwrap();
         be.write(FileType::Pack, &many.id, &many.data).unwrap();
         let h = read_header(&be, &key, &many.id, many.data.len() as u64).unwrap();
         assert_eq!(h, many.blobs);

@@ -474,7 +474,7 @@ impl Repacker<'_> {
     }
 
     fn write(&mut self, w: PackWriter) -> Result<()> {
-        let pack = w.finish(self.repo.key());
+        let pack = w.finish(self.repo.key())?;
         retry(|| {
             self.repo
                 .backend()

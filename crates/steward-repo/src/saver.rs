@@ -4,15 +4,19 @@
 //! is checked against the repository index and against the blobs this saver has
 //! already taken (so two threads saving the same chunk store it once), compressed
 //! with zstd unless that does not make it smaller, encrypted, and appended to the
-//! open pack of its type (data and tree blobs never share a pack). A full pack goes to
-//! the saver's writer thread (through a channel holding one pack, so at most three
-//! packs are in memory: the open one, the queued one and the one being written),
-//! which finishes it (header, hash) and stores it durably while the workers go on
-//! compressing: compute never waits on fsync. [`BlobSaver::flush`] writes the partly
-//! filled packs, waits for the writer, and then writes the index files describing
-//! every pack written: only after it returns may a snapshot referencing these blobs
-//! be saved. A failed pack write stops the saver: the next save returns the write's
-//! own error (e.g. the disk is full), not a generic one.
+//! open pack of its type (data and tree blobs never share a pack). Data packs are
+//! written straight into a file the backend stages for them ([`Backend::stage`]: a
+//! temporary file for the local backend, so a pack is never held in memory); tree
+//! packs, and every pack of a backend that cannot stage, are built in a recycled
+//! buffer. A full pack goes to the saver's writer thread (through a channel holding
+//! one pack), which finishes it (header, hash) and stores it durably (fsync, rename)
+//! while the workers go on compressing: compute never waits on fsync.
+//! [`BlobSaver::flush`] writes the partly filled packs, waits for the writer, and then
+//! writes the index files describing every pack written: only after it returns may a
+//! snapshot referencing these blobs be saved. A failed pack write stops the saver: the
+//! next save returns the write's own error (e.g. the disk is full), not a generic one.
+//!
+//! [`Backend::stage`]: crate::backend::Backend::stage
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -99,12 +103,15 @@ fn store_pack(
     t: BlobType,
     pw: PackWriter,
 ) -> Result<()> {
-    let mut pack = pw.finish(repo.key());
-    retry(|| repo.backend().write(FileType::Pack, &pack.id, &pack.data))?;
+    let mut pack = pw.finish(repo.key())?;
+    match pack.staged.take() {
+        Some(staged) => repo.backend().commit(FileType::Pack, &pack.id, staged)?,
+        None => retry(|| repo.backend().write(FileType::Pack, &pack.id, &pack.data))?,
+    }
     repo.add_to_index(pack.id, &pack.blobs);
     {
         let mut spare = lock(pool);
-        if spare.len() < POOL_MAX {
+        if spare.len() < POOL_MAX && pack.data.capacity() > 0 {
             let mut buf = std::mem::take(&mut pack.data);
             buf.clear();
             spare.push(buf);
@@ -295,13 +302,23 @@ impl BlobSaver {
         let stored = encrypted.len() as u64;
         let full = {
             let mut slot = lock(&sh.packers[t.index()]);
-            let pw = slot.get_or_insert_with(|| {
+            if slot.is_none() {
+                // Data packs go straight to a staged file when the backend has them
+                // (nothing held in memory); otherwise into a (recycled) buffer.
+                let staged = match t {
+                    BlobType::Data => sh.repo.backend().stage(FileType::Pack)?,
+                    BlobType::Tree => None,
+                };
                 let capacity = sh.pack_size + (1 << 20);
-                match lock(&sh.pool).pop() {
-                    Some(buf) => PackWriter::with_buffer(buf, capacity),
-                    None => PackWriter::new(capacity),
-                }
-            });
+                *slot = Some(match (staged, lock(&sh.pool).pop()) {
+                    (Some(staged), _) => PackWriter::staged(staged),
+                    (None, Some(buf)) => PackWriter::with_buffer(buf, capacity),
+                    (None, None) => PackWriter::new(capacity),
+                });
+            }
+            let Some(pw) = slot.as_mut() else {
+                return Err(Error::Aborted("internal error: no open pack".into()));
+            };
             pw.add(t, id, &encrypted, uncompressed)?;
             if pw.size() >= sh.pack_size {
                 slot.take()

@@ -36,9 +36,10 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const MI_PURGE_DELAY_DEFAULTS: [std::ffi::c_long; 2] = [10, 1000];
 
 /// `steward repo` moves gigabytes through short-lived megabyte buffers; by default mimalloc
-/// keeps freed memory committed for a while, which doubled a backup's peak memory (288 MiB
-/// against 162 MiB, restore 189 against 96, at the same speed: bench/README.md). Purge freed
-/// memory at once there. `MIMALLOC_PURGE_DELAY` in the environment still wins.
+/// keeps freed memory committed for up to a second, which made a restore's peak memory 174
+/// MiB against 88 with immediate purging, and a backup's 168 against about 105 (restic: about
+/// 100 and 125; bench/README.md). The price is some system time (a restore about 0.3 to 1 s
+/// slower on the 2 GiB benchmark). `MIMALLOC_PURGE_DELAY` in the environment still wins.
 #[allow(unsafe_code)]
 fn purge_freed_memory_at_once() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {

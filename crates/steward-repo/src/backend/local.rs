@@ -248,6 +248,50 @@ impl Backend for LocalBackend {
         Ok(buf)
     }
 
+    /// Packs are assembled in `.tmp-<random>` at the repository's root (restic and
+    /// listings ignore it; a crash can leave one behind, which nothing reads).
+    fn stage(&self, _t: FileType) -> Result<Option<super::StagedFile>, BackendError> {
+        let mut rnd = [0u8; 8];
+        rand::thread_rng().fill_bytes(&mut rnd);
+        let path = self.root.join(format!("{TEMP_PREFIX}{}", hex::encode(rnd)));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io_error("create", &path, e))?;
+        Ok(Some(super::StagedFile::new(file, path)))
+    }
+
+    fn commit(
+        &self,
+        t: FileType,
+        id: &Id,
+        mut staged: super::StagedFile,
+    ) -> Result<(), BackendError> {
+        let final_path = self.path_for(t, id);
+        let dir = final_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        if !dir.is_dir() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| io_error("create directory", &dir, e))?;
+        }
+        staged
+            .file
+            .sync_all()
+            .map_err(|e| io_error("sync", &staged.path, e))?;
+        fs::rename(&staged.path, &final_path)
+            .map_err(|e| io_error("rename into", &final_path, e))?;
+        staged.mark_committed();
+        sync_dir(&dir)
+    }
+
     fn write(&self, t: FileType, id: &Id, data: &[u8]) -> Result<(), BackendError> {
         let final_path = self.path_for(t, id);
         let dir = final_path

@@ -158,4 +158,56 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn write(&self, t: FileType, id: &Id, data: &[u8]) -> Result<(), BackendError>;
     /// Deletes a file.
     fn remove(&self, t: FileType, id: &Id) -> Result<(), BackendError>;
+
+    /// A temporary file in which a file of type `t` whose id is known only at the end (a
+    /// pack) can be assembled without holding it in memory; `None` when this backend
+    /// stores from memory only (the default).
+    fn stage(&self, _t: FileType) -> Result<Option<StagedFile>, BackendError> {
+        Ok(None)
+    }
+
+    /// Stores a staged file as `(t, id)`, atomically and durably. The default reads it
+    /// back and calls [`Backend::write`].
+    fn commit(&self, t: FileType, id: &Id, mut staged: StagedFile) -> Result<(), BackendError> {
+        use std::io::{Read, Seek};
+        let mut data = Vec::new();
+        staged
+            .file
+            .rewind()
+            .and_then(|_| staged.file.read_to_end(&mut data))
+            .map_err(|e| local::io_error("read the staged file", &staged.path, e))?;
+        self.write(t, id, &data)
+    }
+}
+
+/// A temporary file made by [`Backend::stage`]; removed when dropped unless committed.
+#[derive(Debug)]
+pub struct StagedFile {
+    pub file: std::fs::File,
+    pub path: std::path::PathBuf,
+    committed: bool,
+}
+
+impl StagedFile {
+    /// Wraps a freshly created temporary file.
+    pub fn new(file: std::fs::File, path: std::path::PathBuf) -> Self {
+        StagedFile {
+            file,
+            path,
+            committed: false,
+        }
+    }
+
+    /// Marks it moved into place (so dropping it removes nothing).
+    pub fn mark_committed(&mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
