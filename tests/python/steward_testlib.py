@@ -387,3 +387,24 @@ class ServerPool:
                 errors.append(e)
         if errors:
             raise errors[0]
+
+
+# --------------------------------------------------------------------------------------------
+# The dashboard
+
+
+def make_token(s, rules: list, name: str) -> str:
+    """A one-hour token whose only policy (named `name`) has `rules`."""
+    r = s.api("PUT", f"/v1/sys/policies/{name}", json={"rules": rules})
+    assert r.status_code in (200, 204), r.text
+    r = s.api("POST", "/v1/auth/token/create", json={"policies": [name], "ttl": "1h", "display_name": name})
+    assert r.status_code == 200, r.text
+    return r.json()["auth"]["client_token"]
+
+
+def signed_in(s, token: str):
+    """A requests session signed in to the dashboard, and the sign-in answer."""
+    http = requests.Session()
+    r = http.post(s.url + "/ui/sign-in", data={"token": token, "next": "/ui/"}, allow_redirects=False, timeout=10)
+    assert r.status_code == 303 and r.headers["location"] == "/ui/", (r.status_code, r.text[:500])
+    return http, r

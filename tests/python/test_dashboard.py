@@ -18,7 +18,7 @@ import pytest
 
 from alerting_helpers import health_replies, wait_for, webhook_alerting
 from receivers import HttpReceiver
-from steward_testlib import free_port
+from steward_testlib import free_port, make_token, signed_in
 
 OK_BODY, BAD_BODY = health_replies()
 
@@ -69,24 +69,6 @@ def hook():
 def health(s, name: str) -> str:
     r = s.api("GET", "/v1/checks")
     return {c["name"]: c["health"] for c in r.json()["data"]["checks"]}[name]
-
-
-def make_token(s, rules: list, name: str) -> str:
-    r = s.api("PUT", f"/v1/sys/policies/{name}", json={"rules": rules})
-    assert r.status_code in (200, 204), r.text
-    r = s.api("POST", "/v1/auth/token/create", json={"policies": [name], "ttl": "1h", "display_name": name})
-    assert r.status_code == 200, r.text
-    return r.json()["auth"]["client_token"]
-
-
-def signed_in(s, token: str):
-    """A requests session signed in to the dashboard."""
-    import requests
-
-    http = requests.Session()
-    r = http.post(s.url + "/ui/sign-in", data={"token": token, "next": "/ui/"}, allow_redirects=False, timeout=10)
-    assert r.status_code == 303 and r.headers["location"] == "/ui/", (r.status_code, r.text[:500])
-    return http, r
 
 
 def csrf_of(html: str) -> str:

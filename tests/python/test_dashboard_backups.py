@@ -10,6 +10,8 @@ import uuid
 
 import requests
 
+from steward_testlib import make_token, signed_in
+
 
 def config(tmp) -> str:
     files = tmp / "bk-files"
@@ -28,21 +30,6 @@ paths = ["{files}"]
 """
 
 
-def signed_in(s, token: str) -> requests.Session:
-    http = requests.Session()
-    r = http.post(s.url + "/ui/sign-in", data={"token": token, "next": "/ui/"}, allow_redirects=False, timeout=10)
-    assert r.status_code == 303 and r.headers["location"] == "/ui/", (r.status_code, r.text[:500])
-    return http
-
-
-def make_token(s, rules: list, name: str) -> str:
-    r = s.api("PUT", f"/v1/sys/policies/{name}", json={"rules": rules})
-    assert r.status_code in (200, 204), r.text
-    r = s.api("POST", "/v1/auth/token/create", json={"policies": [name], "ttl": "1h", "display_name": name})
-    assert r.status_code == 200, r.text
-    return r.json()["auth"]["client_token"]
-
-
 def test_backups_page_shows_the_dr_report(server_factory, tmp_path):
     s = server_factory.new("sqlite", config_text=config(tmp_path))
     password = "pw-" + uuid.uuid4().hex
@@ -59,7 +46,7 @@ def test_backups_page_shows_the_dr_report(server_factory, tmp_path):
     assert src["status"] == "ok", src
     snapshot = src["last_successful_backup"]["snapshot"]
 
-    http = signed_in(s, s.token)
+    http, _ = signed_in(s, s.token)
     r = http.get(s.url + "/ui/backups", timeout=10)
     assert r.status_code == 200, r.text[:500]
     page = r.text
@@ -83,7 +70,7 @@ def test_backups_page_shows_the_dr_report(server_factory, tmp_path):
     # A token that may read checks but not sys/backup is refused, in words.
     tok = make_token(s, [{"env": "sys", "path": "checks", "capabilities": ["read"]}],
                      "viewer-" + uuid.uuid4().hex[:6])
-    r = signed_in(s, tok).get(s.url + "/ui/backups", timeout=10)
+    r = signed_in(s, tok)[0].get(s.url + "/ui/backups", timeout=10)
     assert r.status_code == 403 and "Not allowed" in r.text, (r.status_code, r.text[:500])
     assert 'class="pill' not in r.text and "directory → main" not in r.text
 
@@ -95,7 +82,7 @@ def test_backups_page_shows_the_dr_report(server_factory, tmp_path):
 
 def test_backups_page_without_sources_says_how_to_add_one(server_factory):
     s = server_factory.new("sqlite")
-    r = signed_in(s, s.token).get(s.url + "/ui/backups", timeout=10)
+    r = signed_in(s, s.token)[0].get(s.url + "/ui/backups", timeout=10)
     assert r.status_code == 200, r.text[:500]
     assert "No backup sources are configured." in r.text
     assert "<code>[[backup.sources]]</code>" in r.text and "docs/backup.md" in r.text

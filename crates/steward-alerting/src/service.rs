@@ -230,27 +230,9 @@ impl Alerting {
         self.pipeline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every record of `kind`, read in pages of 5,000.
+    /// Every record of `kind`.
     async fn all(&self, kind: &'static str) -> Result<Vec<RecordRow>> {
-        let mut out = Vec::new();
-        let mut after = String::new();
-        loop {
-            let a = after.clone();
-            let page = self
-                .engine
-                .store()
-                .read(move |tx| tx.record_list(kind, &a, 5000))
-                .await
-                .map_err(SecretsError::from)?;
-            let done = page.len() < 5000;
-            if let Some(last) = page.last() {
-                after = last.id.clone();
-            }
-            out.extend(page);
-            if done {
-                return Ok(out);
-            }
-        }
+        Ok(self.engine.store().records(kind).await?)
     }
 
     /// Loads alerts, groups, silences, windows and flap counters from the store.

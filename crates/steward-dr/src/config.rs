@@ -119,6 +119,14 @@ impl What {
         }
     }
 
+    /// The database server of a PostgreSQL or MariaDB source.
+    pub fn database_server(&self) -> Option<&Server> {
+        match self {
+            What::Postgres { server, .. } | What::MariaDb { server, .. } => Some(server),
+            _ => None,
+        }
+    }
+
     /// Whether drills can restore it (the databases).
     pub fn drillable(&self) -> bool {
         matches!(
@@ -236,10 +244,12 @@ impl Compiled {
                 }
             }
             if s3 {
+                // Only the URL is checked here (endpoint, bucket, prefix); the real keys are
+                // secrets, read when the repository is opened.
                 steward_repo_s3::S3Config::from_url(
                     &r.location,
                     None,
-                    steward_repo_s3::S3Credentials::new("checked", "later"),
+                    steward_repo_s3::S3Credentials::new("not-used", "not-used"),
                 )
                 .map_err(|e| ConfigError::new(key("location"), e.to_string()))?;
             } else if !r.location.starts_with('/') {
@@ -653,6 +663,19 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.to_string().contains("mode"), "{e}");
+    }
+
+    #[test]
+    fn s3_locations_are_checked_without_their_keys() {
+        let repo = |loc: &str| {
+            format!("[[backup.repositories]]\nname = \"off\"\nlocation = \"{loc}\"\npassword_secret = \"ops/b#pw\"\naccess_key_id_secret = \"ops/s3#id\"\nsecret_access_key_secret = \"ops/s3#key\"\n")
+        };
+        let c = compile(&repo("s3:http://127.0.0.1:9000/bucket/steward")).unwrap();
+        assert!(c.repositories[0].is_s3());
+        let e = compile(&repo("s3://bucket-without-endpoint")).unwrap_err();
+        assert_eq!(e.key, "backup.repositories[0].location", "{e}");
+        let e = compile("[[backup.repositories]]\nname = \"off\"\nlocation = \"s3:http://127.0.0.1:9000/b\"\npassword_secret = \"ops/b#pw\"\n").unwrap_err();
+        assert_eq!(e.key, "backup.repositories[0].access_key_id_secret", "{e}");
     }
 
     #[test]

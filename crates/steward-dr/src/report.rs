@@ -138,10 +138,12 @@ pub fn build(
         let rto_met = s
             .rto_target
             .and_then(|t| rto_s.map(|r| r <= t.as_secs_f64()));
-        if last_backup.as_ref().is_some_and(|b| b.ok == Some(false)) {
+        let backup_failed = last_backup.as_ref().is_some_and(|b| b.ok == Some(false));
+        let drill_failed = last_drill.as_ref().is_some_and(|d| d.ok == Some(false));
+        if backup_failed {
             notes.push("the last backup failed".into());
         }
-        if last_drill.as_ref().is_some_and(|d| d.ok == Some(false)) {
+        if drill_failed {
             notes.push("the last drill failed".into());
         }
         if rpo_met == Some(false) {
@@ -170,16 +172,14 @@ pub fn build(
         if s.rto_target.is_some() && rto_s.is_none() && s.drill.is_some() {
             notes.push("no passed drill has measured the restore time yet".into());
         }
-        let status = if notes
-            .iter()
-            .any(|n| !n.starts_with("no drill configured") && !n.starts_with("no passed drill"))
-        {
-            "at_risk"
-        } else if last_ok.is_none() || (s.drill.is_some() && last_passed_drill.is_none()) {
-            "unproven"
-        } else {
-            "ok"
-        };
+        let status =
+            if backup_failed || drill_failed || rpo_met == Some(false) || rto_met == Some(false) {
+                "at_risk"
+            } else if last_ok.is_none() || (s.drill.is_some() && last_passed_drill.is_none()) {
+                "unproven"
+            } else {
+                "ok"
+            };
         sources.push(SourceReport {
             name: s.name.clone(),
             kind: s.type_name.clone(),

@@ -352,6 +352,34 @@ fn median(xs: &mut [u64]) -> u64 {
     }
 }
 
+/// A backup's size against the source's recent ones.
+/// How [`Backups::database_restore`] restores.
+enum DbRestore {
+    /// Into a scratch database, checked and dropped.
+    Drill {
+        assertions: Vec<steward_backup::Assertion>,
+        amcheck: bool,
+    },
+    /// Into a new database of this name, kept.
+    Into(String),
+}
+
+/// A passed backup a drill or restore starts from.
+struct Proven {
+    snapshot: String,
+    started_at: DateTime<Utc>,
+    snapshot_time: Option<DateTime<Utc>>,
+    facts: Facts,
+}
+
+struct SizeCheck {
+    usual: u64,
+    ratio: f64,
+    changed: bool,
+    /// The previous passed backup was flagged as changed.
+    was_flagged: bool,
+}
+
 /// Clears the running flag of a (target, op) when dropped, however the run ends.
 struct RunningGuard<'a> {
     svc: &'a Backups,
@@ -406,25 +434,12 @@ impl Backups {
     /// source was first seen (the start of its schedule).
     pub async fn load(&self) -> Result<()> {
         let now = self.now();
-        let mut rows = Vec::new();
-        let mut after = String::new();
-        loop {
-            let a = after.clone();
-            let page = self
-                .engine
-                .store()
-                .read(move |tx| tx.record_list(RUN_KIND, &a, 5000))
-                .await
-                .map_err(SecretsError::from)?;
-            let done = page.len() < 5000;
-            if let Some(last) = page.last() {
-                after = last.id.clone();
-            }
-            rows.extend(page);
-            if done {
-                break;
-            }
-        }
+        let rows = self
+            .engine
+            .store()
+            .records(RUN_KIND)
+            .await
+            .map_err(SecretsError::from)?;
         let mut runs: HashMap<(String, Op), Vec<Run>> = HashMap::new();
         let mut interrupted = Vec::new();
         for row in rows {
@@ -611,13 +626,9 @@ impl Backups {
         (wait, jobs)
     }
 
-    fn is_running(&self, target: &str, op: Op) -> bool {
-        self.live().running.contains(&(target.to_string(), op))
-    }
-
     /// Whether a run of `op` on `target` (a source or repository) is going.
-    pub fn is_busy(&self, target: &str, op: Op) -> bool {
-        self.is_running(target, op)
+    pub fn is_running(&self, target: &str, op: Op) -> bool {
+        self.live().running.contains(&(target.to_string(), op))
     }
 
     /// The recorded runs of `op` on `target`, oldest first.
@@ -826,6 +837,15 @@ impl Backups {
         let window = self.open_window(&s).await;
         let result = self.backup_steps(&s, &mut run).await;
         self.live().progress.remove(&run.id);
+        // Compared before the run is recorded as done, so it is written once, with the result.
+        let size = match (&result, run.bytes) {
+            (Ok(()), Some(bytes)) => self.size_check(&s, bytes),
+            _ => None,
+        };
+        if let (Some(c), Value::Object(m)) = (&size, &mut run.detail) {
+            m.insert("size_changed".into(), json!(c.changed));
+            m.insert("usual_bytes".into(), json!(c.usual));
+        }
         if let (Some(id), Some(a)) = (window, &self.alerting) {
             if let Err(e) = a.close_window(&id).await {
                 tracing::warn!(source = s.name, error = %e, "cannot close the backup's maintenance window");
@@ -840,7 +860,9 @@ impl Backups {
                            "seconds": run.duration_s}),
                 )
                 .await;
-                self.compare_size(&s, &run).await;
+                if let Some(c) = size {
+                    self.report_size(&s, run.bytes.unwrap_or(0), &c).await;
+                }
             }
             _ => {
                 self.emit(
@@ -984,50 +1006,50 @@ impl Backups {
         .map_err(|e| format!("the copy task failed: {e}"))?
     }
 
-    async fn compare_size(&self, s: &SourceSpec, run: &Run) {
-        let Some(bytes) = run.bytes else { return };
-        let (mut earlier, was_flagged): (Vec<u64>, bool) = {
-            let live = self.live();
-            let list = live.runs.get(&(s.name.clone(), Op::Backup));
-            let passed: Vec<&Run> = list
-                .map(|l| l.iter().filter(|r| r.passed() && r.id != run.id).collect())
-                .unwrap_or_default();
-            let flagged = passed.last().is_some_and(|r| {
-                r.detail.get("size_changed").and_then(Value::as_bool) == Some(true)
-            });
-            (
-                passed
-                    .iter()
-                    .rev()
-                    .take(SIZE_WINDOW)
-                    .filter_map(|r| r.bytes)
-                    .collect(),
-                flagged,
-            )
-        };
+    /// How a backup of `bytes` compares with the source's recent passed backups (None with
+    /// fewer than [`SIZE_MIN_HISTORY`] of them).
+    fn size_check(&self, s: &SourceSpec, bytes: u64) -> Option<SizeCheck> {
+        let live = self.live();
+        let passed: Vec<&Run> = live
+            .runs
+            .get(&(s.name.clone(), Op::Backup))
+            .map(|l| l.iter().filter(|r| r.passed()).collect())
+            .unwrap_or_default();
+        let was_flagged = passed
+            .last()
+            .is_some_and(|r| r.detail.get("size_changed").and_then(Value::as_bool) == Some(true));
+        let mut earlier: Vec<u64> = passed
+            .iter()
+            .rev()
+            .take(SIZE_WINDOW)
+            .filter_map(|r| r.bytes)
+            .collect();
         if earlier.len() < SIZE_MIN_HISTORY {
-            return;
+            return None;
         }
         let usual = median(&mut earlier).max(1);
         let ratio = bytes.max(1) as f64 / usual as f64;
-        let changed = ratio > s.size_change_factor || ratio < 1.0 / s.size_change_factor;
-        let mut updated = run.clone();
-        if let Value::Object(m) = &mut updated.detail {
-            m.insert("size_changed".into(), json!(changed));
-            m.insert("usual_bytes".into(), json!(usual));
-        }
-        let _ = self.record(&updated).await;
-        if changed {
+        Some(SizeCheck {
+            usual,
+            ratio,
+            changed: ratio > s.size_change_factor || ratio < 1.0 / s.size_change_factor,
+            was_flagged,
+        })
+    }
+
+    /// The size events: changed, or back to normal after a change.
+    async fn report_size(&self, s: &SourceSpec, bytes: u64, c: &SizeCheck) {
+        if c.changed {
             self.emit(
                 "backup.size_changed",
-                json!({"source": s.name, "bytes": bytes, "usual_bytes": usual,
-                       "ratio": (ratio * 100.0).round() / 100.0, "factor": s.size_change_factor}),
+                json!({"source": s.name, "bytes": bytes, "usual_bytes": c.usual,
+                       "ratio": (c.ratio * 100.0).round() / 100.0, "factor": s.size_change_factor}),
             )
             .await;
-        } else if was_flagged {
+        } else if c.was_flagged {
             self.emit(
                 "backup.size_normal",
-                json!({"source": s.name, "bytes": bytes, "usual_bytes": usual}),
+                json!({"source": s.name, "bytes": bytes, "usual_bytes": c.usual}),
             )
             .await;
         }
@@ -1087,22 +1109,32 @@ impl Backups {
         Ok(run)
     }
 
-    /// The backup run that recorded `snapshot` (or the newest passed one), with its facts.
-    fn backup_for(&self, source: &str, snapshot: Option<&str>) -> std::result::Result<Run, String> {
+    /// The passed backup that recorded `snapshot` (or the newest one), with its facts.
+    fn backup_for(
+        &self,
+        source: &str,
+        snapshot: Option<&str>,
+    ) -> std::result::Result<Proven, String> {
         let live = self.live();
-        let list = live.runs.get(&(source.to_string(), Op::Backup));
-        let found = list.and_then(|l| {
-            l.iter().rev().find(|r| {
-                r.passed()
-                    && r.facts.is_some()
-                    && match (snapshot, &r.snapshot) {
-                        (Some(want), Some(have)) => have.starts_with(want),
-                        (None, _) => true,
-                        _ => false,
+        let found = live
+            .runs
+            .get(&(source.to_string(), Op::Backup))
+            .and_then(|l| {
+                l.iter().rev().find_map(|r| match (&r.facts, &r.snapshot) {
+                    (Some(facts), Some(id))
+                        if r.passed() && snapshot.is_none_or(|want| id.starts_with(want)) =>
+                    {
+                        Some(Proven {
+                            snapshot: id.clone(),
+                            started_at: r.started_at,
+                            snapshot_time: r.snapshot_time,
+                            facts: facts.clone(),
+                        })
                     }
-            })
-        });
-        found.cloned().ok_or_else(|| match snapshot {
+                    _ => None,
+                })
+            });
+        found.ok_or_else(|| match snapshot {
             Some(s) => format!("no backup of {source} recorded snapshot {s}; list them with `steward backup list {source}`"),
             None => format!("{source} has no successful backup yet: run `steward backup run {source}` first"),
         })
@@ -1115,48 +1147,83 @@ impl Backups {
         snapshot: Option<String>,
         run: &mut Run,
     ) -> std::result::Result<(), String> {
-        let backup = self.backup_for(&s.name, snapshot.as_deref())?;
-        let facts = backup.facts.clone().unwrap_or_else(unreachable_facts);
-        let snap = backup.snapshot.clone().unwrap_or_default();
-        run.snapshot = Some(snap.clone());
+        let proven = self.backup_for(&s.name, snapshot.as_deref())?;
         // The recovery point proven: when that backup began (the service's clock).
-        run.snapshot_time = Some(backup.started_at);
+        run.snapshot_time = Some(proven.started_at);
+        let how = DbRestore::Drill {
+            assertions: d.assertions.clone(),
+            amcheck: d.amcheck,
+        };
+        self.database_restore(s, &d.server, proven, how, run).await
+    }
+
+    /// Restores a database backup with steward-backup's drill machinery, on `server`: as a
+    /// drill (scratch database, checked, dropped) or into a new database that is kept. Fills
+    /// the run's snapshot, bytes, restore time and checks; fails when a check failed.
+    async fn database_restore(
+        &self,
+        s: &SourceSpec,
+        server: &Server,
+        proven: Proven,
+        how: DbRestore,
+        run: &mut Run,
+    ) -> std::result::Result<(), String> {
+        run.snapshot = Some(proven.snapshot.clone());
         let repo = self.open_repo(s.repository).await?;
-        let password = self.password_of(&d.server).await?;
-        let server = d.server.clone();
-        let assertions = d.assertions.clone();
-        let amcheck = d.amcheck;
+        let password = self.password_of(server).await?;
+        let server = server.clone();
         let kind = s.what.clone();
+        let verb = match how {
+            DbRestore::Drill { .. } => "drill",
+            DbRestore::Into(_) => "restore",
+        };
         let report =
             tokio::task::spawn_blocking(move || -> std::result::Result<DrillReport, String> {
-                let (_, sn) = repo.load_snapshot(&snap).map_err(|e| e.to_string())?;
-                match kind {
+                let (_, sn) = repo
+                    .load_snapshot(&proven.snapshot)
+                    .map_err(|e| e.to_string())?;
+                let facts = &proven.facts;
+                let r = match kind {
                     What::Postgres { .. } => {
-                        let mut drill = steward_backup::PostgresDrill::new(
+                        let mut d = steward_backup::PostgresDrill::new(
                             &server.host,
                             server.port,
                             &server.user,
                         );
-                        drill.endpoint.password = password;
-                        drill.assertions = assertions;
-                        drill.amcheck = amcheck;
-                        drill.run(&repo, &sn, &facts).map_err(|e| e.to_string())
+                        d.endpoint.password = password;
+                        match how {
+                            DbRestore::Drill {
+                                assertions,
+                                amcheck,
+                            } => {
+                                d.assertions = assertions;
+                                d.amcheck = amcheck;
+                                d.run(&repo, &sn, facts)
+                            }
+                            DbRestore::Into(db) => d.restore_into_database(&repo, &sn, facts, &db),
+                        }
                     }
                     What::MariaDb { .. } => {
-                        let mut drill = steward_backup::MariaDbDrill::new(
+                        let mut d = steward_backup::MariaDbDrill::new(
                             &server.host,
                             server.port,
                             &server.user,
                         );
-                        drill.endpoint.password = password;
-                        drill.assertions = assertions;
-                        drill.run(&repo, &sn, &facts).map_err(|e| e.to_string())
+                        d.endpoint.password = password;
+                        match how {
+                            DbRestore::Drill { assertions, .. } => {
+                                d.assertions = assertions;
+                                d.run(&repo, &sn, facts)
+                            }
+                            DbRestore::Into(db) => d.restore_into_database(&repo, &sn, facts, &db),
+                        }
                     }
-                    _ => Err("only database sources can be drilled".into()),
-                }
+                    _ => return Err("only database sources restore into a database".into()),
+                };
+                r.map_err(|e| e.to_string())
             })
             .await
-            .map_err(|e| format!("the drill task failed: {e}"))??;
+            .map_err(|e| format!("the {verb} task failed: {e}"))??;
         run.bytes = Some(report.bytes_restored);
         run.restore_s = Some(secs(report.restore_duration));
         let failures: Vec<String> = report
@@ -1168,7 +1235,7 @@ impl Backups {
         if passed {
             Ok(())
         } else {
-            Err(format!("drill failed: {}", failures.join("; ")))
+            Err(format!("{verb} failed: {}", failures.join("; ")))
         }
     }
 
@@ -1338,8 +1405,7 @@ impl Backups {
     /// Restores a snapshot of a source into a directory, or a database source into a new
     /// database. A failed database restore drops the database it created.
     pub async fn restore(&self, req: RestoreRequest) -> Result<Run> {
-        let (i, s) = self.source_index(&req.source)?;
-        let s = s.clone();
+        let s = self.source_index(&req.source)?.1.clone();
         if req.target_dir.is_some() == req.database.is_some() {
             return Err(bad(
                 "invalid_restore",
@@ -1376,7 +1442,6 @@ impl Backups {
                 ),
             ));
         }
-        let _ = i;
         let _guard = self.claim(&s.name, Op::Restore)?;
         let started = Instant::now();
         let mut run = Run::start(Op::Restore, &s.name, "manual", self.now());
@@ -1409,63 +1474,17 @@ impl Backups {
                     Ok(())
                 }
                 (None, Some(db)) => {
-                    let backup = self.backup_for(&s.name, req.snapshot.as_deref())?;
-                    let facts = backup.facts.clone().unwrap_or_else(unreachable_facts);
-                    let snap = backup.snapshot.clone().unwrap_or_default();
-                    let server = match &s.what {
-                        What::Postgres { server, .. } | What::MariaDb { server, .. } => {
-                            server.clone()
-                        }
-                        _ => unreachable_server(),
-                    };
-                    let password = self.password_of(&server).await?;
-                    let kind = s.what.clone();
-                    let db = db.clone();
-                    let report = tokio::task::spawn_blocking(
-                        move || -> std::result::Result<DrillReport, String> {
-                            let (_, sn) = repo.load_snapshot(&snap).map_err(|e| e.to_string())?;
-                            match kind {
-                                What::Postgres { .. } => {
-                                    let mut d = steward_backup::PostgresDrill::new(
-                                        &server.host,
-                                        server.port,
-                                        &server.user,
-                                    );
-                                    d.endpoint.password = password;
-                                    d.restore_into_database(&repo, &sn, &facts, &db)
-                                        .map_err(|e| e.to_string())
-                                }
-                                _ => {
-                                    let mut d = steward_backup::MariaDbDrill::new(
-                                        &server.host,
-                                        server.port,
-                                        &server.user,
-                                    );
-                                    d.endpoint.password = password;
-                                    d.restore_into_database(&repo, &sn, &facts, &db)
-                                        .map_err(|e| e.to_string())
-                                }
-                            }
-                        },
-                    )
-                    .await
-                    .map_err(|e| format!("the restore task failed: {e}"))??;
-                    run.snapshot = backup.snapshot.clone();
-                    run.snapshot_time = backup.snapshot_time;
-                    run.bytes = Some(report.bytes_restored);
-                    run.restore_s = Some(secs(report.restore_duration));
-                    let failures: Vec<String> = report
-                        .failures()
-                        .map(|c| format!("{}: {}", c.name, c.detail))
-                        .collect();
-                    let passed = report.passed;
-                    run.detail = json!({"database": req.database});
-                    run.drill = Some(report);
-                    if passed {
-                        Ok(())
-                    } else {
-                        Err(format!("restore failed: {}", failures.join("; ")))
-                    }
+                    let proven = self.backup_for(&s.name, req.snapshot.as_deref())?;
+                    let server = s
+                        .what
+                        .database_server()
+                        .ok_or("only database sources restore into a database")?
+                        .clone();
+                    run.snapshot_time = proven.snapshot_time;
+                    run.detail = json!({"database": db});
+                    let how = DbRestore::Into(db.clone());
+                    self.database_restore(&s, &server, proven, how, &mut run)
+                        .await
                 }
                 (None, None) => Err("nothing to restore into".into()),
             }
@@ -1555,19 +1574,11 @@ impl Backups {
         }
     }
 
-    fn runs_snapshot(&self) -> HashMap<(String, Op), Vec<Run>> {
-        self.live().runs.clone()
-    }
-
     /// The DR report, unauthenticated (for the dashboard, which authorizes its session).
     pub fn report_now(&self) -> DrReport {
-        let first_seen = self.live().first_seen.clone();
-        report::build(
-            &self.compiled,
-            &self.runs_snapshot(),
-            &first_seen,
-            self.now(),
-        )
+        let now = self.now();
+        let live = self.live();
+        report::build(&self.compiled, &live.runs, &live.first_seen, now)
     }
 
     // ---- API (authorized and audited) ----
@@ -1692,12 +1703,7 @@ impl Backups {
                 (repository.clone(), job.op())
             }
         };
-        if self.is_running(&target, op) {
-            return Err(conflict(format!(
-                "a {} of {target} is already running; wait for it to finish (see `steward backup list`)",
-                op.as_str()
-            )));
-        }
+        // A run of the same kind already going: the job's own claim answers 409 at once.
         let handle = tokio::spawn(async move {
             match job {
                 Job::Backup { source } => {
@@ -1765,20 +1771,6 @@ impl Backups {
     pub async fn authorize_read(&self, ctx: &RequestCtx) -> Result<()> {
         let draft = self.authorize(ctx, "dr.report", Capability::Read).await?;
         self.engine.complete(ctx, draft, Ok(())).await
-    }
-}
-
-fn unreachable_facts() -> Facts {
-    // `backup_for` only returns runs with facts.
-    serde_json::from_value(json!({"kind": "directory"})).expect("minimal facts parse")
-}
-
-fn unreachable_server() -> Server {
-    Server {
-        host: String::new(),
-        port: 0,
-        user: String::new(),
-        password_secret: None,
     }
 }
 

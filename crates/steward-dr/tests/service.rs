@@ -283,7 +283,7 @@ async fn two_runs_of_the_same_source_do_not_overlap() {
     let first = tokio::spawn(async move { b1.backup(i, "manual").await });
     // Wait (bounded) until the first has claimed the source.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !b.is_busy("files", Op::Backup) && std::time::Instant::now() < deadline {
+    while !b.is_running("files", Op::Backup) && std::time::Instant::now() < deadline {
         tokio::task::yield_now().await;
     }
     let second = b.backup(i, "manual").await;

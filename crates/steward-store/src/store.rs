@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     writer::{self, Job},
-    AuditDraft, StoreError, Tx,
+    AuditDraft, RecordRow, StoreError, Tx,
 };
 
 /// A closure run inside a transaction. `FnMut` so backends can take it by reference; callers
@@ -157,6 +157,25 @@ impl Store {
         tokio::task::spawn_blocking(run)
             .await
             .map_err(|e| E::from(StoreError::Unavailable(format!("read task failed: {e}"))))?
+    }
+
+    /// Every record of `kind`, by id, read in pages of 5,000 (each page its own read).
+    pub async fn records(&self, kind: &'static str) -> Result<Vec<RecordRow>, StoreError> {
+        const PAGE: u32 = 5000;
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let a = after.clone();
+            let page = self.read(move |tx| tx.record_list(kind, &a, PAGE)).await?;
+            let done = page.len() < PAGE as usize;
+            if let Some(last) = page.last() {
+                after = last.id.clone();
+            }
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
+        }
     }
 
     /// Runs `f` in the next group-commit transaction, inside its own savepoint, and appends

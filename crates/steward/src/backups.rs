@@ -18,25 +18,14 @@ use crate::{
     commands::print_json,
     repo::human_bytes,
 };
+use steward_dr::report::human;
 
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
 }
 
 fn secs(v: &Value) -> String {
-    v.as_f64().map_or("-".into(), human_secs)
-}
-
-fn human_secs(x: f64) -> String {
-    if x < 120.0 {
-        format!("{x:.1} s")
-    } else if x < 7200.0 {
-        format!("{:.0} min", x / 60.0)
-    } else if x < 3.0 * 86_400.0 {
-        format!("{:.1} h", x / 3600.0)
-    } else {
-        format!("{:.1} d", x / 86_400.0)
-    }
+    v.as_f64().map_or("-".into(), human)
 }
 
 fn bytes(v: &Value) -> String {
@@ -67,7 +56,7 @@ fn run_line(r: &Value) -> String {
         secs(&r["duration_s"]),
     );
     if let Some(x) = r["restore_s"].as_f64() {
-        line.push_str(&format!(", restore {}", human_secs(x)));
+        line.push_str(&format!(", restore {}", human(x)));
     }
     if let Some(e) = r["error"].as_str() {
         line.push_str(": ");
@@ -155,16 +144,9 @@ fn time_of(v: &Value) -> chrono::DateTime<chrono::Utc> {
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
 }
 
+/// `s` escaped for a query string.
 fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 fn print_run(run: &Value, out: Output) -> ExitCode {
@@ -425,9 +407,9 @@ pub async fn drill(c: &Client, cmd: DrillCommand, out: Output) -> anyhow::Result
 fn target_text(value: &Value, target: &Value, met: &Value) -> String {
     let v = secs(value);
     match (target.as_f64(), met.as_bool()) {
-        (Some(t), Some(true)) => format!("{v} (target {}, met)", human_secs(t)),
-        (Some(t), Some(false)) => format!("{v} (target {}, MISSED)", human_secs(t)),
-        (Some(t), None) => format!("{v} (target {})", human_secs(t)),
+        (Some(t), Some(true)) => format!("{v} (target {}, met)", human(t)),
+        (Some(t), Some(false)) => format!("{v} (target {}, MISSED)", human(t)),
+        (Some(t), None) => format!("{v} (target {})", human(t)),
         (None, _) => format!("{v} (no target)"),
     }
 }

@@ -25,19 +25,124 @@ use crate::id::Id;
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     root: PathBuf,
+    /// Whether dead processes' staged packs were looked for yet.
+    swept: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 const TEMP_PREFIX: &str = ".tmp-";
 
+/// 16 random hex digits.
+fn random_hex() -> String {
+    let mut rnd = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut rnd);
+    hex::encode(rnd)
+}
+
+/// This host's name as it goes into a staged file's name (letters, digits and `-`).
+fn staging_host() -> String {
+    crate::sys::hostname()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 impl LocalBackend {
     /// A backend for the repository at `root` (nothing is touched until used).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into() }
+        LocalBackend {
+            root: root.into(),
+            swept: Default::default(),
+        }
     }
 
     /// The repository directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The directory `(t, id)` goes in, made (0700) if missing.
+    fn dir_for(&self, t: FileType, id: &Id) -> Result<PathBuf, BackendError> {
+        let dir = self
+            .path_for(t, id)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
+        if !dir.is_dir() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| io_error("create directory", &dir, e))?;
+        }
+        Ok(dir)
+    }
+
+    /// A new file (0600) in `dir` named `.tmp-<name>`.
+    fn temp_in(&self, dir: &Path, name: &str) -> Result<super::StagedFile, BackendError> {
+        let path = dir.join(format!("{TEMP_PREFIX}{name}"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io_error("create", &path, e))?;
+        Ok(super::StagedFile::new(file, path))
+    }
+
+    /// Staged packs of processes on this machine that no longer run (killed mid-backup):
+    /// nothing will ever commit them. Removed once per backend handle, before it stages
+    /// its first pack. Files of other hosts (a shared file system) are left alone.
+    fn sweep_dead_staged(&self) {
+        if self.swept.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let mine = format!("{TEMP_PREFIX}{}.", staging_host());
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&mine)) else {
+                continue;
+            };
+            let pid = rest.split('.').next().and_then(|p| p.parse::<i64>().ok());
+            if pid.is_some_and(|pid| !crate::sys::process_exists(pid)) {
+                match fs::remove_file(e.path()) {
+                    Ok(()) => {
+                        tracing::info!(file = %e.path().display(), "removed a staged pack left by a process that died")
+                    }
+                    Err(err) => {
+                        tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a dead process's staged pack")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes `staged` the file `(t, id)` durably: fsync, rename, fsync of the directory.
+    fn place(
+        &self,
+        t: FileType,
+        id: &Id,
+        mut staged: super::StagedFile,
+    ) -> Result<(), BackendError> {
+        let dir = self.dir_for(t, id)?;
+        let final_path = self.path_for(t, id);
+        staged
+            .file
+            .sync_all()
+            .map_err(|e| io_error("sync", &staged.path, e))?;
+        fs::rename(&staged.path, &final_path)
+            .map_err(|e| io_error("rename into", &final_path, e))?;
+        staged.mark_committed();
+        sync_dir(&dir)
     }
 
     /// Where the file of this type and id lives.
@@ -248,83 +353,28 @@ impl Backend for LocalBackend {
         Ok(buf)
     }
 
-    /// Packs are assembled in `.tmp-<random>` at the repository's root (restic and
-    /// listings ignore it; a crash can leave one behind, which nothing reads).
+    /// Packs are assembled in `.tmp-<host>.<pid>.<random>` at the repository's root
+    /// (restic and listings ignore it). One left by a killed process is removed by the
+    /// next backup on that host.
     fn stage(&self, _t: FileType) -> Result<Option<super::StagedFile>, BackendError> {
-        let mut rnd = [0u8; 8];
-        rand::thread_rng().fill_bytes(&mut rnd);
-        let path = self.root.join(format!("{TEMP_PREFIX}{}", hex::encode(rnd)));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| io_error("create", &path, e))?;
-        Ok(Some(super::StagedFile::new(file, path)))
+        self.sweep_dead_staged();
+        let name = format!("{}.{}.{}", staging_host(), std::process::id(), random_hex());
+        self.temp_in(&self.root, &name).map(Some)
     }
 
-    fn commit(
-        &self,
-        t: FileType,
-        id: &Id,
-        mut staged: super::StagedFile,
-    ) -> Result<(), BackendError> {
-        let final_path = self.path_for(t, id);
-        let dir = final_path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.root.clone());
-        if !dir.is_dir() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|e| io_error("create directory", &dir, e))?;
-        }
-        staged
-            .file
-            .sync_all()
-            .map_err(|e| io_error("sync", &staged.path, e))?;
-        fs::rename(&staged.path, &final_path)
-            .map_err(|e| io_error("rename into", &final_path, e))?;
-        staged.mark_committed();
-        sync_dir(&dir)
+    fn commit(&self, t: FileType, id: &Id, staged: super::StagedFile) -> Result<(), BackendError> {
+        self.place(t, id, staged)
     }
 
     fn write(&self, t: FileType, id: &Id, data: &[u8]) -> Result<(), BackendError> {
-        let final_path = self.path_for(t, id);
-        let dir = final_path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.root.clone());
-        if !dir.is_dir() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|e| io_error("create directory", &dir, e))?;
-        }
-        let mut rnd = [0u8; 8];
-        rand::thread_rng().fill_bytes(&mut rnd);
-        let tmp = dir.join(format!("{TEMP_PREFIX}{}", hex::encode(rnd)));
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| io_error("create", &tmp, e))?;
-            f.write_all(data).map_err(|e| io_error("write", &tmp, e))?;
-            f.sync_all().map_err(|e| io_error("sync", &tmp, e))?;
-            drop(f);
-            fs::rename(&tmp, &final_path).map_err(|e| io_error("rename into", &final_path, e))?;
-            sync_dir(&dir)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        // The temporary file sits next to its destination; dropped on failure, it is removed.
+        let dir = self.dir_for(t, id)?;
+        let mut staged = self.temp_in(&dir, &random_hex())?;
+        staged
+            .file
+            .write_all(data)
+            .map_err(|e| io_error("write", &staged.path, e))?;
+        self.place(t, id, staged)
     }
 
     fn remove(&self, t: FileType, id: &Id) -> Result<(), BackendError> {
@@ -342,6 +392,34 @@ impl Backend for LocalBackend {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn staging_removes_only_dead_local_processes_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        b.create().unwrap();
+        let host = staging_host();
+        let dead = dir.path().join(format!(".tmp-{host}.2147483646.00"));
+        let alive = dir
+            .path()
+            .join(format!(".tmp-{host}.{}.00", std::process::id()));
+        let other = dir.path().join(".tmp-some-other-host.2147483646.00");
+        for f in [&dead, &alive, &other] {
+            fs::write(f, b"pack").unwrap();
+        }
+        let staged = b.stage(FileType::Pack).unwrap().unwrap();
+        assert!(!dead.exists(), "a dead process's staged pack stays");
+        assert!(alive.exists() && other.exists());
+        // A staged file that is dropped uncommitted is removed; a committed one is the pack.
+        let path = staged.path.clone();
+        drop(staged);
+        assert!(!path.exists());
+        let mut staged = b.stage(FileType::Pack).unwrap().unwrap();
+        std::io::Write::write_all(&mut staged.file, b"data").unwrap();
+        let id = Id::hash(b"data");
+        b.commit(FileType::Pack, &id, staged).unwrap();
+        assert_eq!(b.read(FileType::Pack, &id).unwrap(), b"data");
+    }
 
     #[test]
     fn layout_write_read_list_remove() {
