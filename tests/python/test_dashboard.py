@@ -115,7 +115,9 @@ def test_sign_in_see_a_failing_check_silence_it_and_read_the_status_page(server_
         assert "was not accepted" in d.find_element(By.CSS_SELECTOR, ".flash.bad").text
         screenshot(d, "dashboard-sign-in-refused")
         d.find_element(By.ID, "token").send_keys(s.token + Keys.ENTER)
-        assert d.current_url == s.url + "/ui/checks", d.current_url
+        # The form's submit navigates asynchronously: wait for it to land (bounded).
+        wait_for(lambda: d.current_url == s.url + "/ui/checks", timeout=10,
+                 what="the sign-in to lead to /ui/checks")
         assert "Signed in as" in d.find_element(By.CSS_SELECTOR, ".who").text
 
         # Overview: api is down. The first Tab reaches the skip link, which moves to the content.
