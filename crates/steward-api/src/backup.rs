@@ -91,6 +91,9 @@ struct SourceBody {
     source: String,
     #[serde(default)]
     snapshot: Option<String>,
+    /// Drills of `mode = "base"` sources: the recovery target (RFC 3339).
+    #[serde(default)]
+    to_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// `POST /v1/sys/backup/run` `{"source": NAME}`: backs the source up now.
@@ -104,7 +107,8 @@ pub async fn run(
     run_job(&st, &ctx, Job::Backup { source: b.source }).await
 }
 
-/// `POST /v1/sys/drill/run` `{"source": NAME, "snapshot": ID?}`.
+/// `POST /v1/sys/drill/run` `{"source": NAME, "snapshot": ID?, "to_time": RFC3339?}`
+/// (`to_time`: the recovery target of a `mode = "base"` source's drill).
 #[utoipa::path(post, path = "/v1/sys/drill/run", request_body = Object, responses((status = 200, description = "data.run, with the drill's checks and the measured restore time")))]
 pub async fn drill(
     State(st): State<AppState>,
@@ -115,6 +119,7 @@ pub async fn drill(
     let job = Job::Drill {
         source: b.source,
         snapshot: b.snapshot,
+        to_time: b.to_time,
     };
     run_job(&st, &ctx, job).await
 }

@@ -168,7 +168,7 @@ pub struct CheckResult {
 }
 
 impl CheckResult {
-    fn new(name: impl Into<String>, passed: bool, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(name: impl Into<String>, passed: bool, detail: impl Into<String>) -> Self {
         CheckResult {
             name: name.into(),
             passed,
@@ -532,6 +532,43 @@ impl PostgresDrill {
             ..self.clone()
         };
         restore_database(&plain, repo, snapshot, facts, name)
+    }
+}
+
+impl PostgresDrill {
+    /// The checks after a restore into `database`: row counts of `facts`,
+    /// assertions, `amcheck`.
+    pub(crate) fn check_restored(&self, facts: &Facts, database: &str) -> Result<Vec<CheckResult>> {
+        ScratchServer::check(self, facts, database)
+    }
+
+    /// Whether the server is still recovering (`pg_is_in_recovery()`).
+    pub(crate) fn is_in_recovery(&self, database: &str) -> Result<bool> {
+        let mut db = self.endpoint.pg_connect(database)?;
+        let row = db
+            .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
+            .map_err(|e| {
+                Error::database("cannot ask whether the cluster recovers", pg_error(&e, &[]))
+            })?;
+        Ok(row.get(0))
+    }
+
+    /// The commit time of the last transaction replayed by recovery, if any.
+    pub(crate) fn last_replayed(
+        &self,
+        database: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let mut db = self.endpoint.pg_connect(database)?;
+        let row = db
+            .query_one(
+                "SELECT extract(epoch FROM pg_catalog.pg_last_xact_replay_timestamp())::float8",
+                &[],
+            )
+            .map_err(|e| {
+                Error::database("cannot read the last replayed commit", pg_error(&e, &[]))
+            })?;
+        let secs: Option<f64> = row.get(0);
+        Ok(secs.and_then(|s| chrono::DateTime::from_timestamp_micros((s * 1e6).round() as i64)))
     }
 }
 

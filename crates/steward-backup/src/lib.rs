@@ -60,6 +60,7 @@ pub mod child;
 pub mod drill;
 pub mod error;
 pub mod pitr;
+pub mod pitr_drill;
 pub mod source;
 
 pub use drill::{Assertion, CheckResult, DrillReport, Expect, MariaDbDrill, PostgresDrill};
@@ -68,6 +69,7 @@ pub use pitr::{
     base_backup, choose_base, restore_to_time, wal_fetch, wal_push, BaseBackupOptions, PitrRestore,
     WalFetchCommand, WalFetched, WalPushed,
 };
+pub use pitr_drill::{PitrDrill, PitrRecovery};
 pub use source::{
     Directory, Endpoint, Facts, MariaDb, Postgres, Redis, Source, SourceBackup, SourceKind, Sqlite,
     TableCount,

@@ -116,7 +116,7 @@ pub struct PitrRestore {
     pub target_dir: PathBuf,
 }
 
-fn check_source_name(name: &str) -> Result<()> {
+pub(crate) fn check_source_name(name: &str) -> Result<()> {
     if name.is_empty()
         || name.len() > 100
         || name
@@ -148,17 +148,17 @@ pub fn check_wal_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn tag_value<'a>(sn: &'a Snapshot, key: &str) -> Option<&'a str> {
+pub(crate) fn tag_value<'a>(sn: &'a Snapshot, key: &str) -> Option<&'a str> {
     sn.tags
         .iter()
         .find_map(|t| t.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
 }
 
-fn has_tag(sn: &Snapshot, tag: &str) -> bool {
+pub(crate) fn has_tag(sn: &Snapshot, tag: &str) -> bool {
     sn.tags.iter().any(|t| t == tag)
 }
 
-fn is_source(sn: &Snapshot, source: &str) -> bool {
+pub(crate) fn is_source(sn: &Snapshot, source: &str) -> bool {
     tag_value(sn, "source") == Some(source)
 }
 
@@ -364,7 +364,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// Quotes `s` as a `postgresql.conf` string value.
-fn conf_quote(s: &str) -> String {
+pub(crate) fn conf_quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
@@ -414,19 +414,9 @@ impl WalFetchCommand {
     }
 }
 
-/// Prepares `target_dir` (missing or empty) as a data directory that recovers
-/// `source` to `target_time` (or to the end of the archive). See the module
-/// docs. Start PostgreSQL on it (as the OS user that owns it) to run the
-/// recovery; it promotes itself when the target is reached.
-pub fn restore_to_time(
-    repo: &Repository,
-    source: &str,
-    target_dir: &Path,
-    target_time: Option<DateTime<Utc>>,
-    fetch: &WalFetchCommand,
-) -> Result<PitrRestore> {
-    let restore_command = fetch.command_line(source)?;
-    let (base_id, base) = choose_base(repo, source, target_time)?;
+/// Extracts the base backup `base` into `target_dir` (missing or empty; made 0700)
+/// with `tar -x`, streaming `base.tar` out of the repository. Returns the tar's size.
+pub(crate) fn extract_base(repo: &Repository, base: &Snapshot, target_dir: &Path) -> Result<u64> {
     match std::fs::read_dir(target_dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -445,37 +435,45 @@ pub fn restore_to_time(
     std::fs::set_permissions(target_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::io("restrict the permissions of", target_dir, e))?;
 
-    let mut cmd = Command::new("tar");
-    cmd.arg("-x").arg("-f").arg("-").arg("-C").arg(target_dir);
-    let mut sink = RestoreSink::spawn(&mut cmd, Vec::new(), "install tar")?;
-    let bytes = match restore_file_to(repo, &base, BASE_FILE, &mut sink) {
-        Ok(n) => n,
-        Err(e) => {
-            // tar's own message (if it stopped first) says more than the broken pipe.
-            return Err(match sink.finish() {
-                Err(m) => Error::Extract {
-                    tool: "tar".into(),
-                    what: format!("the base backup into {}", target_dir.display()),
-                    message: m,
-                },
-                Ok(()) => Error::Repo(e),
-            });
-        }
-    };
-    sink.finish().map_err(|m| Error::Extract {
+    let extract_error = |message| Error::Extract {
         tool: "tar".into(),
         what: format!("the base backup into {}", target_dir.display()),
-        message: m,
-    })?;
+        message,
+    };
+    let mut cmd = Command::new("tar");
+    cmd.args(["-x", "-f", "-", "-C"]).arg(target_dir);
+    let mut sink = RestoreSink::spawn(&mut cmd, Vec::new(), "install tar")?;
+    let bytes = match restore_file_to(repo, base, BASE_FILE, &mut sink) {
+        Ok(n) => n,
+        // tar's own message (if it stopped first) says more than the broken pipe.
+        Err(e) => {
+            return Err(match sink.finish() {
+                Err(m) => extract_error(m),
+                Ok(()) => Error::Repo(e),
+            })
+        }
+    };
+    sink.finish().map_err(extract_error)?;
+    Ok(bytes)
+}
 
-    let signal = target_dir.join("recovery.signal");
-    File::create(&signal).map_err(|e| Error::io("create", &signal, e))?;
+/// Appends `lines` to the data directory's `postgresql.auto.conf` (made if missing)
+/// and syncs it.
+pub(crate) fn append_auto_conf(target_dir: &Path, lines: &str) -> Result<()> {
     let auto = target_dir.join("postgresql.auto.conf");
-    let mut conf = format!(
-        "\n# Point-in-time recovery set up by steward repo pg-restore from base backup {}\nrestore_command = {}\n",
-        base_id.short(),
-        conf_quote(&restore_command)
-    );
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&auto)
+        .map_err(|e| Error::io("open", &auto, e))?;
+    f.write_all(lines.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io("write", &auto, e))
+}
+
+/// `recovery_target_time` (when given) and the promote action, as configuration lines.
+pub(crate) fn recovery_target_lines(target_time: Option<DateTime<Utc>>) -> String {
+    let mut conf = String::new();
     if let Some(t) = target_time {
         conf.push_str(&format!(
             "recovery_target_time = {}\n",
@@ -483,14 +481,33 @@ pub fn restore_to_time(
         ));
     }
     conf.push_str("recovery_target_action = 'promote'\n");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&auto)
-        .map_err(|e| Error::io("open", &auto, e))?;
-    f.write_all(conf.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io("write", &auto, e))?;
+    conf
+}
+
+/// Prepares `target_dir` (missing or empty) as a data directory that recovers
+/// `source` to `target_time` (or to the end of the archive). See the module
+/// docs. Start PostgreSQL on it (as the OS user that owns it) to run the
+/// recovery; it promotes itself when the target is reached.
+pub fn restore_to_time(
+    repo: &Repository,
+    source: &str,
+    target_dir: &Path,
+    target_time: Option<DateTime<Utc>>,
+    fetch: &WalFetchCommand,
+) -> Result<PitrRestore> {
+    let restore_command = fetch.command_line(source)?;
+    let (base_id, base) = choose_base(repo, source, target_time)?;
+    let bytes = extract_base(repo, &base, target_dir)?;
+
+    let signal = target_dir.join("recovery.signal");
+    File::create(&signal).map_err(|e| Error::io("create", &signal, e))?;
+    let mut conf = format!(
+        "\n# Point-in-time recovery set up by steward repo pg-restore from base backup {}\nrestore_command = {}\n",
+        base_id.short(),
+        conf_quote(&restore_command)
+    );
+    conf.push_str(&recovery_target_lines(target_time));
+    append_auto_conf(target_dir, &conf)?;
     Ok(PitrRestore {
         base_snapshot: base_id,
         base_time: base.time,

@@ -180,6 +180,26 @@ pub struct DrillConfig {
     /// Run `amcheck` on the restored PostgreSQL database when available (default true).
     #[serde(default = "yes")]
     pub amcheck: bool,
+    /// `mode = "base"` sources: the point recovered, `"latest"` (the end of the WAL
+    /// archive, the default) or a duration before the drill (`"1h"`).
+    #[serde(default)]
+    pub point: Option<String>,
+    /// `mode = "base"` sources: the OS user the throwaway cluster runs as when Steward
+    /// runs as root (default `postgres`).
+    #[serde(default)]
+    pub os_user: Option<String>,
+    /// `mode = "base"` sources: the directory of the PostgreSQL server binaries
+    /// (default `/usr/lib/postgresql/<version>/bin`).
+    #[serde(default)]
+    pub pg_bin: Option<String>,
+    /// `mode = "base"` sources: where the throwaway cluster is made (default: the
+    /// system's temporary directory).
+    #[serde(default)]
+    pub scratch_dir: Option<String>,
+    /// `mode = "base"` sources: how long starting the cluster and recovering may take
+    /// (default `30m`).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub timeout: Option<Duration>,
 }
 
 /// One drill assertion.

@@ -127,8 +127,8 @@ impl What {
         }
     }
 
-    /// Whether drills can restore it (the databases).
-    pub fn drillable(&self) -> bool {
+    /// Whether it restores into a database of a running server (logical dumps).
+    pub fn restores_into_database(&self) -> bool {
         matches!(
             self,
             What::Postgres { base: false, .. } | What::MariaDb { .. }
@@ -144,6 +144,19 @@ pub struct DrillSpec {
     pub server: Server,
     pub assertions: Vec<steward_backup::Assertion>,
     pub amcheck: bool,
+    /// `mode = "base"` sources: how the throwaway cluster is recovered.
+    pub pitr: Option<PitrDrillSpec>,
+}
+
+/// A PITR drill's settings (`mode = "base"` sources).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PitrDrillSpec {
+    /// Recover to this long before the drill; `None`: to the end of the archive.
+    pub point_ago: Option<Duration>,
+    pub os_user: Option<String>,
+    pub pg_bin: Option<PathBuf>,
+    pub scratch_dir: Option<PathBuf>,
+    pub timeout: Duration,
 }
 
 /// A source as configured.
@@ -342,16 +355,57 @@ impl Compiled {
                 None => None,
                 Some(d) => {
                     let dk = |k: &str| key(&format!("drill.{k}"));
-                    let server = match &what {
+                    let (server, pitr) = match &what {
                         What::Postgres {
                             server, base: false, ..
                         }
-                        | What::MariaDb { server, .. } => server.clone(),
-                        What::Postgres { base: true, .. } => {
-                            return Err(ConfigError::new(
-                                key("drill"),
-                                "drills restore logical dumps; a mode = \"base\" source is restored to a point in time with `steward repo pg-restore` (see docs/operations/disaster-recovery.md)",
-                            ))
+                        | What::MariaDb { server, .. } => {
+                            for (k, set) in [
+                                ("point", d.point.is_some()),
+                                ("os_user", d.os_user.is_some()),
+                                ("pg_bin", d.pg_bin.is_some()),
+                                ("scratch_dir", d.scratch_dir.is_some()),
+                                ("timeout", d.timeout.is_some()),
+                            ] {
+                                if set {
+                                    return Err(ConfigError::new(
+                                        dk(k),
+                                        "is for drills of mode = \"base\" PostgreSQL sources (point-in-time recovery); remove it",
+                                    ));
+                                }
+                            }
+                            (server.clone(), None)
+                        }
+                        What::Postgres { server, base: true, .. } => {
+                            for (k, set) in [
+                                ("host", d.host.is_some()),
+                                ("port", d.port.is_some()),
+                                ("password_secret", d.password_secret.is_some()),
+                            ] {
+                                if set {
+                                    return Err(ConfigError::new(
+                                        dk(k),
+                                        "a drill of a mode = \"base\" source starts its own throwaway cluster, reached over a private socket: remove it (set user to choose the role the checks connect as)",
+                                    ));
+                                }
+                            }
+                            let point_ago = match d.point.as_deref().map(str::trim) {
+                                None | Some("latest") => None,
+                                Some(p) => Some(humantime::parse_duration(p.trim_end_matches(" ago")).map_err(|_| {
+                                    ConfigError::new(
+                                        dk("point"),
+                                        format!("{p:?} is not a point: use \"latest\" (the end of the WAL archive) or a duration before the drill such as \"1h\""),
+                                    )
+                                })?),
+                            };
+                            let pitr = PitrDrillSpec {
+                                point_ago,
+                                os_user: d.os_user.clone(),
+                                pg_bin: d.pg_bin.as_ref().map(PathBuf::from),
+                                scratch_dir: d.scratch_dir.as_ref().map(PathBuf::from),
+                                timeout: d.timeout.unwrap_or(Duration::from_secs(1800)),
+                            };
+                            (server.clone(), Some(pitr))
                         }
                         _ => {
                             return Err(ConfigError::new(
@@ -402,6 +456,7 @@ impl Compiled {
                         },
                         assertions,
                         amcheck: d.amcheck,
+                        pitr,
                     })
                 }
             };
@@ -643,7 +698,7 @@ mod tests {
     }
 
     #[test]
-    fn base_backups_take_a_pitr_window_and_no_drill() {
+    fn base_backups_take_a_pitr_window_and_a_recovery_drill() {
         let c = compile(&format!(
             "{REPO}[[backup.sources]]\nname = \"pg\"\ntype = \"postgres\"\nmode = \"base\"\ndatabase = \"app\"\nretention = {{ pitr = \"7d\", keep_daily = 14 }}\n"
         ))
@@ -652,12 +707,35 @@ mod tests {
             c.sources[0].what,
             What::Postgres { base: true, .. }
         ));
-        assert!(!c.sources[0].what.drillable());
+        assert!(!c.sources[0].what.restores_into_database());
+        let base = |drill: &str| {
+            compile(&format!(
+                "{REPO}[[backup.sources]]\nname = \"pg\"\ntype = \"postgres\"\nmode = \"base\"\ndatabase = \"app\"\n[backup.sources.drill]\n{drill}"
+            ))
+        };
+        let c = base("").unwrap();
+        let d = c.sources[0].drill.as_ref().unwrap();
+        let p = d.pitr.as_ref().unwrap();
+        assert_eq!(p.point_ago, None);
+        assert_eq!(p.timeout, Duration::from_secs(1800));
+        let c = base("point = \"90m\"\nos_user = \"postgres\"\nuser = \"app\"\ntimeout = \"5m\"\n")
+            .unwrap();
+        let d = c.sources[0].drill.as_ref().unwrap();
+        assert_eq!(d.server.user, "app");
+        let p = d.pitr.as_ref().unwrap();
+        assert_eq!(p.point_ago, Some(Duration::from_secs(5400)));
+        assert_eq!(p.os_user.as_deref(), Some("postgres"));
+        assert_eq!(p.timeout, Duration::from_secs(300));
+        let e = base("point = \"yesterday\"\n").unwrap_err();
+        assert_eq!(e.key, "backup.sources[0].drill.point", "{e}");
+        assert!(e.message.contains("latest"), "{e}");
+        let e = base("host = \"db2\"\n").unwrap_err();
+        assert_eq!(e.key, "backup.sources[0].drill.host", "{e}");
         let e = compile(&format!(
-            "{REPO}[[backup.sources]]\nname = \"pg\"\ntype = \"postgres\"\nmode = \"base\"\ndatabase = \"app\"\n[backup.sources.drill]\n"
+            "{REPO}[[backup.sources]]\nname = \"db\"\ntype = \"postgres\"\ndatabase = \"app\"\n[backup.sources.drill]\npoint = \"1h\"\n"
         ))
         .unwrap_err();
-        assert!(e.message.contains("pg-restore"), "{e}");
+        assert_eq!(e.key, "backup.sources[0].drill.point", "{e}");
         let e = compile(&format!(
             "{REPO}[[backup.sources]]\nname = \"pg\"\ntype = \"postgres\"\nmode = \"physical\"\ndatabase = \"app\"\n"
         ))

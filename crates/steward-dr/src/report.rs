@@ -166,7 +166,7 @@ pub fn build(
                 human(s.rto_target.map_or(0.0, |t| t.as_secs_f64()))
             ));
         }
-        if s.drill.is_none() && s.what.drillable() {
+        if s.drill.is_none() && s.what.database_server().is_some() {
             notes.push("no drill configured: the backups are not proven to restore".into());
         }
         if s.rto_target.is_some() && rto_s.is_none() && s.drill.is_some() {

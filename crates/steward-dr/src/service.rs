@@ -238,7 +238,10 @@ pub enum Job {
     },
     Drill {
         source: String,
+        /// A logical backup's snapshot (default: the newest).
         snapshot: Option<String>,
+        /// A `mode = "base"` source's recovery target (default: the configured point).
+        to_time: Option<DateTime<Utc>>,
     },
     /// `read_data`: `all` or `N/M` (default: the day's share).
     Check {
@@ -579,7 +582,7 @@ impl Backups {
                         if !self.is_running(&s.name, Op::Drill) {
                             let me = self.clone();
                             jobs.push(tokio::spawn(async move {
-                                let _ = me.drill(i, "schedule", None).await;
+                                let _ = me.drill(i, "schedule", None, None).await;
                             }));
                         }
                     } else {
@@ -1056,8 +1059,15 @@ impl Backups {
     }
 
     /// Drills source `i` now: restores its newest backup (or `snapshot`) into a scratch
-    /// database, checks it, drops it.
-    pub async fn drill(&self, i: usize, trigger: &str, snapshot: Option<String>) -> Result<Run> {
+    /// database, checks it, drops it; a `mode = "base"` source is recovered in a throwaway
+    /// cluster to `to_time` (default: the configured point).
+    pub async fn drill(
+        &self,
+        i: usize,
+        trigger: &str,
+        snapshot: Option<String>,
+        to_time: Option<DateTime<Utc>>,
+    ) -> Result<Run> {
         let s = self.compiled.sources[i].clone();
         let Some(d) = s.drill.clone() else {
             return Err(bad(
@@ -1068,12 +1078,30 @@ impl Backups {
                 ),
             ));
         };
+        match (&d.pitr, &snapshot, &to_time) {
+            (Some(_), Some(_), _) => {
+                return Err(bad(
+                    "invalid_drill",
+                    format!("{} takes base backups: its drill recovers to a time (to_time), not a snapshot", s.name),
+                ))
+            }
+            (None, _, Some(_)) => {
+                return Err(bad(
+                    "invalid_drill",
+                    format!("{} takes logical dumps: its drill restores a snapshot; to_time is for mode = \"base\" sources", s.name),
+                ))
+            }
+            _ => {}
+        }
         let _guard = self.claim(&s.name, Op::Drill)?;
         let _permit = self.permits.clone().acquire_owned().await.ok();
         let started = Instant::now();
         let mut run = Run::start(Op::Drill, &s.name, trigger, self.now());
         self.record(&run).await?;
-        let result = self.drill_steps(&s, &d, snapshot, &mut run).await;
+        let result = match &d.pitr {
+            Some(p) => self.pitr_drill_steps(&s, &d, p, to_time, &mut run).await,
+            None => self.drill_steps(&s, &d, snapshot, &mut run).await,
+        };
         let run = self.finish(run, started, result).await;
         if run.passed() {
             self.emit(
@@ -1224,19 +1252,53 @@ impl Backups {
             })
             .await
             .map_err(|e| format!("the {verb} task failed: {e}"))??;
-        run.bytes = Some(report.bytes_restored);
-        run.restore_s = Some(secs(report.restore_duration));
-        let failures: Vec<String> = report
-            .failures()
-            .map(|c| format!("{}: {}", c.name, c.detail))
-            .collect();
-        let passed = report.passed;
-        run.drill = Some(report);
-        if passed {
-            Ok(())
-        } else {
-            Err(format!("{verb} failed: {}", failures.join("; ")))
+        take_report(run, report, verb)
+    }
+
+    /// Recovers a `mode = "base"` source's base backup and WAL in a throwaway cluster to
+    /// `to_time` (or the configured point), checks it and removes it (see
+    /// [`steward_backup::PitrDrill`]). The recovery point proven is the target, or
+    /// without one the last commit replayed (at least the base backup's time).
+    async fn pitr_drill_steps(
+        &self,
+        s: &SourceSpec,
+        d: &crate::config::DrillSpec,
+        p: &crate::config::PitrDrillSpec,
+        to_time: Option<DateTime<Utc>>,
+        run: &mut Run,
+    ) -> std::result::Result<(), String> {
+        let What::Postgres { database, .. } = &s.what else {
+            return Err("only PostgreSQL base backups recover to a point in time".into());
+        };
+        let target = to_time.or_else(|| {
+            p.point_ago
+                .and_then(|ago| chrono::Duration::from_std(ago).ok())
+                .map(|ago| self.now() - ago)
+        });
+        let mut drill = steward_backup::PitrDrill::new(&s.name, database, &d.server.user);
+        drill.target_time = target;
+        drill.os_user = p.os_user.clone();
+        drill.pg_bin = p.pg_bin.clone();
+        if let Some(dir) = &p.scratch_dir {
+            drill.scratch_dir = dir.clone();
         }
+        drill.timeout = p.timeout;
+        drill.assertions = d.assertions.clone();
+        drill.amcheck = d.amcheck;
+        let repo = self.open_repo(s.repository).await?;
+        let (report, recovery) = tokio::task::spawn_blocking(move || drill.run(&repo))
+            .await
+            .map_err(|e| format!("the drill task failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        run.snapshot = Some(recovery.base_snapshot.clone());
+        run.snapshot_time = Some(match recovery.target_time {
+            Some(t) => t,
+            None => recovery
+                .recovered_to
+                .map_or(recovery.base_time, |t| t.max(recovery.base_time)),
+        });
+        run.detail = json!({ "pitr": recovery });
+        take_report(run, report, "drill")
     }
 
     /// Checks repository `r` (structure, then the day's share of the data, or `subset`)
@@ -1432,7 +1494,7 @@ impl Backups {
                 }
             }
         }
-        if req.database.is_some() && !s.what.drillable() {
+        if req.database.is_some() && !s.what.restores_into_database() {
             return Err(bad(
                 "invalid_restore",
                 format!(
@@ -1665,11 +1727,20 @@ impl Backups {
         out.sort_by_key(|b| std::cmp::Reverse(b.started_at));
         out.truncate(limit.clamp(1, 10_000));
         {
-            // A running backup shows the bytes it has read so far.
+            // A running backup shows the bytes it has read so far, and the size of the
+            // source's last passed backup as the bytes to expect (for an ETA).
             let live = self.live();
             for r in out.iter_mut().filter(|r| r.ok.is_none()) {
                 if let Some(read) = live.progress.get(&r.id) {
                     r.bytes = Some(read.load(std::sync::atomic::Ordering::Relaxed));
+                    let expected = live
+                        .runs
+                        .get(&(r.target.clone(), Op::Backup))
+                        .and_then(|l| l.iter().rev().find(|p| p.passed()))
+                        .and_then(|p| p.bytes);
+                    if let Some(n) = expected {
+                        r.detail = json!({ "expected_bytes": n });
+                    }
                 }
             }
         }
@@ -1710,9 +1781,13 @@ impl Backups {
                     let (i, _) = me.source_index(&source)?;
                     me.backup(i, "manual").await
                 }
-                Job::Drill { source, snapshot } => {
+                Job::Drill {
+                    source,
+                    snapshot,
+                    to_time,
+                } => {
                     let (i, _) = me.source_index(&source)?;
-                    me.drill(i, "manual", snapshot).await
+                    me.drill(i, "manual", snapshot, to_time).await
                 }
                 Job::Check {
                     repository,
@@ -1835,6 +1910,24 @@ fn open_repo_blocking(
                 .map_err(|e| format!("cannot create the repository {}: {e}", spec.name))
         }
         Err(e) => Err(format!("cannot open the repository {}: {e}", spec.name)),
+    }
+}
+
+/// Fills a drill's or restore's run from its report: bytes, restore time, checks; fails
+/// when a check failed.
+fn take_report(run: &mut Run, report: DrillReport, verb: &str) -> std::result::Result<(), String> {
+    run.bytes = Some(report.bytes_restored);
+    run.restore_s = Some(secs(report.restore_duration));
+    let failures: Vec<String> = report
+        .failures()
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    let passed = report.passed;
+    run.drill = Some(report);
+    if passed {
+        Ok(())
+    } else {
+        Err(format!("{verb} failed: {}", failures.join("; ")))
     }
 }
 

@@ -24,6 +24,7 @@ struct World {
     root: std::path::PathBuf,
     clock: ManualClock,
     engine: Arc<Engine>,
+    token: String,
 }
 
 impl World {
@@ -33,7 +34,7 @@ impl World {
         let clock = ManualClock::new(t0());
         std::fs::create_dir_all(root.join("store")).unwrap();
         let (engine, token) = steward_test_utils::engine(&root.join("store"), clock.clone()).await;
-        let ctx = RequestCtx::new("t".into(), Some(token), None);
+        let ctx = RequestCtx::new("t".into(), Some(token.clone()), None);
         engine
             .write_secret(
                 &ctx,
@@ -53,6 +54,7 @@ impl World {
             root,
             clock,
             engine,
+            token,
         }
     }
 
@@ -294,4 +296,189 @@ async fn two_runs_of_the_same_source_do_not_overlap() {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Waits (bounded) until the cluster has archived the WAL file `name`.
+fn wait_archived(archive: &std::path::Path, name: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !archive.join(name).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} was not archived within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Pushes every archived WAL file of the cluster into the repository (what `archive_command
+/// = "steward repo wal-push ..."` does in production).
+fn push_wal(repo_dir: &std::path::Path, archive: &std::path::Path) {
+    let repo = steward_repo::Repository::open(
+        Arc::new(steward_repo::LocalBackend::new(repo_dir)),
+        PASSWORD,
+    )
+    .unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(archive)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for p in names {
+        steward_backup::wal_push(&repo, "pg", &p).unwrap();
+    }
+}
+
+/// Runs `sql` on the cluster and returns the first column of the first row as text.
+async fn pg_value(pg: &steward_test_utils::PgCluster, sql: &str) -> String {
+    let (cfg, sql) = (
+        pg.config("postgres", &pg.superuser_password),
+        sql.to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut c = cfg.connect(postgres::NoTls).unwrap();
+        let rows = c.simple_query(&sql).unwrap();
+        rows.into_iter()
+            .find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_backup_drill_recovers_the_wal_to_a_chosen_time_in_a_throwaway_cluster() {
+    let w = World::new().await;
+    let pg = steward_test_utils::PgCluster::start_archiving();
+    w.engine
+        .write_secret(
+            &RequestCtx::new("t".into(), Some(w.token.clone()), None),
+            "dev",
+            "pg/super",
+            WriteRequest {
+                value: json!({ "password": pg.superuser_password }),
+                cas: None,
+                metadata: None,
+            },
+        )
+        .await
+        .unwrap();
+    pg.exec("CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 100)")
+        .await;
+    // Where the throwaway cluster goes must be reachable by the postgres OS user.
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        scratch.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let extra = format!(
+        r#"
+[[backup.sources]]
+name = "pg"
+type = "postgres"
+mode = "base"
+host = "127.0.0.1"
+port = {port}
+user = "postgres"
+password_secret = "dev/pg/super#password"
+database = "postgres"
+rpo_target = "1h"
+[backup.sources.drill]
+scratch_dir = "{scratch}"
+timeout = "2m"
+assertions = [{{ sql = "SELECT count(*) FROM t", expect = "150" }}]
+"#,
+        port = pg.port,
+        scratch = scratch.path().display()
+    );
+    let svc = w.service(&extra).await;
+    let base = svc.backup(1, "manual").await.unwrap();
+    assert!(base.passed(), "{base:?}");
+
+    pg.exec("INSERT INTO t SELECT generate_series(101, 150)")
+        .await;
+    // Commit timestamps have microseconds; a little real time on each side of the target
+    // keeps the two batches apart.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let target = Utc::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pg.exec("INSERT INTO t SELECT generate_series(151, 170)")
+        .await;
+    let last = pg_value(&pg, "SELECT pg_walfile_name(pg_switch_wal())").await;
+    wait_archived(&pg.archive(), &last);
+    push_wal(&w.root.join("repo"), &pg.archive());
+    let snapshots_before = steward_repo::Repository::open(
+        Arc::new(steward_repo::LocalBackend::new(w.root.join("repo"))),
+        PASSWORD,
+    )
+    .unwrap()
+    .list_snapshots()
+    .unwrap()
+    .len();
+
+    // To the chosen time: the first two batches, not the third.
+    let run = svc.drill(1, "manual", None, Some(target)).await.unwrap();
+    assert!(run.passed(), "{run:?}");
+    assert_eq!(run.snapshot_time, Some(target));
+    assert_eq!(run.snapshot.as_deref(), base.snapshot.as_deref());
+    assert!(run.restore_s.unwrap() > 0.0);
+    assert!(
+        run.detail["pitr"]["wal_files"].as_u64().unwrap() >= 1,
+        "{run:?}"
+    );
+    let checks = &run.drill.as_ref().unwrap().checks;
+    assert!(
+        checks.iter().any(|c| c.name == "recovery" && c.passed),
+        "{checks:?}"
+    );
+    assert!(checks.iter().any(|c| c.name == "amcheck"), "{checks:?}");
+
+    // To the end of the archive: all three batches, so the assertion written for the
+    // chosen time fails, and says what it found.
+    let latest = svc.drill(1, "manual", None, None).await.unwrap();
+    assert!(!latest.passed());
+    let why = latest.error.clone().unwrap();
+    assert!(why.contains("expected \"150\", got \"170\""), "{why}");
+    let recovered = latest.snapshot_time.unwrap();
+    assert!(recovered > target, "{recovered} should be after {target}");
+
+    // A target after the end of the archive cannot be reached: a failed recovery check
+    // with the server's own words, not a passed drill.
+    let late = svc
+        .drill(
+            1,
+            "manual",
+            None,
+            Some(Utc::now() + chrono::Duration::hours(1)),
+        )
+        .await
+        .unwrap();
+    assert!(!late.passed());
+    let why = late.error.clone().unwrap();
+    assert!(why.contains("recovery"), "{why}");
+
+    // A snapshot is for logical dumps; a base source's drill takes a time.
+    let e = svc
+        .drill(1, "manual", Some("abc".into()), None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("to_time"), "{e}");
+
+    // The drills archived nothing of their own and left nothing behind.
+    let snapshots_after = steward_repo::Repository::open(
+        Arc::new(steward_repo::LocalBackend::new(w.root.join("repo"))),
+        PASSWORD,
+    )
+    .unwrap()
+    .list_snapshots()
+    .unwrap()
+    .len();
+    assert_eq!(snapshots_before, snapshots_after);
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+    let kinds = w.kinds().await;
+    assert!(kinds.contains(&"drill.passed".to_string()), "{kinds:?}");
+    assert!(kinds.contains(&"drill.failed".to_string()), "{kinds:?}");
 }

@@ -111,7 +111,23 @@ pub struct PgCluster {
 
 impl PgCluster {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A cluster that archives every finished WAL file into [`PgCluster::archive`]
+    /// (`wal_level = replica`, `archive_command = cp`), for point-in-time recovery.
+    pub fn start_archiving() -> Self {
+        Self::start_with(true)
+    }
+
+    /// The directory the archiving cluster copies its WAL files into.
+    pub fn archive(&self) -> PathBuf {
+        self._dir.path().join("archive")
+    }
+
+    fn start_with(archiving: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("archive")).expect("the archive directory");
         let bin = pg_bin();
         let superuser_password: String = rand::thread_rng()
             .sample_iter(&Alphanumeric)
@@ -138,10 +154,16 @@ impl PgCluster {
             ])
             .arg(format!("--pwfile={}", pwfile.display())));
         let port = free_port();
-        let opts = format!(
+        let mut opts = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             dir.path().display()
         );
+        if archiving {
+            opts.push_str(&format!(
+                " -c wal_level=replica -c archive_mode=on -c archive_command='cp %p {}/%f'",
+                dir.path().join("archive").display()
+            ));
+        }
         run(as_postgres(&bin.join("pg_ctl"))
             .arg("-D")
             .arg(&data)

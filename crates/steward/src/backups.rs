@@ -113,19 +113,32 @@ async fn run_job(c: &Client, path: &str, body: Value, what: &str) -> anyhow::Res
             }
             return Ok(run.clone());
         }
-        // A running backup reports the bytes it has read: show them and the rate.
+        // A running backup reports the bytes it has read (and, from the last backup, the
+        // bytes to expect): show them, the rate and the time left.
         let el = started.elapsed().as_secs_f64();
         let read = mine.iter().find_map(|r| r["bytes"].as_u64());
+        let expected = mine
+            .iter()
+            .find_map(|r| r["detail"]["expected_bytes"].as_u64());
         let status = match read {
-            Some(n) => format!(
-                "{} read, {}/s",
-                human_bytes(n),
-                human_bytes((n as f64 / el.max(0.001)) as u64)
-            ),
+            Some(n) => progress_text(n, expected, el),
             None => "running".to_string(),
         };
         match &spinner {
-            Some(b) => b.set_message(format!("{what} of {target}: {status}")),
+            Some(b) => {
+                // Against the last backup's size, a bar; otherwise the spinner goes on.
+                if let (Some(n), Some(e)) = (read, expected.filter(|&e| e > 0)) {
+                    if b.length().is_none() {
+                        b.set_style(
+                            indicatif::ProgressStyle::with_template("{bar:30} {msg} {elapsed}")
+                                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                        );
+                    }
+                    b.set_length(e.max(n));
+                    b.set_position(n);
+                }
+                b.set_message(format!("{what} of {target}: {status}"))
+            }
             None => {
                 if last_line.is_none_or(|l| el as u64 >= l + 10) {
                     last_line = Some(el as u64);
@@ -133,6 +146,24 @@ async fn run_job(c: &Client, path: &str, body: Value, what: &str) -> anyhow::Res
                 }
             }
         }
+    }
+}
+
+/// `1.2 GiB of ~2.0 GiB (60%), 150 MiB/s, about 6 s left`: the bytes read, and against
+/// the last backup's size the share and the time left at the rate so far (none once
+/// past it: this backup is larger than the last).
+fn progress_text(read: u64, expected: Option<u64>, elapsed_s: f64) -> String {
+    let rate = read as f64 / elapsed_s.max(0.001);
+    match expected.filter(|&e| e > 0 && read < e) {
+        Some(e) if rate > 0.0 => format!(
+            "{} of ~{} ({}%), {}/s, about {} left",
+            human_bytes(read),
+            human_bytes(e),
+            read * 100 / e,
+            human_bytes(rate as u64),
+            human((e - read) as f64 / rate)
+        ),
+        _ => format!("{} read, {}/s", human_bytes(read), human_bytes(rate as u64)),
     }
 }
 
@@ -382,11 +413,15 @@ pub async fn backup(c: &Client, cmd: BackupCommand, out: Output) -> anyhow::Resu
 /// `steward drill ...`.
 pub async fn drill(c: &Client, cmd: DrillCommand, out: Output) -> anyhow::Result<ExitCode> {
     match cmd {
-        DrillCommand::Run { source, snapshot } => {
+        DrillCommand::Run {
+            source,
+            snapshot,
+            to_time,
+        } => {
             let run = run_job(
                 c,
                 "/v1/sys/drill/run",
-                json!({ "source": source, "snapshot": snapshot }),
+                json!({ "source": source, "snapshot": snapshot, "to_time": to_time }),
                 "drill",
             )
             .await?;
@@ -501,4 +536,24 @@ pub async fn dr(c: &Client, cmd: DrCommand, out: Output) -> anyhow::Result<ExitC
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_text;
+
+    #[test]
+    fn progress_shows_the_time_left_against_the_last_backup() {
+        let gib = 1u64 << 30;
+        assert_eq!(
+            progress_text(gib, Some(4 * gib), 10.0),
+            "1.0 GiB of ~4.0 GiB (25%), 102.4 MiB/s, about 30.0 s left"
+        );
+        // Past the last size, or with none: bytes and rate only.
+        assert_eq!(
+            progress_text(5 * gib, Some(4 * gib), 10.0),
+            "5.0 GiB read, 512.0 MiB/s"
+        );
+        assert_eq!(progress_text(gib, None, 10.0), "1.0 GiB read, 102.4 MiB/s");
+    }
 }

@@ -543,12 +543,18 @@ pub enum BackupCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum DrillCommand {
-    /// Drill a source now: restore into a scratch database, compare row counts, run its assertions (exit code 1 when it fails)
+    /// Drill a source now: restore into a scratch database, compare row counts, run its assertions (exit code 1 when it fails); a mode = "base" source is recovered to a point in time in a throwaway cluster
+    #[command(
+        after_help = "Examples:\n  steward drill run app-db\n  steward drill run app-db --snapshot 4f2a9c1e\n  steward drill run pg-base --to-time 2026-12-01T09:30:00Z   # mode = \"base\": recover to that time"
+    )]
     Run {
         source: String,
-        /// Drill this snapshot instead of the newest backup
-        #[arg(long)]
+        /// Drill this snapshot instead of the newest backup (logical dumps)
+        #[arg(long, conflicts_with = "to_time")]
         snapshot: Option<String>,
+        /// Recover to this time (RFC 3339) instead of the configured point (mode = "base" sources)
+        #[arg(long, value_parser = parse_rfc3339)]
+        to_time: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Past drills, newest first, with the measured restore time
     List {
@@ -906,4 +912,13 @@ pub enum RepoCommand {
         #[arg(long, value_name = "FILE")]
         restore_password_file: Option<PathBuf>,
     },
+}
+
+/// An RFC 3339 time, for `--to-time`.
+fn parse_rfc3339(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| {
+            format!("{s:?} is not an RFC 3339 time ({e}): write it like 2026-01-31T12:00:00Z")
+        })
 }

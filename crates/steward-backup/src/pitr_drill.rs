@@ -1,0 +1,612 @@
+//! Point-in-time recovery drills: prove a PostgreSQL base backup and its WAL archive
+//! by recovering them into a throwaway cluster, to the newest point archived or to a
+//! chosen time, and checking what comes back.
+//!
+//! [`PitrDrill::run`]:
+//!
+//! 1. picks the base backup taken at or before the target ([`choose_base`]);
+//! 2. makes a private (0700) directory under the scratch directory, extracts the base
+//!    backup into `data/` and copies the WAL archived from the segment it starts at
+//!    (its `backup_label`) onwards, and every `.history` file, into `wal/`, so the
+//!    cluster's `restore_command` is a plain `cp` and never needs the repository or its
+//!    password;
+//! 3. configures the copy as a throwaway: `recovery.signal`, the recovery target,
+//!    `archive_mode = off` (a drill must never archive into the real archive), no TCP
+//!    listener (a Unix socket in the private directory only), `pg_hba.conf` replaced
+//!    by `local all all trust` (only the cluster's OS user can reach the socket), SSL
+//!    and the logging collector off;
+//! 4. starts it with the `pg_ctl` of the backup's major version (`PG_VERSION`, found
+//!    under `/usr/lib/postgresql/<version>/bin` unless given), as the configured OS
+//!    user when Steward runs as root (PostgreSQL refuses to run as root), and waits
+//!    until recovery has promoted the cluster: the time from step 2 to here is the
+//!    measured recovery time;
+//! 5. runs the assertions and `amcheck` on the database, records the last
+//!    transaction replayed (`pg_last_xact_replay_timestamp()`: the recovery point
+//!    actually proven), stops the cluster (`pg_ctl stop -m immediate`) and removes the
+//!    directory, whatever happened.
+//!
+//! A recovery that fails (a missing WAL file, a target after the end of the archive)
+//! is a failed `recovery` check whose detail is the end of the server's log.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use steward_repo::{restore_file_to, Id, Repository, Snapshot};
+
+use crate::child::{bounded, describe_status};
+use crate::drill::{Assertion, CheckResult, DrillReport, PostgresDrill};
+use crate::error::{Error, Result};
+use crate::pitr::{
+    append_auto_conf, check_source_name, choose_base, conf_quote, extract_base, has_tag, is_source,
+    recovery_target_lines, tag_value, WAL_KIND_TAG,
+};
+use crate::source::{Facts, SourceKind};
+
+/// Without a `backup_label` naming the first WAL file, the files archived from this
+/// long before the base backup's snapshot time on are copied.
+pub const WAL_MARGIN: Duration = Duration::from_secs(600);
+
+/// The port in the cluster's socket name (no TCP listener is opened).
+const SOCKET_PORT: u16 = 5432;
+
+/// A PITR drill as configured. See the module docs.
+#[derive(Debug, Clone)]
+pub struct PitrDrill {
+    /// The source whose base backups and WAL are drilled (tag `source=<name>`).
+    pub source: String,
+    /// The database the checks connect to.
+    pub database: String,
+    /// The role the checks connect as (any role of the backed-up cluster).
+    pub role: String,
+    /// Recover to this time; `None`: to the end of the archive.
+    pub target_time: Option<DateTime<Utc>>,
+    /// Where the throwaway cluster's directory is made.
+    pub scratch_dir: PathBuf,
+    /// The OS user the cluster runs as. Required when Steward runs as root (default
+    /// `postgres` there); otherwise it must be unset or Steward's own user.
+    pub os_user: Option<String>,
+    /// The directory of `pg_ctl` (default: `/usr/lib/postgresql/<PG_VERSION>/bin`,
+    /// then `PATH`).
+    pub pg_bin: Option<PathBuf>,
+    /// How long starting the cluster and recovering may take.
+    pub timeout: Duration,
+    /// Queries that must hold on the recovered database.
+    pub assertions: Vec<Assertion>,
+    /// Run `amcheck` when available.
+    pub amcheck: bool,
+}
+
+/// What a PITR drill recovered, beside its [`DrillReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PitrRecovery {
+    /// The base backup snapshot restored.
+    pub base_snapshot: String,
+    /// When it was taken.
+    pub base_time: DateTime<Utc>,
+    /// The target asked for (`None`: the end of the archive).
+    pub target_time: Option<DateTime<Utc>>,
+    /// The commit time of the last transaction replayed: the recovery point proven.
+    pub recovered_to: Option<DateTime<Utc>>,
+    /// WAL files copied out of the archive.
+    pub wal_files: usize,
+}
+
+impl PitrDrill {
+    /// A drill of `source` checking `database` as `role`, to the end of the archive,
+    /// with the cluster under the system's temporary directory.
+    pub fn new(source: &str, database: &str, role: &str) -> Self {
+        PitrDrill {
+            source: source.into(),
+            database: database.into(),
+            role: role.into(),
+            target_time: None,
+            scratch_dir: std::env::temp_dir(),
+            os_user: None,
+            pg_bin: None,
+            timeout: Duration::from_secs(1800),
+            assertions: Vec::new(),
+            amcheck: true,
+        }
+    }
+
+    /// Recovers, checks and removes a throwaway cluster. Errors are problems that
+    /// stop the drill from starting (no base backup, no server binaries, no such OS
+    /// user); a recovery or a check that fails is a failed report.
+    pub fn run(&self, repo: &Repository) -> Result<(DrillReport, PitrRecovery)> {
+        let started = Instant::now();
+        check_source_name(&self.source)?;
+        if self.role.is_empty() || self.database.is_empty() {
+            return Err(Error::InvalidSetting(
+                "a PITR drill needs the database to check and the role to connect as".into(),
+            ));
+        }
+        let owner = Owner::resolve(self.os_user.as_deref())?;
+        let (base_id, base) = choose_base(repo, &self.source, self.target_time)?;
+        let mut recovery = PitrRecovery {
+            base_snapshot: base_id.to_hex(),
+            base_time: base.time,
+            target_time: self.target_time,
+            recovered_to: None,
+            wal_files: 0,
+        };
+
+        let dir = tempfile::Builder::new()
+            .prefix("steward-pitr-drill-")
+            .tempdir_in(&self.scratch_dir)
+            .map_err(|e| Error::io("create the drill directory in", &self.scratch_dir, e))?;
+        let cluster = Cluster {
+            dir: dir.path().to_path_buf(),
+            data: dir.path().join("data"),
+            owner,
+            pg_ctl: PathBuf::new(),
+            started: false,
+        };
+        let timer = Instant::now();
+        let prepared = self.prepare(repo, &base, &base_id, &cluster);
+        let mut cluster = cluster;
+        let bytes = match prepared {
+            Ok((bytes, wal_files, pg_ctl)) => {
+                cluster.pg_ctl = pg_ctl;
+                recovery.wal_files = wal_files;
+                bytes
+            }
+            Err(e) => {
+                drop(cluster);
+                return Err(e);
+            }
+        };
+        let drill = PostgresDrill {
+            assertions: self.assertions.clone(),
+            amcheck: self.amcheck,
+            ..PostgresDrill::new(&cluster.dir.to_string_lossy(), SOCKET_PORT, &self.role)
+        };
+        let recovered = cluster.start_and_recover(self.timeout, &drill, &self.database);
+        let restore_duration = timer.elapsed();
+        let mut checks = Vec::new();
+        match recovered {
+            Err(detail) => checks.push(CheckResult::new("recovery", false, detail)),
+            Ok(()) => {
+                recovery.recovered_to = drill.last_replayed(&self.database).ok().flatten();
+                let point = match (self.target_time, recovery.recovered_to) {
+                    (Some(t), _) => format!("the target {}", t.to_rfc3339()),
+                    (None, Some(t)) => {
+                        format!("the end of the archive (last commit {})", t.to_rfc3339())
+                    }
+                    (None, None) => "the end of the archive".to_string(),
+                };
+                checks.push(CheckResult::new(
+                    "recovery",
+                    true,
+                    format!(
+                        "base backup {} ({}) and {} WAL files recovered to {point} in {:.1} s",
+                        base_id.short(),
+                        base.time.to_rfc3339(),
+                        recovery.wal_files,
+                        restore_duration.as_secs_f64()
+                    ),
+                ));
+                match drill.check_restored(&Facts::new(SourceKind::Postgres), &self.database) {
+                    Ok(more) => checks.extend(more),
+                    Err(e) => checks.push(CheckResult::new(
+                        "connect",
+                        false,
+                        format!("the recovered cluster does not take connections: {e}"),
+                    )),
+                }
+            }
+        }
+        let stopped = cluster.stop();
+        if let Err(e) = stopped {
+            checks.push(CheckResult::new("stop cluster", false, e));
+        }
+        drop(cluster);
+        drop(dir);
+        Ok((
+            DrillReport {
+                passed: checks.iter().all(|c| c.passed),
+                kind: SourceKind::Postgres,
+                scratch_database: format!("throwaway cluster recovering {}", self.source),
+                restore_duration,
+                bytes_restored: bytes,
+                duration: started.elapsed(),
+                checks,
+            },
+            recovery,
+        ))
+    }
+
+    /// Extracts the base backup and the WAL, configures the copy, hands it to the
+    /// cluster's owner; returns the bytes restored, the WAL files copied and the
+    /// `pg_ctl` to run.
+    fn prepare(
+        &self,
+        repo: &Repository,
+        base: &Snapshot,
+        base_id: &Id,
+        cluster: &Cluster,
+    ) -> Result<(u64, usize, PathBuf)> {
+        let mut bytes = extract_base(repo, base, &cluster.data)?;
+        let pg_ctl = find_pg_ctl(self.pg_bin.as_deref(), &cluster.data)?;
+        let start = start_wal_file(&cluster.data);
+        let wal = wal_for_recovery(repo, &self.source, base, start.as_deref())?;
+        let wal_dir = cluster.dir.join("wal");
+        std::fs::create_dir(&wal_dir).map_err(|e| Error::io("create", &wal_dir, e))?;
+        for (name, sn) in &wal {
+            let path = wal_dir.join(name);
+            let mut f = std::fs::File::create(&path).map_err(|e| Error::io("create", &path, e))?;
+            bytes += restore_file_to(repo, sn, name, &mut f)?;
+        }
+        // A data directory from a Debian cluster keeps its configuration in /etc.
+        for name in ["postgresql.conf", "pg_ident.conf"] {
+            let p = cluster.data.join(name);
+            if !p.exists() {
+                std::fs::File::create(&p).map_err(|e| Error::io("create", &p, e))?;
+            }
+        }
+        let hba = cluster.data.join("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            "# steward PITR drill: local connections of the cluster's own OS user only\nlocal all all trust\n",
+        )
+        .map_err(|e| Error::io("write", &hba, e))?;
+        for stale in ["postmaster.pid", "standby.signal"] {
+            let _ = std::fs::remove_file(cluster.data.join(stale));
+        }
+        let signal = cluster.data.join("recovery.signal");
+        std::fs::File::create(&signal).map_err(|e| Error::io("create", &signal, e))?;
+        let text = |p: &Path| conf_quote(&p.to_string_lossy());
+        let mut conf = format!(
+            "\n# steward PITR drill of base backup {}: a throwaway copy\n\
+             restore_command = {}\n\
+             archive_mode = off\n\
+             listen_addresses = ''\n\
+             port = {SOCKET_PORT}\n\
+             unix_socket_directories = {}\n\
+             hba_file = {}\n\
+             ident_file = {}\n\
+             data_directory = {}\n\
+             external_pid_file = ''\n\
+             ssl = off\n\
+             logging_collector = off\n\
+             hot_standby = on\n",
+            base_id.short(),
+            conf_quote(&format!(
+                "cp {}/%f \"%p\"",
+                shell_word(&wal_dir.to_string_lossy())
+            )),
+            text(&cluster.dir),
+            text(&hba),
+            text(&cluster.data.join("pg_ident.conf")),
+            text(&cluster.data),
+        );
+        conf.push_str(&recovery_target_lines(self.target_time));
+        append_auto_conf(&cluster.data, &conf)?;
+        cluster.owner.give(&cluster.dir)?;
+        Ok((bytes, wal.len(), pg_ctl))
+    }
+}
+
+/// Quotes a path for `sh` inside `restore_command` (`%` doubled for PostgreSQL).
+fn shell_word(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''")).replace('%', "%%")
+}
+
+/// The WAL file a base backup starts from, from its `backup_label`
+/// (`START WAL LOCATION: 0/2000028 (file 000000010000000000000002)`).
+fn start_wal_file(data: &Path) -> Option<String> {
+    let label = std::fs::read_to_string(data.join("backup_label")).ok()?;
+    let line = label
+        .lines()
+        .find(|l| l.starts_with("START WAL LOCATION:"))?;
+    let name = line.split("(file ").nth(1)?.trim_end_matches(')').trim();
+    (name.len() == 24 && name.chars().all(|c| c.is_ascii_hexdigit())).then(|| name.to_string())
+}
+
+/// The WAL files a recovery from the base backup may ask for, in name order: every
+/// `.history` file, and every file from the segment the base backup starts at (from its
+/// `backup_label`; without one, the files archived from [`WAL_MARGIN`] before it). All
+/// of them, whatever the target: the time a file was archived says too little about
+/// the transactions in it to cut the list short safely.
+fn wal_for_recovery(
+    repo: &Repository,
+    source: &str,
+    base: &Snapshot,
+    start: Option<&str>,
+) -> Result<Vec<(String, Snapshot)>> {
+    let from = base.time - chrono::Duration::from_std(WAL_MARGIN).unwrap_or_default();
+    let mut newest: std::collections::BTreeMap<String, Snapshot> = Default::default();
+    for (_, sn) in repo.list_snapshots()? {
+        if !(has_tag(&sn, WAL_KIND_TAG) && is_source(&sn, source)) {
+            continue;
+        }
+        let Some(name) = tag_value(&sn, "wal").map(str::to_string) else {
+            continue;
+        };
+        let wanted = name.ends_with(".history")
+            || match start {
+                Some(first) => name.as_str() >= first,
+                None => sn.time >= from,
+            };
+        // One file per name: the newest archived copy.
+        if wanted && newest.get(&name).is_none_or(|old| old.time <= sn.time) {
+            newest.insert(name, sn);
+        }
+    }
+    Ok(newest.into_iter().collect())
+}
+
+/// `pg_ctl` for the data directory's major version.
+fn find_pg_ctl(pg_bin: Option<&Path>, data: &Path) -> Result<PathBuf> {
+    if let Some(dir) = pg_bin {
+        let p = dir.join("pg_ctl");
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::InvalidSetting(format!(
+                "{} has no pg_ctl: set the drill's pg_bin to the directory of the PostgreSQL server binaries",
+                dir.display()
+            )))
+        };
+    }
+    let version = std::fs::read_to_string(data.join("PG_VERSION"))
+        .map_err(|e| Error::io("read the base backup's PG_VERSION in", data, e))?;
+    let version = version.trim();
+    let p = Path::new("/usr/lib/postgresql")
+        .join(version)
+        .join("bin/pg_ctl");
+    if p.is_file() {
+        return Ok(p);
+    }
+    if let Some(found) = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("pg_ctl"))
+            .find(|p| p.is_file())
+    }) {
+        return Ok(found);
+    }
+    Err(Error::InvalidSetting(format!(
+        "the base backup is of PostgreSQL {version}, and no pg_ctl of that version was found: install postgresql-{version} (server) or set the drill's pg_bin"
+    )))
+}
+
+/// Who the throwaway cluster runs as.
+#[derive(Debug, Clone)]
+struct Owner {
+    /// `None`: Steward's own user.
+    ids: Option<(u32, u32)>,
+}
+
+impl Owner {
+    fn resolve(os_user: Option<&str>) -> Result<Owner> {
+        let me = nix::unistd::geteuid();
+        let lookup = |name: &str| -> Result<nix::unistd::User> {
+            nix::unistd::User::from_name(name)
+                .ok()
+                .flatten()
+                .ok_or_else(|| {
+                    Error::InvalidSetting(format!(
+                        "there is no OS user {name:?} to run the drill's PostgreSQL cluster: set the drill's os_user to the user PostgreSQL runs as"
+                    ))
+                })
+        };
+        if me.is_root() {
+            let name = os_user.unwrap_or("postgres");
+            let user = lookup(name)?;
+            if user.uid.is_root() {
+                return Err(Error::InvalidSetting(
+                    "PostgreSQL refuses to run as root: set the drill's os_user to an unprivileged user (e.g. postgres)".into(),
+                ));
+            }
+            return Ok(Owner {
+                ids: Some((user.uid.as_raw(), user.gid.as_raw())),
+            });
+        }
+        let own = nix::unistd::User::from_uid(me)
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| me.to_string());
+        match os_user {
+            Some(name) if name != own => Err(Error::InvalidSetting(format!(
+                "the drill's os_user is {name:?}, but Steward runs as {own:?} and can only start a cluster as another user when it runs as root: remove os_user"
+            ))),
+            _ => Ok(Owner { ids: None }),
+        }
+    }
+
+    /// Makes `dir` and everything under it the owner's.
+    fn give(&self, dir: &Path) -> Result<()> {
+        let Some((uid, gid)) = self.ids else {
+            return Ok(());
+        };
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(p) = stack.pop() {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
+                .map_err(|e| Error::io("hand over to the drill's OS user", &p, e))?;
+            let meta = std::fs::symlink_metadata(&p).map_err(|e| Error::io("read", &p, e))?;
+            if meta.is_dir() {
+                for entry in std::fs::read_dir(&p).map_err(|e| Error::io("read", &p, e))? {
+                    stack.push(entry.map_err(|e| Error::io("read", &p, e))?.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        if let Some((uid, gid)) = self.ids {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.env_remove("PGPASSWORD")
+            .env_remove("PGDATA")
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+/// The throwaway cluster; stopped (immediately) when dropped if still running.
+struct Cluster {
+    dir: PathBuf,
+    data: PathBuf,
+    owner: Owner,
+    pg_ctl: PathBuf,
+    started: bool,
+}
+
+impl Cluster {
+    fn log(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// The end of the server's log, for a failure's detail.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(8)..].join(" | ");
+        bounded(&tail, 1500)
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> std::result::Result<String, String> {
+        let out = self
+            .owner
+            .command(&self.pg_ctl)
+            .arg("-D")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.pg_ctl.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!(
+                "pg_ctl {} {}: {}",
+                args.first().copied().unwrap_or(""),
+                describe_status(&out.status),
+                bounded(
+                    &format!("{text} {}", String::from_utf8_lossy(&out.stderr).trim()),
+                    500
+                )
+            ))
+        }
+    }
+
+    /// Starts the server and waits until recovery has promoted it, asking `probe`
+    /// (connected to `database`) whether it still recovers.
+    fn start_and_recover(
+        &mut self,
+        timeout: Duration,
+        probe: &PostgresDrill,
+        database: &str,
+    ) -> std::result::Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let log = self.log();
+        {
+            // The log is the owner's so the server can write it.
+            let mut f = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+            let _ = f.flush();
+        }
+        self.owner
+            .give(&log)
+            .map_err(|e| format!("cannot prepare the server log: {e}"))?;
+        self.started = true;
+        let secs = timeout.as_secs().max(1).to_string();
+        let log_text = log.to_string_lossy().to_string();
+        if let Err(e) = self.pg_ctl(&["-l", &log_text, "-w", "-t", &secs, "start"]) {
+            return Err(format!(
+                "the cluster did not start ({e}); its log ends: {}",
+                self.log_tail()
+            ));
+        }
+        loop {
+            match probe.is_in_recovery(database).ok() {
+                Some(false) => return Ok(()),
+                Some(true) => {}
+                None if !self.data.join("postmaster.pid").exists() => {
+                    return Err(format!(
+                        "recovery failed and the server stopped; its log ends: {}",
+                        self.log_tail()
+                    ))
+                }
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "recovery did not finish within {} s; the log ends: {}",
+                    timeout.as_secs(),
+                    self.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(&mut self) -> std::result::Result<(), String> {
+        if !self.started {
+            return Ok(());
+        }
+        self.started = false;
+        if !self.data.join("postmaster.pid").exists() {
+            return Ok(());
+        }
+        self.pg_ctl(&["-m", "immediate", "-w", "-t", "60", "stop"])
+            .map(|_| ())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot stop the drill's cluster");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wal_directory_is_quoted_for_the_shell_and_postgresql() {
+        assert_eq!(shell_word("/tmp/a b"), "'/tmp/a b'");
+        assert_eq!(shell_word("/tmp/it's%"), "'/tmp/it'\\''s%%'");
+    }
+
+    #[test]
+    fn the_first_wal_file_comes_from_the_backup_label() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(start_wal_file(dir.path()), None);
+        std::fs::write(
+            dir.path().join("backup_label"),
+            "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\n",
+        )
+        .unwrap();
+        assert_eq!(
+            start_wal_file(dir.path()).as_deref(),
+            Some("000000010000000000000002")
+        );
+        std::fs::write(
+            dir.path().join("backup_label"),
+            "START WAL LOCATION: 0/2 (file ../x)\n",
+        )
+        .unwrap();
+        assert_eq!(start_wal_file(dir.path()), None);
+    }
+
+    #[test]
+    fn an_os_user_other_than_our_own_needs_root() {
+        if nix::unistd::geteuid().is_root() {
+            assert!(Owner::resolve(Some("root")).is_err());
+            assert!(Owner::resolve(Some("no-such-user-steward")).is_err());
+        } else {
+            assert!(Owner::resolve(Some("root")).is_err());
+            assert!(Owner::resolve(None).is_ok());
+        }
+    }
+}
