@@ -126,23 +126,53 @@ impl MasterKey {
         out
     }
 
+    /// Encrypts `buf[IV_LEN..IV_LEN + len]` where it lies: writes a fresh random IV
+    /// before it and the MAC after it, and returns the sealed length
+    /// (`IV_LEN + len + MAC_LEN`). `buf` must hold at least that many bytes.
+    pub fn seal_in_place(&self, buf: &mut [u8], len: usize) -> usize {
+        let total = IV_LEN + len + MAC_LEN;
+        assert!(buf.len() >= total, "seal_in_place: buffer too small");
+        let mut iv = [0u8; IV_LEN];
+        rand::thread_rng().fill_bytes(&mut iv);
+        buf[..IV_LEN].copy_from_slice(&iv);
+        let body = &mut buf[IV_LEN..IV_LEN + len];
+        let mut cipher = Aes256Ctr::new((&self.encrypt).into(), (&iv).into());
+        cipher.apply_keystream(body);
+        let tag = self.mac(&iv, body);
+        buf[IV_LEN + len..total].copy_from_slice(&tag);
+        total
+    }
+
     /// Checks the MAC (constant time), then decrypts.
     pub fn decrypt(&self, data: &[u8]) -> Result<Vec<u8>, DecryptError> {
+        let mut out = data.to_vec();
+        let plain = self.decrypt_in_place(&mut out)?;
+        out.truncate(plain.end);
+        out.drain(..plain.start);
+        Ok(out)
+    }
+
+    /// Checks the MAC (constant time), then decrypts `IV || ciphertext || MAC` where it
+    /// lies; returns where the plaintext is in `data`. Nothing is changed when the MAC
+    /// does not match.
+    pub fn decrypt_in_place(
+        &self,
+        data: &mut [u8],
+    ) -> Result<std::ops::Range<usize>, DecryptError> {
         if data.len() < OVERHEAD {
             return Err(DecryptError::TooShort(data.len()));
         }
-        let (iv, rest) = data.split_at(IV_LEN);
-        let (ciphertext, tag) = rest.split_at(rest.len() - MAC_LEN);
+        let end = data.len() - MAC_LEN;
+        let (head, tag) = data.split_at_mut(end);
+        let (iv, ciphertext) = head.split_at_mut(IV_LEN);
         let expected = self.mac(iv, ciphertext);
         if !bool::from(expected.ct_eq(tag)) {
             return Err(DecryptError::BadMac);
         }
-        let mut out = ciphertext.to_vec();
-        let mut iv_arr = [0u8; IV_LEN];
-        iv_arr.copy_from_slice(iv);
+        let iv_arr: [u8; IV_LEN] = (&*iv).try_into().expect("IV_LEN bytes");
         let mut cipher = Aes256Ctr::new((&self.encrypt).into(), (&iv_arr).into());
-        cipher.apply_keystream(&mut out);
-        Ok(out)
+        cipher.apply_keystream(ciphertext);
+        Ok(IV_LEN..end)
     }
 
     /// The JSON restic stores (encrypted) in key files:
@@ -282,6 +312,29 @@ impl KdfParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealing_in_place_matches_encrypt_and_opens_in_place() {
+        let k = MasterKey::random();
+        let mut buf = vec![0u8; IV_LEN + 5 + MAC_LEN + 7];
+        buf[IV_LEN..IV_LEN + 5].copy_from_slice(b"chunk");
+        let n = k.seal_in_place(&mut buf, 5);
+        assert_eq!(n, 5 + OVERHEAD);
+        // What encrypt() would have made: decrypt() reads it.
+        assert_eq!(k.decrypt(&buf[..n]).unwrap(), b"chunk");
+        let mut copy = buf[..n].to_vec();
+        let r = k.decrypt_in_place(&mut copy).unwrap();
+        assert_eq!(&copy[r], b"chunk");
+        // A flipped bit: refused, and the data left as it was.
+        let mut bad = buf[..n].to_vec();
+        bad[IV_LEN + 1] ^= 1;
+        let before = bad.clone();
+        assert!(matches!(
+            k.decrypt_in_place(&mut bad),
+            Err(DecryptError::BadMac)
+        ));
+        assert_eq!(bad, before);
+    }
 
     #[test]
     fn round_trip_and_tamper() {

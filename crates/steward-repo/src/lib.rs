@@ -134,7 +134,7 @@ pub use index::{Index, IndexEntry};
 pub use lock::{LockInfo, LockKind, LockOptions, RepoLock};
 pub use pack::{BlobType, PackBlob};
 pub use prune::{prune, MaxUnused, PruneOptions, PruneSummary};
-pub use repo::{InitOptions, RepoOptions, Repository};
+pub use repo::{BlobScratch, InitOptions, RepoOptions, Repository};
 pub use restorer::{restore, restore_file_to, RestoreOptions, RestoreSummary};
 pub use saver::{BlobSaver, SaverStats};
 pub use snapshot::Snapshot;

@@ -36,10 +36,11 @@ pub const MAX_BLOB_LEN: u32 = 1 << 30;
 /// Default target size of pack files.
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 
-/// Default zstd level: 3, about what restic's `auto` gives. On the benchmark's
-/// 2 GiB mixed data set level 1 was about 10% faster but made a repository 1% larger
-/// than restic's (843.7 against 838 MiB); level 3 makes it smaller (836.1 MiB).
-/// Level 2 was larger than both. See bench/README.md.
+/// Default zstd level: 3, about what restic's `auto` gives, with its match finder
+/// tuned for blobs of about a MiB (see `file::compressor`). On the benchmark's 2 GiB
+/// mixed data set plain level 1 was about 10% faster but made a repository 1% larger
+/// than restic's (843.7 against 838 MiB); plain level 3 made it smaller (836.1 MiB).
+/// See bench/README.md.
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 
 /// Tunables for writing.
@@ -95,6 +96,55 @@ impl std::fmt::Debug for Repository {
 }
 
 /// Retries `f` a few times (with backoff) while it fails with a transient error.
+/// What [`Repository::decode_blob_in_place`] reuses from blob to blob: a zstd
+/// decompression context and its output buffer.
+pub struct BlobScratch {
+    dctx: Option<zstd::bulk::Decompressor<'static>>,
+    out: Vec<u8>,
+}
+
+impl Default for BlobScratch {
+    fn default() -> Self {
+        BlobScratch::new()
+    }
+}
+
+impl BlobScratch {
+    pub fn new() -> Self {
+        BlobScratch {
+            dctx: None,
+            out: Vec::new(),
+        }
+    }
+
+    /// Decompresses `data` into `self.out`, which must come to exactly `expected` bytes.
+    fn decompress(&mut self, data: &[u8], expected: usize) -> std::result::Result<(), String> {
+        const BULK_LIMIT: usize = 64 << 20;
+        if expected > BULK_LIMIT {
+            self.out = crate::file::decompress_exact(data, expected)?;
+            return Ok(());
+        }
+        if self.dctx.is_none() {
+            self.dctx = Some(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| format!("cannot make a zstd context: {e}"))?,
+            );
+        }
+        let dctx = self.dctx.as_mut().expect("just made");
+        self.out.clear();
+        self.out.reserve(expected);
+        let n = dctx
+            .decompress_to_buffer(data, &mut self.out)
+            .map_err(|e| format!("zstd decompression failed: {e}"))?;
+        if n != expected {
+            return Err(format!(
+                "decompressed to {n} bytes, the index says {expected}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 pub(crate) fn retry<T>(mut f: impl FnMut() -> Result<T, BackendError>) -> Result<T, BackendError> {
     let mut delay = Duration::from_millis(200);
     let mut attempt = 0;
@@ -477,6 +527,42 @@ impl Repository {
             None => plain,
         };
         if Id::hash(&data) != *id {
+            return Err(Error::corrupt(
+                what(),
+                "its content does not match its id (SHA-256)",
+            ));
+        }
+        Ok(data)
+    }
+
+    /// Like [`Repository::decode_blob`], without allocating: decrypts `raw` in place
+    /// and decompresses into `scratch`. Returns the verified blob, in `raw` or in
+    /// `scratch`.
+    pub fn decode_blob_in_place<'a>(
+        &self,
+        id: &Id,
+        entry: &IndexEntry,
+        raw: &'a mut [u8],
+        scratch: &'a mut BlobScratch,
+    ) -> Result<&'a [u8]> {
+        let what = || format!("{} blob {} in pack {}", entry.blob_type, id, entry.pack);
+        check_entry(id, entry)?;
+        let plain = self
+            .inner
+            .key
+            .decrypt_in_place(raw)
+            .map_err(|e| decrypt_error(&what(), e))?;
+        let plain = &raw[plain];
+        let data: &[u8] = match entry.uncompressed_length {
+            Some(u) => {
+                scratch
+                    .decompress(plain, u as usize)
+                    .map_err(|r| Error::corrupt(what(), r))?;
+                &scratch.out
+            }
+            None => plain,
+        };
+        if Id::hash(data) != *id {
             return Err(Error::corrupt(
                 what(),
                 "its content does not match its id (SHA-256)",

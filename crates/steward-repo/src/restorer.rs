@@ -303,11 +303,19 @@ fn group_reads(mut blobs: Vec<BlobJob>) -> Vec<Vec<BlobJob>> {
     groups
 }
 
+/// What a restore worker reuses from read to read.
+#[derive(Default)]
+struct WorkerScratch {
+    raw: Vec<u8>,
+    blob: crate::repo::BlobScratch,
+}
+
 fn restore_pack(
     repo: &Repository,
     pack: &Id,
     blobs: Vec<BlobJob>,
     files: &[FileJob],
+    scratch: &mut WorkerScratch,
 ) -> Result<()> {
     for group in group_reads(blobs) {
         let start = u64::from(group[0].entry.offset);
@@ -315,20 +323,27 @@ fn restore_pack(
         let end = u64::from(last.entry.offset) + u64::from(last.entry.length);
         let len = u32::try_from(end - start)
             .map_err(|_| Error::corrupt(format!("pack {pack}"), "blob range beyond 4 GiB"))?;
-        let raw = retry(|| repo.backend().read_range(FileType::Pack, pack, start, len))?;
+        retry(|| {
+            repo.backend()
+                .read_range_into(FileType::Pack, pack, start, len, &mut scratch.raw)
+        })?;
+        if scratch.raw.len() != len as usize {
+            return Err(Error::corrupt(format!("pack {pack}"), "short read"));
+        }
         for b in &group {
             let off = (u64::from(b.entry.offset) - start) as usize;
-            let slice = raw
-                .get(off..off + b.entry.length as usize)
+            let slice = scratch
+                .raw
+                .get_mut(off..off + b.entry.length as usize)
                 .ok_or_else(|| Error::corrupt(format!("pack {pack}"), "short read"))?;
-            let data = repo.decode_blob(&b.id, &b.entry, slice)?;
+            let data = repo.decode_blob_in_place(&b.id, &b.entry, slice, &mut scratch.blob)?;
             for t in &b.targets {
                 let job = &files[t.file as usize];
                 let f = OpenOptions::new()
                     .write(true)
                     .open(&job.path)
                     .map_err(|e| Error::io("open", &job.path, e))?;
-                f.write_all_at(&data, t.offset)
+                f.write_all_at(data, t.offset)
                     .map_err(|e| Error::io("write", &job.path, e))?;
             }
         }
@@ -437,11 +452,12 @@ pub fn restore(
             let failed = &failed;
             let first_error = &first_error;
             s.spawn(move || {
+                let mut scratch = WorkerScratch::default();
                 for (pack, blobs) in rx.iter() {
                     if failed.load(Ordering::Relaxed) {
                         continue;
                     }
-                    if let Err(e) = restore_pack(repo, &pack, blobs, files) {
+                    if let Err(e) = restore_pack(repo, &pack, blobs, files, &mut scratch) {
                         failed.store(true, Ordering::Relaxed);
                         first_error
                             .lock()

@@ -18,7 +18,6 @@
 //!
 //! [`Backend::stage`]: crate::backend::Backend::stage
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -26,8 +25,12 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Sender};
 
 use crate::backend::FileType;
+use crate::crypto::{IV_LEN, MAC_LEN};
 use crate::error::{Error, Result};
-use crate::file::{compress, looks_incompressible};
+use crate::file::{compress_into, looks_incompressible};
+
+/// Largest per-thread sealing buffer kept between blobs (chunks are at most 8 MiB).
+const MAX_KEPT_SEAL_BUFFER: usize = 16 << 20;
 use crate::id::{Id, IdSet};
 use crate::index::IndexFile;
 use crate::pack::{BlobType, PackBlob, PackWriter};
@@ -286,46 +289,72 @@ impl BlobSaver {
         let plain_len = u32::try_from(data.len()).map_err(|_| {
             Error::InvalidArgument(format!("blob {} is larger than 4 GiB", id.short()))
         })?;
-        let (payload, uncompressed): (Cow<'_, [u8]>, Option<u32>) = match sh.level {
-            Some(level) if !data.is_empty() && !looks_incompressible(data, level) => {
-                let c = compress(data, level)?;
-                if c.len() < data.len() {
-                    (Cow::Owned(c), Some(plain_len))
-                } else {
-                    (Cow::Borrowed(data), None)
+        // The blob is compressed (or copied) into a reused per-thread buffer after room
+        // for the IV, encrypted there and sealed with its MAC: no allocation per blob.
+        thread_local! {
+            static SEAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SEAL.with(|cell| -> Result<()> {
+            let mut buf = cell.borrow_mut();
+            let need = IV_LEN + data.len() + MAC_LEN;
+            if buf.len() < need {
+                buf.resize(need, 0);
+            }
+            let compressed = match sh.level {
+                Some(level) if data.len() > 1 && !looks_incompressible(data, level) => {
+                    compress_into(data, level, &mut buf[IV_LEN..IV_LEN + data.len() - 1])
                 }
-            }
-            _ => (Cow::Borrowed(data), None),
-        };
-        let encrypted = sh.repo.key().encrypt(&payload);
-        drop(payload);
-        let stored = encrypted.len() as u64;
-        let full = {
-            let mut slot = lock(&sh.packers[t.index()]);
-            if slot.is_none() {
-                // Data packs go straight to a staged file when the backend has them
-                // (nothing held in memory); otherwise into a (recycled) buffer.
-                let staged = match t {
-                    BlobType::Data => sh.repo.backend().stage(FileType::Pack)?,
-                    BlobType::Tree => None,
-                };
-                let capacity = sh.pack_size + (1 << 20);
-                *slot = Some(match (staged, lock(&sh.pool).pop()) {
-                    (Some(staged), _) => PackWriter::staged(staged),
-                    (None, Some(buf)) => PackWriter::with_buffer(buf, capacity),
-                    (None, None) => PackWriter::new(capacity),
-                });
-            }
-            let Some(pw) = slot.as_mut() else {
-                return Err(Error::Aborted("internal error: no open pack".into()));
+                _ => None,
             };
-            pw.add(t, id, &encrypted, uncompressed)?;
-            if pw.size() >= sh.pack_size {
-                slot.take()
-            } else {
-                None
+            let (len, uncompressed) = match compressed {
+                Some(n) => (n, Some(plain_len)),
+                None => {
+                    buf[IV_LEN..IV_LEN + data.len()].copy_from_slice(data);
+                    (data.len(), None)
+                }
+            };
+            let sealed = sh.repo.key().seal_in_place(&mut buf, len);
+            let encrypted = &buf[..sealed];
+            let stored = sealed as u64;
+            let full = {
+                let mut slot = lock(&sh.packers[t.index()]);
+                if slot.is_none() {
+                    // Data packs go straight to a staged file when the backend has them
+                    // (nothing held in memory); otherwise into a (recycled) buffer.
+                    let staged = match t {
+                        BlobType::Data => sh.repo.backend().stage(FileType::Pack)?,
+                        BlobType::Tree => None,
+                    };
+                    let capacity = sh.pack_size + (1 << 20);
+                    *slot = Some(match (staged, lock(&sh.pool).pop()) {
+                        (Some(staged), _) => PackWriter::staged(staged),
+                        (None, Some(buf)) => PackWriter::with_buffer(buf, capacity),
+                        (None, None) => PackWriter::new(capacity),
+                    });
+                }
+                let Some(pw) = slot.as_mut() else {
+                    return Err(Error::Aborted("internal error: no open pack".into()));
+                };
+                pw.add(t, id, encrypted, uncompressed)?;
+                if pw.size() >= sh.pack_size {
+                    slot.take()
+                } else {
+                    None
+                }
+            };
+            // A very large blob's buffer is not kept.
+            if buf.len() > MAX_KEPT_SEAL_BUFFER {
+                *buf = Vec::new();
             }
-        };
+            drop(buf);
+            sh.counters
+                .bytes_stored
+                .fetch_add(stored, Ordering::Relaxed);
+            if let Some(pw) = full {
+                sh.send(t, pw)?;
+            }
+            Ok(())
+        })?;
         let c = &sh.counters;
         match t {
             BlobType::Data => c.data_blobs.fetch_add(1, Ordering::Relaxed),
@@ -333,10 +362,6 @@ impl BlobSaver {
         };
         c.bytes_plain
             .fetch_add(u64::from(plain_len), Ordering::Relaxed);
-        c.bytes_stored.fetch_add(stored, Ordering::Relaxed);
-        if let Some(pw) = full {
-            sh.send(t, pw)?;
-        }
         Ok(())
     }
 

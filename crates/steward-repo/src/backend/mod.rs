@@ -154,6 +154,19 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         offset: u64,
         len: u32,
     ) -> Result<Vec<u8>, BackendError>;
+    /// Like [`Backend::read_range`], into `buf` (resized to `len`), so a caller that
+    /// reads many ranges can reuse one buffer.
+    fn read_range_into(
+        &self,
+        t: FileType,
+        id: &Id,
+        offset: u64,
+        len: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        *buf = self.read_range(t, id, offset, len)?;
+        Ok(())
+    }
     /// Stores a file atomically and durably (replacing one with the same name).
     fn write(&self, t: FileType, id: &Id, data: &[u8]) -> Result<(), BackendError>;
     /// Deletes a file.
