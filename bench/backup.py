@@ -915,6 +915,8 @@ def print_files(res):
         if key != "second_backup":
             row("  MiB/s of the data set", key, "mib_s", "{:.1f}")
         row("  CPU s (user + sys)", key, "cpu_s")
+        row("    user (the program's own work)", key, "user_s")
+        row("    sys (the kernel: page cache, files)", key, "sys_s")
         row("  peak memory MiB (ru_maxrss)", key, "peak_mib", "{:.0f}")
     rows.append(("repository size MiB (apparent)", fmt_mib(g(s, "repo_bytes")), fmt_mib(g(r, "repo_bytes")),
                  f(ratio(g(s, "repo_bytes"), g(r, "repo_bytes")))))
