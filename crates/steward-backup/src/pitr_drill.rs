@@ -27,6 +27,13 @@
 //!
 //! A recovery that fails (a missing WAL file, a target after the end of the archive)
 //! is a failed `recovery` check whose detail is the end of the server's log.
+//!
+//! Each drill directory holds `owner.pid`, the pid of the process that made it. A drill
+//! cut short (Steward killed with -9) leaves its directory and maybe its cluster
+//! behind: the next drill in the same scratch directory finds directories whose owner
+//! is gone, stops their server (SIGQUIT, the immediate shutdown, then SIGKILL; only a
+//! process whose command line names that data directory) and removes them
+//! ([`sweep_stale`]).
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -50,6 +57,12 @@ use crate::source::{Facts, SourceKind};
 /// Without a `backup_label` naming the first WAL file, the files archived from this
 /// long before the base backup's snapshot time on are copied.
 pub const WAL_MARGIN: Duration = Duration::from_secs(600);
+
+/// How drill directories are named in the scratch directory.
+const DIR_PREFIX: &str = "steward-pitr-drill-";
+
+/// The file in a drill directory naming the process that made it.
+const OWNER_FILE: &str = "owner.pid";
 
 /// The port in the cluster's socket name (no TCP listener is opened).
 const SOCKET_PORT: u16 = 5432;
@@ -135,10 +148,16 @@ impl PitrDrill {
             wal_files: 0,
         };
 
+        for warning in sweep_stale(&self.scratch_dir) {
+            tracing::warn!("{warning}");
+        }
         let dir = tempfile::Builder::new()
-            .prefix("steward-pitr-drill-")
+            .prefix(DIR_PREFIX)
             .tempdir_in(&self.scratch_dir)
             .map_err(|e| Error::io("create the drill directory in", &self.scratch_dir, e))?;
+        let marker = dir.path().join(OWNER_FILE);
+        std::fs::write(&marker, std::process::id().to_string())
+            .map_err(|e| Error::io("write", &marker, e))?;
         let cluster = Cluster {
             dir: dir.path().to_path_buf(),
             data: dir.path().join("data"),
@@ -568,9 +587,145 @@ impl Drop for Cluster {
     }
 }
 
+/// Whether process `pid` runs (a zombie does not).
+fn alive(pid: i32) -> bool {
+    if pid <= 0 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    // `pid (comm) S ...`: the state follows the last ')'.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_none_or(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// Stops and removes the drill directories in `scratch_dir` whose owner process is
+/// gone (see the module docs). Returns what it did, as warnings.
+pub fn sweep_stale(scratch_dir: &Path) -> Vec<String> {
+    let mut done = Vec::new();
+    let Ok(entries) = std::fs::read_dir(scratch_dir) else {
+        return done;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let named = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(DIR_PREFIX));
+        if !named || !dir.is_dir() {
+            continue;
+        }
+        let owner = std::fs::read_to_string(dir.join(OWNER_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        // No marker yet: a drill being set up this instant, or not ours.
+        let Some(owner) = owner else { continue };
+        if alive(owner) {
+            continue;
+        }
+        let data = dir.join("data");
+        let server = std::fs::read_to_string(data.join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+            .filter(|&pid| {
+                // Only the server of this directory: its command line names it.
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let want = data.to_string_lossy();
+                    c.split(|b| *b == 0).any(|arg| arg == want.as_bytes())
+                })
+            });
+        if let Some(pid) = server {
+            let p = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGQUIT);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if alive(pid) {
+                let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+            }
+            done.push(format!(
+                "stopped the cluster (pid {pid}) of a drill cut short in {}",
+                dir.display()
+            ));
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => done.push(format!(
+                "removed the directory of a drill cut short: {}",
+                dir.display()
+            )),
+            Err(e) => done.push(format!(
+                "cannot remove the directory of a drill cut short, {}: {e}; remove it by hand",
+                dir.display()
+            )),
+        }
+    }
+    done
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drill_cut_short_is_stopped_and_removed_by_the_next() {
+        let scratch = tempfile::tempdir().unwrap();
+        // A dead owner: a process that has exited (its pid is reaped).
+        let dead = {
+            let mut c = Command::new("true").spawn().unwrap();
+            let pid = c.id();
+            c.wait().unwrap();
+            pid
+        };
+        let stale = scratch.path().join(format!("{DIR_PREFIX}old"));
+        let data = stale.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(stale.join(OWNER_FILE), dead.to_string()).unwrap();
+        // Its "server": a process whose command line names the data directory.
+        let mut server = Command::new("sh")
+            .args(["-c", "sleep 60; :"])
+            .arg(&data)
+            .spawn()
+            .unwrap();
+        std::fs::write(
+            data.join("postmaster.pid"),
+            format!("{}\n{}\n", server.id(), data.display()),
+        )
+        .unwrap();
+        // A live owner's directory, and one without a marker: both left alone.
+        let live = scratch.path().join(format!("{DIR_PREFIX}live"));
+        std::fs::create_dir_all(&live).unwrap();
+        std::fs::write(live.join(OWNER_FILE), std::process::id().to_string()).unwrap();
+        let fresh = scratch.path().join(format!("{DIR_PREFIX}fresh"));
+        std::fs::create_dir_all(&fresh).unwrap();
+
+        // The spawn returns while the child may still be setting up its new image
+        // (its command line reads empty): wait (bounded) until it names the directory.
+        let named = |pid: u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.split(|b| *b == 0)
+                    .any(|a| a == data.as_os_str().as_encoded_bytes())
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !named(server.id()) {
+            assert!(
+                Instant::now() < deadline,
+                "the stand-in server never started"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+
+        let done = sweep_stale(scratch.path());
+        assert_eq!(done.len(), 2, "{done:?}");
+        assert!(!stale.exists());
+        assert!(live.exists() && fresh.exists());
+        // The server was signalled (SIGQUIT ends sleep).
+        let status = server.wait().unwrap();
+        assert!(!status.success());
+    }
 
     #[test]
     fn the_wal_directory_is_quoted_for_the_shell_and_postgresql() {
