@@ -457,13 +457,17 @@ impl Owner {
         Ok(())
     }
 
+    /// `program` as the owner, with an environment of its own: Steward's may hold
+    /// secrets (`STEWARD_REPO_PASSWORD`, `PGPASSWORD`, cloud keys) that must not reach
+    /// a server run as another OS user, whose environment that user can read.
     fn command(&self, program: &Path) -> Command {
         let mut cmd = Command::new(program);
         if let Some((uid, gid)) = self.ids {
             cmd.uid(uid).gid(gid);
         }
-        cmd.env_remove("PGPASSWORD")
-            .env_remove("PGDATA")
+        cmd.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LC_ALL", "C")
             .stdin(Stdio::null());
         cmd
     }
@@ -752,6 +756,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(start_wal_file(dir.path()), None);
+    }
+
+    #[test]
+    fn the_cluster_gets_none_of_stewards_environment() {
+        // cargo runs tests with CARGO_* and more in the environment: none may pass.
+        assert!(std::env::vars().any(|(k, _)| k.starts_with("CARGO")));
+        let owner = Owner::resolve(None).unwrap();
+        let out = owner.command(Path::new("/usr/bin/env")).output().unwrap();
+        assert!(out.status.success());
+        let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_string()))
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["LC_ALL", "PATH"]);
     }
 
     #[test]
