@@ -544,13 +544,13 @@ impl PostgresDrill {
 
     /// Whether the server is still recovering (`pg_is_in_recovery()`).
     pub(crate) fn is_in_recovery(&self, database: &str) -> Result<bool> {
-        let mut db = self.endpoint.pg_connect(database)?;
-        let row = db
-            .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
-            .map_err(|e| {
-                Error::database("cannot ask whether the cluster recovers", pg_error(&e, &[]))
-            })?;
-        Ok(row.get(0))
+        Ok(self
+            .query_one(
+                database,
+                "SELECT pg_catalog.pg_is_in_recovery()",
+                "ask whether the cluster recovers",
+            )?
+            .get(0))
     }
 
     /// The commit time of the last transaction replayed by recovery, if any.
@@ -558,17 +558,27 @@ impl PostgresDrill {
         &self,
         database: &str,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-        let mut db = self.endpoint.pg_connect(database)?;
-        let row = db
+        let secs: Option<f64> = self
             .query_one(
+                database,
                 "SELECT extract(epoch FROM pg_catalog.pg_last_xact_replay_timestamp())::float8",
-                &[],
-            )
-            .map_err(|e| {
-                Error::database("cannot read the last replayed commit", pg_error(&e, &[]))
-            })?;
-        let secs: Option<f64> = row.get(0);
+                "read the last replayed commit",
+            )?
+            .get(0);
         Ok(secs.and_then(|s| chrono::DateTime::from_timestamp_micros((s * 1e6).round() as i64)))
+    }
+
+    /// Connects to `database` and runs `sql`, which returns one row.
+    fn query_one(&self, database: &str, sql: &str, what: &str) -> Result<postgres::Row> {
+        self.endpoint
+            .pg_connect(database)?
+            .query_one(sql, &[])
+            .map_err(|e| {
+                Error::database(
+                    format!("cannot {what}"),
+                    pg_error(&e, &self.endpoint.secrets()),
+                )
+            })
     }
 }
 

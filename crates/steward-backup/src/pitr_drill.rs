@@ -35,7 +35,6 @@
 //! process whose command line names that data directory) and removes them
 //! ([`sweep_stale`]).
 
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -57,6 +56,9 @@ use crate::source::{Facts, SourceKind};
 /// Without a `backup_label` naming the first WAL file, the files archived from this
 /// long before the base backup's snapshot time on are copied.
 pub const WAL_MARGIN: Duration = Duration::from_secs(600);
+
+/// How long starting the cluster and recovering may take unless set.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// How drill directories are named in the scratch directory.
 const DIR_PREFIX: &str = "steward-pitr-drill-";
@@ -121,7 +123,7 @@ impl PitrDrill {
             scratch_dir: std::env::temp_dir(),
             os_user: None,
             pg_bin: None,
-            timeout: Duration::from_secs(1800),
+            timeout: DEFAULT_TIMEOUT,
             assertions: Vec::new(),
             amcheck: true,
         }
@@ -158,26 +160,17 @@ impl PitrDrill {
         let marker = dir.path().join(OWNER_FILE);
         std::fs::write(&marker, std::process::id().to_string())
             .map_err(|e| Error::io("write", &marker, e))?;
-        let cluster = Cluster {
-            dir: dir.path().to_path_buf(),
-            data: dir.path().join("data"),
-            owner,
-            pg_ctl: PathBuf::new(),
-            started: false,
-        };
         let timer = Instant::now();
-        let prepared = self.prepare(repo, &base, &base_id, &cluster);
-        let mut cluster = cluster;
-        let bytes = match prepared {
-            Ok((bytes, wal_files, pg_ctl)) => {
-                cluster.pg_ctl = pg_ctl;
-                recovery.wal_files = wal_files;
-                bytes
-            }
-            Err(e) => {
-                drop(cluster);
-                return Err(e);
-            }
+        let data = dir.path().join("data");
+        let (bytes, wal_files, pg_ctl) = self.prepare(repo, &base, &base_id, dir.path(), &owner)?;
+        recovery.wal_files = wal_files;
+        // Declared after `dir`, so dropped (the server stopped) before it is removed.
+        let mut cluster = Cluster {
+            dir: dir.path().to_path_buf(),
+            data,
+            owner,
+            pg_ctl,
+            started: false,
         };
         let drill = PostgresDrill {
             assertions: self.assertions.clone(),
@@ -219,12 +212,9 @@ impl PitrDrill {
                 }
             }
         }
-        let stopped = cluster.stop();
-        if let Err(e) = stopped {
+        if let Err(e) = cluster.stop() {
             checks.push(CheckResult::new("stop cluster", false, e));
         }
-        drop(cluster);
-        drop(dir);
         Ok((
             DrillReport {
                 passed: checks.iter().all(|c| c.passed),
@@ -247,13 +237,15 @@ impl PitrDrill {
         repo: &Repository,
         base: &Snapshot,
         base_id: &Id,
-        cluster: &Cluster,
+        dir: &Path,
+        owner: &Owner,
     ) -> Result<(u64, usize, PathBuf)> {
-        let mut bytes = extract_base(repo, base, &cluster.data)?;
-        let pg_ctl = find_pg_ctl(self.pg_bin.as_deref(), &cluster.data)?;
-        let start = start_wal_file(&cluster.data);
+        let data = dir.join("data");
+        let mut bytes = extract_base(repo, base, &data)?;
+        let pg_ctl = find_pg_ctl(self.pg_bin.as_deref(), &data)?;
+        let start = start_wal_file(&data);
         let wal = wal_for_recovery(repo, &self.source, base, start.as_deref())?;
-        let wal_dir = cluster.dir.join("wal");
+        let wal_dir = dir.join("wal");
         std::fs::create_dir(&wal_dir).map_err(|e| Error::io("create", &wal_dir, e))?;
         for (name, sn) in &wal {
             let path = wal_dir.join(name);
@@ -262,21 +254,21 @@ impl PitrDrill {
         }
         // A data directory from a Debian cluster keeps its configuration in /etc.
         for name in ["postgresql.conf", "pg_ident.conf"] {
-            let p = cluster.data.join(name);
+            let p = data.join(name);
             if !p.exists() {
                 std::fs::File::create(&p).map_err(|e| Error::io("create", &p, e))?;
             }
         }
-        let hba = cluster.data.join("pg_hba.conf");
+        let hba = data.join("pg_hba.conf");
         std::fs::write(
             &hba,
             "# steward PITR drill: local connections of the cluster's own OS user only\nlocal all all trust\n",
         )
         .map_err(|e| Error::io("write", &hba, e))?;
         for stale in ["postmaster.pid", "standby.signal"] {
-            let _ = std::fs::remove_file(cluster.data.join(stale));
+            let _ = std::fs::remove_file(data.join(stale));
         }
-        let signal = cluster.data.join("recovery.signal");
+        let signal = data.join("recovery.signal");
         std::fs::File::create(&signal).map_err(|e| Error::io("create", &signal, e))?;
         let text = |p: &Path| conf_quote(&p.to_string_lossy());
         let mut conf = format!(
@@ -298,14 +290,14 @@ impl PitrDrill {
                 "cp {}/%f \"%p\"",
                 shell_word(&wal_dir.to_string_lossy())
             )),
-            text(&cluster.dir),
+            text(dir),
             text(&hba),
-            text(&cluster.data.join("pg_ident.conf")),
-            text(&cluster.data),
+            text(&data.join("pg_ident.conf")),
+            text(&data),
         );
         conf.push_str(&recovery_target_lines(self.target_time));
-        append_auto_conf(&cluster.data, &conf)?;
-        cluster.owner.give(&cluster.dir)?;
+        append_auto_conf(&data, &conf)?;
+        owner.give(dir)?;
         Ok((bytes, wal.len(), pg_ctl))
     }
 }
@@ -530,11 +522,8 @@ impl Cluster {
     ) -> std::result::Result<(), String> {
         let deadline = Instant::now() + timeout;
         let log = self.log();
-        {
-            // The log is the owner's so the server can write it.
-            let mut f = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-            let _ = f.flush();
-        }
+        // The log is the owner's so the server can write it.
+        std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         self.owner
             .give(&log)
             .map_err(|e| format!("cannot prepare the server log: {e}"))?;

@@ -360,35 +360,29 @@ impl Compiled {
                             server, base: false, ..
                         }
                         | What::MariaDb { server, .. } => {
-                            for (k, set) in [
-                                ("point", d.point.is_some()),
-                                ("os_user", d.os_user.is_some()),
-                                ("pg_bin", d.pg_bin.is_some()),
-                                ("scratch_dir", d.scratch_dir.is_some()),
-                                ("timeout", d.timeout.is_some()),
-                            ] {
-                                if set {
-                                    return Err(ConfigError::new(
-                                        dk(k),
-                                        "is for drills of mode = \"base\" PostgreSQL sources (point-in-time recovery); remove it",
-                                    ));
-                                }
-                            }
+                            refuse_set(
+                                &dk,
+                                &[
+                                    ("point", d.point.is_some()),
+                                    ("os_user", d.os_user.is_some()),
+                                    ("pg_bin", d.pg_bin.is_some()),
+                                    ("scratch_dir", d.scratch_dir.is_some()),
+                                    ("timeout", d.timeout.is_some()),
+                                ],
+                                "is for drills of mode = \"base\" PostgreSQL sources (point-in-time recovery); remove it",
+                            )?;
                             (server.clone(), None)
                         }
                         What::Postgres { server, base: true, .. } => {
-                            for (k, set) in [
-                                ("host", d.host.is_some()),
-                                ("port", d.port.is_some()),
-                                ("password_secret", d.password_secret.is_some()),
-                            ] {
-                                if set {
-                                    return Err(ConfigError::new(
-                                        dk(k),
-                                        "a drill of a mode = \"base\" source starts its own throwaway cluster, reached over a private socket: remove it (set user to choose the role the checks connect as)",
-                                    ));
-                                }
-                            }
+                            refuse_set(
+                                &dk,
+                                &[
+                                    ("host", d.host.is_some()),
+                                    ("port", d.port.is_some()),
+                                    ("password_secret", d.password_secret.is_some()),
+                                ],
+                                "a drill of a mode = \"base\" source starts its own throwaway cluster, reached over a private socket: remove it (set user to choose the role the checks connect as)",
+                            )?;
                             let point_ago = match d.point.as_deref().map(str::trim) {
                                 None | Some("latest") => None,
                                 Some(p) => Some(humantime::parse_duration(p.trim_end_matches(" ago")).map_err(|_| {
@@ -403,7 +397,7 @@ impl Compiled {
                                 os_user: d.os_user.clone(),
                                 pg_bin: d.pg_bin.as_ref().map(PathBuf::from),
                                 scratch_dir: d.scratch_dir.as_ref().map(PathBuf::from),
-                                timeout: d.timeout.unwrap_or(Duration::from_secs(1800)),
+                                timeout: d.timeout.unwrap_or(steward_backup::pitr_drill::DEFAULT_TIMEOUT),
                             };
                             (server.clone(), Some(pitr))
                         }
@@ -652,6 +646,18 @@ fn read_what(
     };
     s.finish()?;
     Ok(what)
+}
+
+/// Fails on the first of `keys` that is set, naming it: settings that do not apply here.
+fn refuse_set(
+    key: &dyn Fn(&str) -> String,
+    keys: &[(&str, bool)],
+    why: &str,
+) -> Result<(), ConfigError> {
+    match keys.iter().find(|(_, set)| *set) {
+        Some((k, _)) => Err(ConfigError::new(key(k), why)),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -310,42 +310,26 @@ fn wait_archived(archive: &std::path::Path, name: &str) {
     }
 }
 
-/// Pushes every archived WAL file of the cluster into the repository (what `archive_command
-/// = "steward repo wal-push ..."` does in production).
-fn push_wal(repo_dir: &std::path::Path, archive: &std::path::Path) {
-    let repo = steward_repo::Repository::open(
-        Arc::new(steward_repo::LocalBackend::new(repo_dir)),
+/// The world's repository, opened as the service opens it.
+fn open_repo(w: &World) -> steward_repo::Repository {
+    steward_repo::Repository::open(
+        Arc::new(steward_repo::LocalBackend::new(w.root.join("repo"))),
         PASSWORD,
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Pushes every archived WAL file of the cluster into the repository (what `archive_command
+/// = "steward repo wal-push ..."` does in production).
+fn push_wal(repo: &steward_repo::Repository, archive: &std::path::Path) {
     let mut names: Vec<_> = std::fs::read_dir(archive)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     names.sort();
     for p in names {
-        steward_backup::wal_push(&repo, "pg", &p).unwrap();
+        steward_backup::wal_push(repo, "pg", &p).unwrap();
     }
-}
-
-/// Runs `sql` on the cluster and returns the first column of the first row as text.
-async fn pg_value(pg: &steward_test_utils::PgCluster, sql: &str) -> String {
-    let (cfg, sql) = (
-        pg.config("postgres", &pg.superuser_password),
-        sql.to_string(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let mut c = cfg.connect(postgres::NoTls).unwrap();
-        let rows = c.simple_query(&sql).unwrap();
-        rows.into_iter()
-            .find_map(|m| match m {
-                postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                _ => None,
-            })
-            .unwrap()
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,17 +391,13 @@ assertions = [{{ sql = "SELECT count(*) FROM t", expect = "150" }}]
     tokio::time::sleep(Duration::from_millis(300)).await;
     pg.exec("INSERT INTO t SELECT generate_series(151, 170)")
         .await;
-    let last = pg_value(&pg, "SELECT pg_walfile_name(pg_switch_wal())").await;
+    let last = pg
+        .value("SELECT pg_walfile_name(pg_switch_wal())")
+        .await
+        .expect("the WAL file switched away from");
     wait_archived(&pg.archive(), &last);
-    push_wal(&w.root.join("repo"), &pg.archive());
-    let snapshots_before = steward_repo::Repository::open(
-        Arc::new(steward_repo::LocalBackend::new(w.root.join("repo"))),
-        PASSWORD,
-    )
-    .unwrap()
-    .list_snapshots()
-    .unwrap()
-    .len();
+    push_wal(&open_repo(&w), &pg.archive());
+    let snapshots_before = open_repo(&w).list_snapshots().unwrap().len();
 
     // To the chosen time: the first two batches, not the third.
     let run = svc.drill(1, "manual", None, Some(target)).await.unwrap();
@@ -468,14 +448,7 @@ assertions = [{{ sql = "SELECT count(*) FROM t", expect = "150" }}]
     assert!(e.to_string().contains("to_time"), "{e}");
 
     // The drills archived nothing of their own and left nothing behind.
-    let snapshots_after = steward_repo::Repository::open(
-        Arc::new(steward_repo::LocalBackend::new(w.root.join("repo"))),
-        PASSWORD,
-    )
-    .unwrap()
-    .list_snapshots()
-    .unwrap()
-    .len();
+    let snapshots_after = open_repo(&w).list_snapshots().unwrap().len();
     assert_eq!(snapshots_before, snapshots_after);
     assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
     let kinds = w.kinds().await;

@@ -53,27 +53,6 @@ pub(crate) fn decrypt_error(what: &str, e: DecryptError) -> Error {
     Error::corrupt(what, e.to_string())
 }
 
-/// zstd-compresses `data` at `level`, reusing a per-thread context.
-pub(crate) fn compress(data: &[u8], level: i32) -> Result<Vec<u8>> {
-    use std::cell::RefCell;
-    thread_local! {
-        static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
-    }
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
-            let c = compressor(level)
-                .map_err(|e| Error::InvalidArgument(format!("zstd level {level}: {e}")))?;
-            *slot = Some((level, c));
-        }
-        let Some((_, c)) = slot.as_mut() else {
-            return Err(Error::Aborted("zstd compressor missing".into()));
-        };
-        c.compress(data)
-            .map_err(|e| Error::Aborted(format!("zstd compression failed: {e}")))
-    })
-}
-
 /// A zstd compressor for `level`. The default level (3) is tuned for blobs of about a
 /// MiB: minimum match 6, hash table 2^16, chain table 2^14 (level 3 has 5, 2^17 and
 /// 2^16). On the benchmark's text and JSON this compressed about 1.6x faster than plain
@@ -90,24 +69,44 @@ fn compressor(level: i32) -> std::io::Result<zstd::bulk::Compressor<'static>> {
     Ok(c)
 }
 
-/// Compresses `data` at `level` into `out` (a thread's reused compressor); `None` when
-/// the result does not fit in `out` (make `out` shorter than `data` to keep only
-/// compression that saves space).
-pub(crate) fn compress_into(data: &[u8], level: i32, out: &mut [u8]) -> Option<usize> {
+/// Runs `f` with this thread's compressor for `level` (made on first use, or when the
+/// level changes).
+fn with_compressor<T>(
+    level: i32,
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> T,
+) -> Result<T> {
     use std::cell::RefCell;
     thread_local! {
         static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     }
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
-            *slot = Some((level, compressor(level).ok()?));
-        }
-        let (_, c) = slot.as_mut()?;
-        // An error here is almost always "destination too small": the blob is stored
-        // as it is, which is always valid.
-        c.compress_to_buffer(data, out).ok()
+        let c = match &mut *slot {
+            Some((l, c)) if *l == level => c,
+            other => {
+                let c = compressor(level)
+                    .map_err(|e| Error::InvalidArgument(format!("zstd level {level}: {e}")))?;
+                &mut other.insert((level, c)).1
+            }
+        };
+        Ok(f(c))
     })
+}
+
+/// zstd-compresses `data` at `level`, reusing a per-thread context.
+pub(crate) fn compress(data: &[u8], level: i32) -> Result<Vec<u8>> {
+    with_compressor(level, |c| c.compress(data))?
+        .map_err(|e| Error::Aborted(format!("zstd compression failed: {e}")))
+}
+
+/// Compresses `data` at `level` into `out` (a thread's reused compressor); `None` when
+/// the result does not fit in `out` (make `out` shorter than `data` to keep only
+/// compression that saves space). An error here is almost always "destination too
+/// small": the blob is then stored as it is, which is always valid.
+pub(crate) fn compress_into(data: &[u8], level: i32, out: &mut [u8]) -> Option<usize> {
+    with_compressor(level, |c| c.compress_to_buffer(data, out).ok())
+        .ok()
+        .flatten()
 }
 
 /// Samples below this many bytes are not worth testing: the blob is simply compressed.
@@ -138,25 +137,50 @@ pub(crate) fn looks_incompressible(data: &[u8], level: i32) -> bool {
     packed * 100 >= plain * 98
 }
 
-/// Decompresses a zstd frame whose decompressed size must be exactly `expected`.
-pub(crate) fn decompress_exact(
-    data: &[u8],
-    expected: usize,
-) -> std::result::Result<Vec<u8>, String> {
-    const BULK_LIMIT: usize = 64 << 20;
-    let out = if expected <= BULK_LIMIT {
-        zstd::bulk::decompress(data, expected)
-            .map_err(|e| format!("zstd decompression failed: {e}"))?
-    } else {
-        decompress_unknown(data, expected)?
-    };
-    if out.len() != expected {
-        return Err(format!(
-            "decompressed to {} bytes, the index says {expected}",
-            out.len()
-        ));
+/// What decompressing blob after blob reuses: a zstd context and its output buffer
+/// (see [`crate::Repository::decode_blob_in_place`]).
+#[derive(Default)]
+pub struct BlobScratch {
+    dctx: Option<zstd::bulk::Decompressor<'static>>,
+    pub(crate) out: Vec<u8>,
+}
+
+impl BlobScratch {
+    pub fn new() -> Self {
+        BlobScratch::default()
     }
-    Ok(out)
+
+    /// Decompresses a zstd frame into `self.out`; it must come to exactly `expected`
+    /// bytes.
+    pub(crate) fn decompress(
+        &mut self,
+        data: &[u8],
+        expected: usize,
+    ) -> std::result::Result<(), String> {
+        const BULK_LIMIT: usize = 64 << 20;
+        let n = if expected > BULK_LIMIT {
+            self.out = decompress_unknown(data, expected)?;
+            self.out.len()
+        } else {
+            let dctx = match &mut self.dctx {
+                Some(d) => d,
+                none => none.insert(
+                    zstd::bulk::Decompressor::new()
+                        .map_err(|e| format!("cannot make a zstd context: {e}"))?,
+                ),
+            };
+            self.out.clear();
+            self.out.reserve(expected);
+            dctx.decompress_to_buffer(data, &mut self.out)
+                .map_err(|e| format!("zstd decompression failed: {e}"))?
+        };
+        if n != expected {
+            return Err(format!(
+                "decompressed to {n} bytes, the index says {expected}"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Decompresses a zstd stream of unknown size, refusing more than `limit` bytes.
@@ -181,6 +205,25 @@ pub(crate) fn decompress_unknown(
 mod tests {
     use super::*;
 
+    /// `n` pseudo-random (xorshift) bytes: incompressible.
+    fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn decompress_exact(data: &[u8], expected: usize) -> std::result::Result<Vec<u8>, String> {
+        let mut s = BlobScratch::new();
+        s.decompress(data, expected)?;
+        Ok(s.out)
+    }
+
     #[test]
     fn compress_into_keeps_only_what_shrinks_and_round_trips() {
         let text: Vec<u8> = (0..200_000u32)
@@ -193,15 +236,7 @@ mod tests {
             assert_eq!(decompress_exact(&out[..n], text.len()).unwrap(), text);
         }
         // Random bytes do not fit in fewer bytes than they have: None, stored as is.
-        let mut x: u64 = 7;
-        let random: Vec<u8> = (0..100_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let random = random_bytes(100_000, 7);
         let mut out = vec![0u8; random.len() - 1];
         assert_eq!(compress_into(&random, 3, &mut out), None);
     }
@@ -221,23 +256,10 @@ mod tests {
         assert!(decompress_exact(&c, 999).is_err());
         assert!(decompress_unknown(&c, 10).is_err());
     }
-}
-
-#[cfg(test)]
-mod sampling_tests {
-    use super::looks_incompressible;
 
     #[test]
     fn random_blobs_are_skipped_and_text_is_not() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let random: Vec<u8> = (0..1 << 20)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let random = random_bytes(1 << 20, 0x9e37_79b9_7f4a_7c15);
         assert!(looks_incompressible(&random, 1));
         let text = b"GET /index.html 200 1234 Mozilla/5.0\n".repeat(30_000);
         assert!(!looks_incompressible(&text, 1));

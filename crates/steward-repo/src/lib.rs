@@ -124,6 +124,7 @@ pub use config::Config;
 pub use copy::{copy_snapshots, copy_snapshots_with, CopiedSnapshot, CopyOptions, CopySummary};
 pub use crypto::{KdfParams, MasterKey};
 pub use error::{Error, Result};
+pub use file::BlobScratch;
 pub use forget::{
     apply_policy, forget, ForgetGroup, ForgetOptions, ForgetPlan, ForgetReport, GroupBy, GroupKey,
     KeepPolicy, KeepReason, Period, PolicyTimeZone, RetentionDuration, SnapshotDecision,
@@ -134,7 +135,7 @@ pub use index::{Index, IndexEntry};
 pub use lock::{LockInfo, LockKind, LockOptions, RepoLock};
 pub use pack::{BlobType, PackBlob};
 pub use prune::{prune, MaxUnused, PruneOptions, PruneSummary};
-pub use repo::{BlobScratch, InitOptions, RepoOptions, Repository};
+pub use repo::{InitOptions, RepoOptions, Repository};
 pub use restorer::{restore, restore_file_to, RestoreOptions, RestoreSummary};
 pub use saver::{BlobSaver, SaverStats};
 pub use snapshot::Snapshot;

@@ -16,7 +16,7 @@ use crate::backend::{Backend, BackendError, FileType};
 use crate::config::{Config, SUPPORTED_VERSIONS};
 use crate::crypto::{KdfParams, MasterKey};
 use crate::error::{Error, Result};
-use crate::file::{decode_unpacked, decompress_exact, decrypt_error, encode_unpacked};
+use crate::file::{decode_unpacked, decrypt_error, encode_unpacked, BlobScratch};
 use crate::id::Id;
 use crate::index::{Index, IndexEntry, IndexFile};
 use crate::key::KeyFile;
@@ -96,55 +96,6 @@ impl std::fmt::Debug for Repository {
 }
 
 /// Retries `f` a few times (with backoff) while it fails with a transient error.
-/// What [`Repository::decode_blob_in_place`] reuses from blob to blob: a zstd
-/// decompression context and its output buffer.
-pub struct BlobScratch {
-    dctx: Option<zstd::bulk::Decompressor<'static>>,
-    out: Vec<u8>,
-}
-
-impl Default for BlobScratch {
-    fn default() -> Self {
-        BlobScratch::new()
-    }
-}
-
-impl BlobScratch {
-    pub fn new() -> Self {
-        BlobScratch {
-            dctx: None,
-            out: Vec::new(),
-        }
-    }
-
-    /// Decompresses `data` into `self.out`, which must come to exactly `expected` bytes.
-    fn decompress(&mut self, data: &[u8], expected: usize) -> std::result::Result<(), String> {
-        const BULK_LIMIT: usize = 64 << 20;
-        if expected > BULK_LIMIT {
-            self.out = crate::file::decompress_exact(data, expected)?;
-            return Ok(());
-        }
-        if self.dctx.is_none() {
-            self.dctx = Some(
-                zstd::bulk::Decompressor::new()
-                    .map_err(|e| format!("cannot make a zstd context: {e}"))?,
-            );
-        }
-        let dctx = self.dctx.as_mut().expect("just made");
-        self.out.clear();
-        self.out.reserve(expected);
-        let n = dctx
-            .decompress_to_buffer(data, &mut self.out)
-            .map_err(|e| format!("zstd decompression failed: {e}"))?;
-        if n != expected {
-            return Err(format!(
-                "decompressed to {n} bytes, the index says {expected}"
-            ));
-        }
-        Ok(())
-    }
-}
-
 pub(crate) fn retry<T>(mut f: impl FnMut() -> Result<T, BackendError>) -> Result<T, BackendError> {
     let mut delay = Duration::from_millis(200);
     let mut attempt = 0;
@@ -513,26 +464,16 @@ impl Repository {
 
     /// Decrypts, decompresses and verifies a blob read from its pack.
     pub fn decode_blob(&self, id: &Id, entry: &IndexEntry, raw: &[u8]) -> Result<Vec<u8>> {
-        let what = || format!("{} blob {} in pack {}", entry.blob_type, id, entry.pack);
-        check_entry(id, entry)?;
-        let plain = self
-            .inner
-            .key
-            .decrypt(raw)
-            .map_err(|e| decrypt_error(&what(), e))?;
-        let data = match entry.uncompressed_length {
-            Some(u) => {
-                decompress_exact(&plain, u as usize).map_err(|r| Error::corrupt(what(), r))?
+        let mut buf = raw.to_vec();
+        let mut scratch = BlobScratch::new();
+        Ok(match self.open_blob(id, entry, &mut buf, &mut scratch)? {
+            Some(plain) => {
+                buf.truncate(plain.end);
+                buf.drain(..plain.start);
+                buf
             }
-            None => plain,
-        };
-        if Id::hash(&data) != *id {
-            return Err(Error::corrupt(
-                what(),
-                "its content does not match its id (SHA-256)",
-            ));
-        }
-        Ok(data)
+            None => scratch.out,
+        })
     }
 
     /// Like [`Repository::decode_blob`], without allocating: decrypts `raw` in place
@@ -545,6 +486,22 @@ impl Repository {
         raw: &'a mut [u8],
         scratch: &'a mut BlobScratch,
     ) -> Result<&'a [u8]> {
+        Ok(match self.open_blob(id, entry, raw, scratch)? {
+            Some(plain) => &raw[plain],
+            None => &scratch.out,
+        })
+    }
+
+    /// Decrypts `raw` in place, decompresses into `scratch` when the blob is compressed,
+    /// and checks the content against `id`. Returns where the blob is: `Some(range)` of
+    /// `raw`, or `None` for `scratch.out`.
+    fn open_blob(
+        &self,
+        id: &Id,
+        entry: &IndexEntry,
+        raw: &mut [u8],
+        scratch: &mut BlobScratch,
+    ) -> Result<Option<std::ops::Range<usize>>> {
         let what = || format!("{} blob {} in pack {}", entry.blob_type, id, entry.pack);
         check_entry(id, entry)?;
         let plain = self
@@ -552,15 +509,14 @@ impl Repository {
             .key
             .decrypt_in_place(raw)
             .map_err(|e| decrypt_error(&what(), e))?;
-        let plain = &raw[plain];
-        let data: &[u8] = match entry.uncompressed_length {
+        let (data, place) = match entry.uncompressed_length {
             Some(u) => {
                 scratch
-                    .decompress(plain, u as usize)
+                    .decompress(&raw[plain], u as usize)
                     .map_err(|r| Error::corrupt(what(), r))?;
-                &scratch.out
+                (&scratch.out[..], None)
             }
-            None => plain,
+            None => (&raw[plain.clone()], Some(plain)),
         };
         if Id::hash(data) != *id {
             return Err(Error::corrupt(
@@ -568,7 +524,7 @@ impl Repository {
                 "its content does not match its id (SHA-256)",
             ));
         }
-        Ok(data)
+        Ok(place)
     }
 
     /// Loads one blob: reads only its bytes from the pack, then decrypts,

@@ -307,7 +307,7 @@ fn group_reads(mut blobs: Vec<BlobJob>) -> Vec<Vec<BlobJob>> {
 #[derive(Default)]
 struct WorkerScratch {
     raw: Vec<u8>,
-    blob: crate::repo::BlobScratch,
+    blob: crate::file::BlobScratch,
 }
 
 fn restore_pack(
@@ -327,9 +327,6 @@ fn restore_pack(
             repo.backend()
                 .read_range_into(FileType::Pack, pack, start, len, &mut scratch.raw)
         })?;
-        if scratch.raw.len() != len as usize {
-            return Err(Error::corrupt(format!("pack {pack}"), "short read"));
-        }
         for b in &group {
             let off = (u64::from(b.entry.offset) - start) as usize;
             let slice = scratch

@@ -28,13 +28,18 @@ use crate::backend::FileType;
 use crate::crypto::{IV_LEN, MAC_LEN};
 use crate::error::{Error, Result};
 use crate::file::{compress_into, looks_incompressible};
-
-/// Largest per-thread sealing buffer kept between blobs (chunks are at most 8 MiB).
-const MAX_KEPT_SEAL_BUFFER: usize = 16 << 20;
 use crate::id::{Id, IdSet};
 use crate::index::IndexFile;
 use crate::pack::{BlobType, PackBlob, PackWriter};
 use crate::repo::{retry, Repository};
+
+/// Largest per-thread sealing buffer kept between blobs (chunks are at most 8 MiB).
+const MAX_KEPT_SEAL_BUFFER: usize = 16 << 20;
+
+thread_local! {
+    /// The buffer a thread seals its blobs in, kept between blobs.
+    static SEAL: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
 
 /// What a saver has written so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -289,72 +294,57 @@ impl BlobSaver {
         let plain_len = u32::try_from(data.len()).map_err(|_| {
             Error::InvalidArgument(format!("blob {} is larger than 4 GiB", id.short()))
         })?;
-        // The blob is compressed (or copied) into a reused per-thread buffer after room
-        // for the IV, encrypted there and sealed with its MAC: no allocation per blob.
-        thread_local! {
-            static SEAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        // The blob is compressed (or copied) into this thread's buffer after room for the
+        // IV, encrypted there and sealed with its MAC: no allocation per blob.
+        let mut buf = SEAL.take();
+        let need = IV_LEN + data.len() + MAC_LEN;
+        if buf.len() < need {
+            buf.resize(need, 0);
         }
-        SEAL.with(|cell| -> Result<()> {
-            let mut buf = cell.borrow_mut();
-            let need = IV_LEN + data.len() + MAC_LEN;
-            if buf.len() < need {
-                buf.resize(need, 0);
+        let compressed = match sh.level {
+            Some(level) if data.len() > 1 && !looks_incompressible(data, level) => {
+                compress_into(data, level, &mut buf[IV_LEN..IV_LEN + data.len() - 1])
             }
-            let compressed = match sh.level {
-                Some(level) if data.len() > 1 && !looks_incompressible(data, level) => {
-                    compress_into(data, level, &mut buf[IV_LEN..IV_LEN + data.len() - 1])
-                }
-                _ => None,
-            };
-            let (len, uncompressed) = match compressed {
-                Some(n) => (n, Some(plain_len)),
-                None => {
-                    buf[IV_LEN..IV_LEN + data.len()].copy_from_slice(data);
-                    (data.len(), None)
-                }
-            };
-            let sealed = sh.repo.key().seal_in_place(&mut buf, len);
-            let encrypted = &buf[..sealed];
-            let stored = sealed as u64;
-            let full = {
-                let mut slot = lock(&sh.packers[t.index()]);
-                if slot.is_none() {
-                    // Data packs go straight to a staged file when the backend has them
-                    // (nothing held in memory); otherwise into a (recycled) buffer.
-                    let staged = match t {
-                        BlobType::Data => sh.repo.backend().stage(FileType::Pack)?,
-                        BlobType::Tree => None,
-                    };
-                    let capacity = sh.pack_size + (1 << 20);
-                    *slot = Some(match (staged, lock(&sh.pool).pop()) {
-                        (Some(staged), _) => PackWriter::staged(staged),
-                        (None, Some(buf)) => PackWriter::with_buffer(buf, capacity),
-                        (None, None) => PackWriter::new(capacity),
-                    });
-                }
-                let Some(pw) = slot.as_mut() else {
-                    return Err(Error::Aborted("internal error: no open pack".into()));
+            _ => None,
+        };
+        let (len, uncompressed) = match compressed {
+            Some(n) => (n, Some(plain_len)),
+            None => {
+                buf[IV_LEN..IV_LEN + data.len()].copy_from_slice(data);
+                (data.len(), None)
+            }
+        };
+        let sealed = sh.repo.key().seal_in_place(&mut buf, len);
+        let full = {
+            let mut slot = lock(&sh.packers[t.index()]);
+            if slot.is_none() {
+                // Data packs go straight to a staged file when the backend has them
+                // (nothing held in memory); otherwise into a (recycled) buffer.
+                let staged = match t {
+                    BlobType::Data => sh.repo.backend().stage(FileType::Pack)?,
+                    BlobType::Tree => None,
                 };
-                pw.add(t, id, encrypted, uncompressed)?;
-                if pw.size() >= sh.pack_size {
-                    slot.take()
-                } else {
-                    None
-                }
+                let capacity = sh.pack_size + (1 << 20);
+                *slot = Some(match (staged, lock(&sh.pool).pop()) {
+                    (Some(staged), _) => PackWriter::staged(staged),
+                    (None, Some(buf)) => PackWriter::with_buffer(buf, capacity),
+                    (None, None) => PackWriter::new(capacity),
+                });
+            }
+            let Some(pw) = slot.as_mut() else {
+                return Err(Error::Aborted("internal error: no open pack".into()));
             };
-            // A very large blob's buffer is not kept.
-            if buf.len() > MAX_KEPT_SEAL_BUFFER {
-                *buf = Vec::new();
+            pw.add(t, id, &buf[..sealed], uncompressed)?;
+            if pw.size() >= sh.pack_size {
+                slot.take()
+            } else {
+                None
             }
-            drop(buf);
-            sh.counters
-                .bytes_stored
-                .fetch_add(stored, Ordering::Relaxed);
-            if let Some(pw) = full {
-                sh.send(t, pw)?;
-            }
-            Ok(())
-        })?;
+        };
+        // A very large blob's buffer is not kept (nor is one whose blob failed above).
+        if buf.len() <= MAX_KEPT_SEAL_BUFFER {
+            SEAL.set(buf);
+        }
         let c = &sh.counters;
         match t {
             BlobType::Data => c.data_blobs.fetch_add(1, Ordering::Relaxed),
@@ -362,6 +352,10 @@ impl BlobSaver {
         };
         c.bytes_plain
             .fetch_add(u64::from(plain_len), Ordering::Relaxed);
+        c.bytes_stored.fetch_add(sealed as u64, Ordering::Relaxed);
+        if let Some(pw) = full {
+            sh.send(t, pw)?;
+        }
         Ok(())
     }
 

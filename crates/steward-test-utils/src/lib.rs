@@ -193,16 +193,28 @@ impl PgCluster {
 
     /// Runs SQL as the superuser (on the blocking pool: the sync client has its own runtime).
     pub async fn exec(&self, sql: &str) {
+        self.value(sql).await;
+    }
+
+    /// Runs SQL as the superuser and returns the first column of the first row it
+    /// returned, as text (`None` without one).
+    pub async fn value(&self, sql: &str) -> Option<String> {
         let (cfg, sql) = (
             self.config("postgres", &self.superuser_password),
             sql.to_string(),
         );
         tokio::task::spawn_blocking(move || {
             let mut c = cfg.connect(postgres::NoTls).expect("superuser login");
-            c.batch_execute(&sql).expect("superuser SQL");
+            c.simple_query(&sql)
+                .expect("superuser SQL")
+                .into_iter()
+                .find_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                    _ => None,
+                })
         })
         .await
-        .expect("the SQL task ran");
+        .expect("the SQL task ran")
     }
 
     /// Whether `user` can log in with `password`.

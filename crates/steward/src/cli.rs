@@ -905,8 +905,8 @@ pub enum RepoCommand {
         target_dir: PathBuf,
         /// Recover up to this time (RFC 3339, e.g. 2026-01-31T12:00:00Z) [default: the end of
         /// the archive]
-        #[arg(long, value_name = "RFC3339")]
-        time: Option<String>,
+        #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+        time: Option<chrono::DateTime<chrono::Utc>>,
         /// Password file the restored server's restore_command reads (its path goes into
         /// postgresql.auto.conf, never the password) [default: --password-file]
         #[arg(long, value_name = "FILE")]
@@ -914,7 +914,7 @@ pub enum RepoCommand {
     },
 }
 
-/// An RFC 3339 time, for `--to-time`.
+/// An RFC 3339 time, for `--to-time` and `--time`.
 fn parse_rfc3339(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&chrono::Utc))

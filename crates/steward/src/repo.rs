@@ -448,21 +448,9 @@ fn run(args: RepoArgs, out: Output) -> Result<std::process::ExitCode> {
         RepoCommand::PgRestore {
             source,
             target_dir,
-            time,
+            time: target_time,
             restore_password_file,
         } => {
-            let target_time = match time.as_deref() {
-                Some(t) => Some(
-                    chrono::DateTime::parse_from_rfc3339(t)
-                        .map_err(|e| {
-                            UsageError(format!(
-                                "--time {t:?} is not an RFC 3339 time ({e}): write it like 2026-01-31T12:00:00Z"
-                            ))
-                        })?
-                        .with_timezone(&chrono::Utc),
-                ),
-                None => None,
-            };
             let absolute = |p: &Path| {
                 std::path::absolute(p)
                     .with_context(|| format!("cannot resolve the path {}", p.display()))
