@@ -329,15 +329,26 @@ pub fn choose_base(
     source: &str,
     target_time: Option<DateTime<Utc>>,
 ) -> Result<(Id, Snapshot)> {
+    choose_base_in(&repo.list_snapshots()?, source, target_time)
+}
+
+/// [`choose_base`] among `snapshots` (as [`Repository::list_snapshots`] gives them), for
+/// a caller that has listed them already.
+pub(crate) fn choose_base_in(
+    snapshots: &[(Id, Snapshot)],
+    source: &str,
+    target_time: Option<DateTime<Utc>>,
+) -> Result<(Id, Snapshot)> {
     check_source_name(source)?;
-    repo.list_snapshots()?
-        .into_iter()
+    snapshots
+        .iter()
         .rev()
         .find(|(_, sn)| {
             has_tag(sn, BASE_KIND_TAG)
                 && is_source(sn, source)
                 && target_time.is_none_or(|t| sn.time <= t)
         })
+        .cloned()
         .ok_or_else(|| {
             Error::InvalidSetting(match target_time {
                 Some(t) => format!(

@@ -4,7 +4,7 @@
 //!
 //! [`PitrDrill::run`]:
 //!
-//! 1. picks the base backup taken at or before the target ([`choose_base`]);
+//! 1. picks the base backup taken at or before the target ([`crate::choose_base`]);
 //! 2. makes a private (0700) directory under the scratch directory, extracts the base
 //!    backup into `data/` and copies the WAL archived from the segment it starts at
 //!    (its `backup_label`) onwards, and every `.history` file, into `wal/`, so the
@@ -48,8 +48,8 @@ use crate::child::{bounded, describe_status};
 use crate::drill::{Assertion, CheckResult, DrillReport, PostgresDrill};
 use crate::error::{Error, Result};
 use crate::pitr::{
-    append_auto_conf, check_source_name, choose_base, conf_quote, extract_base, has_tag, is_source,
-    recovery_target_lines, tag_value, WAL_KIND_TAG,
+    append_auto_conf, check_source_name, choose_base_in, conf_quote, extract_base, has_tag,
+    is_source, recovery_target_lines, tag_value, WAL_KIND_TAG,
 };
 use crate::source::{Facts, SourceKind};
 
@@ -141,7 +141,9 @@ impl PitrDrill {
             ));
         }
         let owner = Owner::resolve(self.os_user.as_deref())?;
-        let (base_id, base) = choose_base(repo, &self.source, self.target_time)?;
+        // One listing for the base backup and the WAL (it reads every snapshot file).
+        let snapshots = repo.list_snapshots()?;
+        let (base_id, base) = choose_base_in(&snapshots, &self.source, self.target_time)?;
         let mut recovery = PitrRecovery {
             base_snapshot: base_id.to_hex(),
             base_time: base.time,
@@ -162,7 +164,8 @@ impl PitrDrill {
             .map_err(|e| Error::io("write", &marker, e))?;
         let timer = Instant::now();
         let data = dir.path().join("data");
-        let (bytes, wal_files, pg_ctl) = self.prepare(repo, &base, &base_id, dir.path(), &owner)?;
+        let (bytes, wal_files, pg_ctl) =
+            self.prepare(repo, &snapshots, &base, &base_id, dir.path(), &owner)?;
         recovery.wal_files = wal_files;
         // Declared after `dir`, so dropped (the server stopped) before it is removed.
         let mut cluster = Cluster {
@@ -235,6 +238,7 @@ impl PitrDrill {
     fn prepare(
         &self,
         repo: &Repository,
+        snapshots: &[(Id, Snapshot)],
         base: &Snapshot,
         base_id: &Id,
         dir: &Path,
@@ -244,7 +248,7 @@ impl PitrDrill {
         let mut bytes = extract_base(repo, base, &data)?;
         let pg_ctl = find_pg_ctl(self.pg_bin.as_deref(), &data)?;
         let start = start_wal_file(&data);
-        let wal = wal_for_recovery(repo, &self.source, base, start.as_deref())?;
+        let wal = wal_for_recovery(snapshots, &self.source, base, start.as_deref());
         let wal_dir = dir.join("wal");
         std::fs::create_dir(&wal_dir).map_err(|e| Error::io("create", &wal_dir, e))?;
         for (name, sn) in &wal {
@@ -324,18 +328,18 @@ fn start_wal_file(data: &Path) -> Option<String> {
 /// of them, whatever the target: the time a file was archived says too little about
 /// the transactions in it to cut the list short safely.
 fn wal_for_recovery(
-    repo: &Repository,
+    snapshots: &[(Id, Snapshot)],
     source: &str,
     base: &Snapshot,
     start: Option<&str>,
-) -> Result<Vec<(String, Snapshot)>> {
+) -> Vec<(String, Snapshot)> {
     let from = base.time - chrono::Duration::from_std(WAL_MARGIN).unwrap_or_default();
-    let mut newest: std::collections::BTreeMap<String, Snapshot> = Default::default();
-    for (_, sn) in repo.list_snapshots()? {
-        if !(has_tag(&sn, WAL_KIND_TAG) && is_source(&sn, source)) {
+    let mut newest: std::collections::BTreeMap<String, &Snapshot> = Default::default();
+    for (_, sn) in snapshots {
+        if !(has_tag(sn, WAL_KIND_TAG) && is_source(sn, source)) {
             continue;
         }
-        let Some(name) = tag_value(&sn, "wal").map(str::to_string) else {
+        let Some(name) = tag_value(sn, "wal").map(str::to_string) else {
             continue;
         };
         let wanted = name.ends_with(".history")
@@ -348,7 +352,10 @@ fn wal_for_recovery(
             newest.insert(name, sn);
         }
     }
-    Ok(newest.into_iter().collect())
+    newest
+        .into_iter()
+        .map(|(name, sn)| (name, sn.clone()))
+        .collect()
 }
 
 /// `pg_ctl` for the data directory's major version.
