@@ -1,10 +1,35 @@
 //! Facts about the running system that snapshots, locks and nodes record: host
-//! name, user, ids, user/group names, whether a process exists.
+//! name, user, ids, user/group names, whether a process exists; and the page-cache
+//! advice that keeps data read or written once from filling the cache.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use nix::unistd::{Gid, Group, Uid, User};
+
+/// Tells the kernel that `len` bytes at `offset` of `file` will not be needed again
+/// (`POSIX_FADV_DONTNEED`): clean pages are dropped at once, dirty ones start their
+/// writeback (advise again later to drop them). Only advice: ignored where the system
+/// has no such call or the file system does not take it.
+pub fn drop_cached(file: &std::fs::File, offset: u64, len: u64) {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        let (Ok(offset), Ok(len)) = (
+            nix::libc::off_t::try_from(offset),
+            nix::libc::off_t::try_from(len),
+        ) else {
+            return;
+        };
+        let _ = nix::fcntl::posix_fadvise(
+            file,
+            offset,
+            len,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let _ = (file, offset, len);
+}
 
 /// This machine's host name (`localhost` if it cannot be read).
 pub fn hostname() -> String {

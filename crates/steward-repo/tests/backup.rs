@@ -345,3 +345,40 @@ fn failures_stop_the_backup_without_a_snapshot() {
     assert_same_tree(&src, &under(&out, &src));
     assert!(check(&repo).unwrap().is_ok());
 }
+
+#[test]
+fn restoring_over_an_earlier_restore_replaces_what_is_in_the_way() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src);
+    let repo = init_repo(&tmp.path().join("repo"));
+    let b = backup(&repo, &[&src], &BackupOptions::default()).unwrap();
+    let (_, sn) = repo.load_snapshot(&b.snapshot_id.to_hex()).unwrap();
+    let out = tmp.path().join("out");
+    restore(&repo, &sn, &out, &RestoreOptions::default()).unwrap();
+    let root = under(&out, &src);
+
+    // A longer file where a shorter one goes: the result is the snapshot's, not a mix.
+    fs::write(root.join("a/small.txt"), vec![b'x'; 5 << 20]).unwrap();
+    // A read-only file is replaced, not refused.
+    assert!(root.join("readonly").exists());
+    // A symlink where a file goes is replaced, never written through.
+    let victim = tmp.path().join("victim");
+    fs::write(&victim, b"untouched").unwrap();
+    fs::remove_file(root.join("dump.sql")).unwrap();
+    std::os::unix::fs::symlink(&victim, root.join("dump.sql")).unwrap();
+    restore(&repo, &sn, &out, &RestoreOptions::default()).unwrap();
+    assert_same_tree(&src, &root);
+    assert_eq!(fs::read(&victim).unwrap(), b"untouched");
+
+    // A directory where a file goes stops the restore with the path named.
+    fs::remove_file(root.join("secret")).unwrap();
+    fs::create_dir(root.join("secret")).unwrap();
+    let err = restore(&repo, &sn, &out, &RestoreOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("secret") && err.contains("a directory is in the way"),
+        "{err}"
+    );
+}

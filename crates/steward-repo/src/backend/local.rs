@@ -6,10 +6,11 @@
 //! data/00/<id> ... data/ff/<id>   (packs, by the first byte of their id)
 //! ```
 //!
-//! Writes go to a temporary file (`.tmp-*`, a name restic ignores) in the target
-//! directory, are fsynced, renamed into place, and the directory is fsynced: a crash
-//! or `kill -9` never leaves a partial file under a real name. Files are created
-//! 0600 and directories 0700.
+//! Writes go to a temporary file (`.tmp-<host>.<pid>.<random>`, a name restic
+//! ignores) at the root, are fsynced, renamed into place, and the directory is
+//! fsynced: a crash or `kill -9` never leaves a partial file under a real name, and
+//! the next run on the host removes the temporary files of processes that are gone.
+//! Files are created 0600 and directories 0700.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
@@ -83,9 +84,14 @@ impl LocalBackend {
         Ok(dir)
     }
 
-    /// A new file (0600) in `dir` named `.tmp-<name>`.
-    fn temp_in(&self, dir: &Path, name: &str) -> Result<super::StagedFile, BackendError> {
-        let path = dir.join(format!("{TEMP_PREFIX}{name}"));
+    /// A new file (0600) at the root named `.tmp-<host>.<pid>.<random>`, after the
+    /// handle's first sweep of dead processes' temporary files. Every file (packs,
+    /// snapshots, indexes, locks, keys) is written there and renamed into place, so a
+    /// kill -9 at any point leaves nothing but such a file, which the next run removes.
+    fn temp_file(&self) -> Result<super::StagedFile, BackendError> {
+        self.sweep_dead_staged();
+        let name = format!("{}.{}.{}", staging_host(), std::process::id(), random_hex());
+        let path = self.root.join(format!("{TEMP_PREFIX}{name}"));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -96,9 +102,9 @@ impl LocalBackend {
         Ok(super::StagedFile::new(file, path))
     }
 
-    /// Staged packs of processes on this machine that no longer run (killed mid-backup):
-    /// nothing will ever commit them. Removed once per backend handle, before it stages
-    /// its first pack. Files of other hosts (a shared file system) are left alone.
+    /// Temporary files of processes on this machine that no longer run (killed mid-write):
+    /// nothing will ever commit them. Removed once per backend handle, before it writes
+    /// its first file. Files of other hosts (a shared file system) are left alone.
     fn sweep_dead_staged(&self) {
         if self.swept.swap(true, std::sync::atomic::Ordering::Relaxed) {
             return;
@@ -116,10 +122,10 @@ impl LocalBackend {
             if pid.is_some_and(|pid| !crate::sys::process_exists(pid)) {
                 match fs::remove_file(e.path()) {
                     Ok(()) => {
-                        tracing::info!(file = %e.path().display(), "removed a staged pack left by a process that died")
+                        tracing::info!(file = %e.path().display(), "removed a temporary file left by a process that died")
                     }
                     Err(err) => {
-                        tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a dead process's staged pack")
+                        tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a dead process's temporary file")
                     }
                 }
             }
@@ -142,6 +148,12 @@ impl LocalBackend {
         fs::rename(&staged.path, &final_path)
             .map_err(|e| io_error("rename into", &final_path, e))?;
         staged.mark_committed();
+        if t == FileType::Pack {
+            // On disk now; a pack is read again only by a restore or a check, usually
+            // long after. Its clean pages are freed for the backup's next pack instead
+            // of filling the cache.
+            crate::sys::drop_cached(&staged.file, 0, 0);
+        }
         sync_dir(&dir)
     }
 
@@ -352,7 +364,12 @@ impl Backend for LocalBackend {
         })?;
         // Only growth is zeroed: a reused buffer costs no page faults or zeroing.
         buf.resize(len as usize, 0);
-        f.read_exact_at(buf, offset).map_err(|e| {
+        let read = f.read_exact_at(buf, offset);
+        if t == FileType::Pack {
+            // Restores and checks read each pack range once.
+            crate::sys::drop_cached(&f, offset, u64::from(len));
+        }
+        read.map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 BackendError::Permanent {
                     what: format!("read {}", p.display()),
@@ -370,9 +387,7 @@ impl Backend for LocalBackend {
     /// (restic and listings ignore it). One left by a killed process is removed by the
     /// next backup on that host.
     fn stage(&self, _t: FileType) -> Result<Option<super::StagedFile>, BackendError> {
-        self.sweep_dead_staged();
-        let name = format!("{}.{}.{}", staging_host(), std::process::id(), random_hex());
-        self.temp_in(&self.root, &name).map(Some)
+        self.temp_file().map(Some)
     }
 
     fn commit(&self, t: FileType, id: &Id, staged: super::StagedFile) -> Result<(), BackendError> {
@@ -380,9 +395,9 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, t: FileType, id: &Id, data: &[u8]) -> Result<(), BackendError> {
-        // The temporary file sits next to its destination; dropped on failure, it is removed.
-        let dir = self.dir_for(t, id)?;
-        let mut staged = self.temp_in(&dir, &random_hex())?;
+        // The temporary file sits at the root, where the sweep finds it after a kill -9;
+        // dropped on failure, it is removed.
+        let mut staged = self.temp_file()?;
         staged
             .file
             .write_all(data)
@@ -432,6 +447,38 @@ mod tests {
         let id = Id::hash(b"data");
         b.commit(FileType::Pack, &id, staged).unwrap();
         assert_eq!(b.read(FileType::Pack, &id).unwrap(), b"data");
+    }
+
+    #[test]
+    fn a_snapshot_write_cut_short_is_swept_by_the_next_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        LocalBackend::new(dir.path()).create().unwrap();
+        // What a kill -9 in the middle of writing a snapshot leaves: a temporary file at
+        // the root, never in snapshots/ where nothing would look for it.
+        let host = staging_host();
+        let dead = dir.path().join(format!(".tmp-{host}.2147483646.0011"));
+        fs::write(&dead, b"{\"half a snapshot").unwrap();
+        // The next run writes no pack (nothing new), only its lock and snapshot.
+        let b = LocalBackend::new(dir.path());
+        let id = Id::hash(b"snapshot");
+        b.write(FileType::Snapshot, &id, b"snapshot").unwrap();
+        assert!(!dead.exists(), "the dead writer's temporary file stays");
+        let names: Vec<_> = fs::read_dir(dir.path().join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec![id.to_hex()]);
+        let leftovers = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(TEMP_PREFIX)
+            })
+            .count();
+        assert_eq!(leftovers, 0);
     }
 
     #[test]
