@@ -293,6 +293,7 @@ fn create_file(path: &Path) -> Result<fs::File> {
     OpenOptions::new()
         .write(true)
         .create(true)
+        .truncate(false)
         .mode(0o600)
         .open(path)
         .map_err(|e| Error::io("create", path, e))
