@@ -380,16 +380,51 @@ fn find_pg_ctl(pg_bin: Option<&Path>, data: &Path) -> Result<PathBuf> {
     if p.is_file() {
         return Ok(p);
     }
-    if let Some(found) = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("pg_ctl"))
-            .find(|p| p.is_file())
-    }) {
-        return Ok(found);
+    // A pg_ctl on PATH counts only if it is of the backup's major version: another
+    // version's server refuses the data directory with a message about PG_VERSION
+    // that would read like a broken backup.
+    let mut other = None;
+    for p in std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join("pg_ctl"))
+        .filter(|p| p.is_file())
+    {
+        let out = std::process::Command::new(&p)
+            .arg("--version")
+            .env_clear()
+            .output();
+        let said = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        if is_major_version(&said, version) {
+            return Ok(p);
+        }
+        other.get_or_insert(format!(" ({} is \"{said}\")", p.display()));
     }
     Err(Error::InvalidSetting(format!(
-        "the base backup is of PostgreSQL {version}, and no pg_ctl of that version was found: install postgresql-{version} (server) or set the drill's pg_bin"
+        "the base backup is of PostgreSQL {version}, and no pg_ctl of that version was found{}: install postgresql-{version} (server) or set the drill's pg_bin",
+        other.unwrap_or_default()
     )))
+}
+
+/// Whether `pg_ctl --version` output (`pg_ctl (PostgreSQL) 15.19 (Debian ...)`, or
+/// `9.6.24` for a release before 10) is of the major version `major` as `PG_VERSION` writes it (`15`,
+/// `9.6`).
+fn is_major_version(output: &str, major: &str) -> bool {
+    let Some(v) = output
+        .split_whitespace()
+        .find(|t| t.starts_with(|c: char| c.is_ascii_digit()))
+    else {
+        return false;
+    };
+    !major.is_empty()
+        && v.strip_prefix(major).is_some_and(|rest| {
+            rest.is_empty()
+                || rest.starts_with('.')
+                || rest.starts_with(|c: char| c.is_ascii_alphabetic())
+        })
 }
 
 /// Who the throwaway cluster runs as.
@@ -667,6 +702,22 @@ pub fn sweep_stale(scratch_dir: &Path) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn pg_ctl_on_path_must_be_of_the_backups_major_version() {
+        assert!(is_major_version("pg_ctl (PostgreSQL) 15.19", "15"));
+        assert!(is_major_version(
+            "pg_ctl (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)",
+            "15"
+        ));
+        assert!(is_major_version("pg_ctl (PostgreSQL) 9.6.24", "9.6"));
+        assert!(is_major_version("pg_ctl (PostgreSQL) 17beta2", "17"));
+        assert!(!is_major_version("pg_ctl (PostgreSQL) 16.4", "15"));
+        assert!(!is_major_version("pg_ctl (PostgreSQL) 150.1", "15"));
+        assert!(!is_major_version("", "15"));
+        assert!(!is_major_version("pg_ctl (PostgreSQL) 15.1", ""));
+    }
+
     use super::*;
 
     #[test]
