@@ -492,7 +492,7 @@ fn duration(s: &str, at: &str) -> Result<String, String> {
         (60_000, "m"),
         (1_000, "s"),
     ] {
-        if ms % unit == 0 {
+        if ms.is_multiple_of(unit) {
             return Ok(format!("{}{name}", ms / unit));
         }
     }

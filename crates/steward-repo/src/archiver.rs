@@ -50,16 +50,21 @@ use crate::snapshot::Snapshot;
 use crate::sys::NameCache;
 use crate::tree::{go_mode_from_unix, Node, NodeType, Tree};
 
-/// A progress callback: called from the reading thread after each chunk and file.
+/// A progress callback: a backup calls it from the reading thread after each chunk and
+/// file, a restore from its workers after each blob written.
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
-/// Progress of a running backup.
+/// Progress of a running backup or restore.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
-    /// Bytes of file content read so far.
+    /// Bytes of file content read (backup) or written (restore) so far.
     pub bytes_done: u64,
-    /// Files finished so far (read or reused from the parent).
+    /// Files finished so far (a backup: read or reused from the parent; a restore:
+    /// every byte written).
     pub files_done: u64,
+    /// All the bytes there are to do, when known (a restore knows it once it has
+    /// planned; a backup does not).
+    pub bytes_total: Option<u64>,
 }
 
 /// Which snapshot a backup compares against to skip unchanged files.
@@ -239,6 +244,7 @@ impl Feeder<'_> {
             p(&Progress {
                 bytes_done: self.bytes_done.load(Ordering::Relaxed),
                 files_done: self.files_done.load(Ordering::Relaxed),
+                bytes_total: None,
             });
         }
     }

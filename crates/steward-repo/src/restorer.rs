@@ -49,13 +49,55 @@ const MAX_GAP: u64 = 1 << 20;
 const MAX_DEPTH: usize = 1024;
 
 /// Options of a restore.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RestoreOptions {
     /// Restore only this path of the snapshot (e.g. `/var/lib/db`). A directory's
     /// contents go directly into the target; a file goes to `target/<name>`.
     pub sub_path: Option<String>,
     /// Packs processed at once (default: available parallelism, at least 2).
     pub workers: Option<usize>,
+    /// Called once planning is done (with `bytes_total`) and after each blob written.
+    pub progress: Option<crate::archiver::ProgressFn>,
+}
+
+impl std::fmt::Debug for RestoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreOptions")
+            .field("sub_path", &self.sub_path)
+            .field("workers", &self.workers)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// What the workers count as they go, for [`RestoreOptions::progress`].
+struct Counters {
+    bytes_done: AtomicU64,
+    files_done: AtomicU64,
+    bytes_total: u64,
+    /// Per file: blob writes still to come (a file is done at zero).
+    pending: Vec<std::sync::atomic::AtomicU32>,
+    progress: Option<crate::archiver::ProgressFn>,
+}
+
+impl Counters {
+    fn report(&self) {
+        if let Some(p) = &self.progress {
+            p(&crate::archiver::Progress {
+                bytes_done: self.bytes_done.load(Ordering::Relaxed),
+                files_done: self.files_done.load(Ordering::Relaxed),
+                bytes_total: Some(self.bytes_total),
+            });
+        }
+    }
+
+    /// `len` bytes were written into file `file`.
+    fn wrote(&self, file: u32, len: u64) {
+        self.bytes_done.fetch_add(len, Ordering::Relaxed);
+        if self.pending[file as usize].fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.files_done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What a restore did.
@@ -81,6 +123,8 @@ pub struct RestoreSummary {
 
 struct FileJob {
     path: PathBuf,
+    /// Blob writes into it (one per content entry).
+    writes: u32,
 }
 
 struct Target {
@@ -223,7 +267,17 @@ impl Planner<'_> {
                 }
                 self.plan.summary.files += 1;
                 self.plan.summary.bytes_written += offset;
-                self.plan.files.push(FileJob { path: path.clone() });
+                let writes =
+                    u32::try_from(node.content.as_ref().map_or(0, Vec::len)).map_err(|_| {
+                        Error::corrupt(
+                            format!("file {}", path.display()),
+                            "more than 4 billion blobs",
+                        )
+                    })?;
+                self.plan.files.push(FileJob {
+                    path: path.clone(),
+                    writes,
+                });
                 self.plan.meta.push((path, meta_node()));
             }
             NodeType::Symlink => {
@@ -374,6 +428,7 @@ fn restore_pack(
     blobs: Vec<BlobJob>,
     files: &[FileJob],
     scratch: &mut WorkerScratch,
+    counters: &Counters,
 ) -> Result<()> {
     for group in group_reads(blobs) {
         let start = u64::from(group[0].entry.offset);
@@ -397,7 +452,9 @@ fn restore_pack(
                 f.write_all_at(data, t.offset)
                     .map_err(|e| Error::io("write", &files[t.file as usize].path, e))?;
                 scratch.written.written(f, t.offset, data.len() as u64);
+                counters.wrote(t.file, data.len() as u64);
             }
+            counters.report();
         }
     }
     Ok(())
@@ -495,6 +552,18 @@ pub fn restore(
         .collect();
     plan.summary.packs_read = packs.len() as u64;
     let files = &plan.files;
+    let counters = Counters {
+        bytes_done: AtomicU64::new(0),
+        files_done: AtomicU64::new(files.iter().filter(|f| f.writes == 0).count() as u64),
+        bytes_total: plan.summary.bytes_written,
+        pending: files
+            .iter()
+            .map(|f| std::sync::atomic::AtomicU32::new(f.writes))
+            .collect(),
+        progress: opts.progress.clone(),
+    };
+    counters.report();
+    let counters = &counters;
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|s| {
@@ -509,7 +578,8 @@ pub fn restore(
                     if failed.load(Ordering::Relaxed) {
                         continue;
                     }
-                    if let Err(e) = restore_pack(repo, &pack, blobs, files, &mut scratch) {
+                    if let Err(e) = restore_pack(repo, &pack, blobs, files, &mut scratch, counters)
+                    {
                         failed.store(true, Ordering::Relaxed);
                         first_error
                             .lock()
@@ -529,6 +599,9 @@ pub fn restore(
     if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
     }
+    // Workers report concurrently, so their last reports may arrive out of order:
+    // this one, after all of them, is the final state.
+    counters.report();
 
     // Metadata: files and links first, then directories deepest first.
     let as_root = crate::sys::uid() == 0;

@@ -382,3 +382,29 @@ fn restoring_over_an_earlier_restore_replaces_what_is_in_the_way() {
         "{err}"
     );
 }
+
+#[test]
+fn a_restore_reports_its_total_and_reaches_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_tree(&src);
+    let repo = init_repo(&tmp.path().join("repo"));
+    let b = backup(&repo, &[&src], &BackupOptions::default()).unwrap();
+    let (_, sn) = repo.load_snapshot(&b.snapshot_id.to_hex()).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = Arc::clone(&seen);
+    let opts = RestoreOptions {
+        progress: Some(Arc::new(move |p| seen2.lock().unwrap().push(*p))),
+        ..Default::default()
+    };
+    let s = restore(&repo, &sn, &tmp.path().join("out"), &opts).unwrap();
+    let seen = seen.lock().unwrap();
+    // The first report comes before any content (the total is known from the plan).
+    assert_eq!(seen[0].bytes_done, 0);
+    assert!(seen.iter().all(|p| p.bytes_total == Some(s.bytes_written)));
+    // The last report comes after every worker is done.
+    let last = seen.last().unwrap();
+    assert_eq!(last.bytes_done, s.bytes_written);
+    assert_eq!(last.files_done, TREE_FILES);
+    assert_eq!(s.bytes_written, b.total_bytes);
+}

@@ -154,11 +154,14 @@ fn run(args: RepoArgs, out: Output) -> Result<std::process::ExitCode> {
         } => {
             let repo = Repository::open(backend, &password)?;
             let (id, sn) = repo.load_snapshot(&snapshot)?;
+            let bar = Bar::new("restore", None);
             let opts = RestoreOptions {
                 sub_path: include,
+                progress: Some(bar.callback()),
                 ..RestoreOptions::default()
             };
             let s = steward_repo::restore(&repo, &sn, &target, &opts)?;
+            bar.finish();
             let secs = s.duration.as_secs_f64();
             match out {
                 Output::Json => println!(
@@ -776,6 +779,15 @@ fn total_size(paths: &[PathBuf]) -> u64 {
     paths.iter().map(|p| walk(p)).sum()
 }
 
+/// The bar of a run whose total is known: bytes, rate and ETA.
+fn bar_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ")
+}
+
 /// Progress on stderr: a bar with throughput and ETA on a terminal, a plain line every 10 s
 /// otherwise (logs stay readable).
 struct Bar {
@@ -794,13 +806,7 @@ impl Bar {
     fn new(what: &'static str, total: Option<u64>) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = match total {
-                Some(t) => indicatif::ProgressBar::new(t).with_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                ),
+                Some(t) => indicatif::ProgressBar::new(t).with_style(bar_style()),
                 None => indicatif::ProgressBar::new_spinner().with_style(
                     indicatif::ProgressStyle::with_template(
                         "{msg} {spinner} {bytes} {bytes_per_sec}",
@@ -827,7 +833,14 @@ impl Bar {
         let bar = self.bar.clone();
         let st = self.state.clone();
         Arc::new(move |p: &Progress| match &bar {
-            Some(b) => b.set_position(p.bytes_done),
+            Some(b) => {
+                // A restore learns its total once it has planned: the spinner becomes a bar.
+                if let Some(t) = p.bytes_total.filter(|&t| b.length() != Some(t)) {
+                    b.set_length(t);
+                    b.set_style(bar_style());
+                }
+                b.set_position(p.bytes_done)
+            }
             None => {
                 let secs = st.started.elapsed().as_secs();
                 let last = st.last.load(Ordering::Relaxed);
@@ -840,6 +853,7 @@ impl Bar {
                     let rate = p.bytes_done as f64 / st.started.elapsed().as_secs_f64().max(1e-6);
                     let of = st
                         .total
+                        .or(p.bytes_total)
                         .map(|t| format!(" of {}", human_bytes(t)))
                         .unwrap_or_default();
                     eprintln!(
