@@ -310,8 +310,16 @@ struct Live {
     missed: HashSet<(String, DateTime<Utc>)>,
     /// Sources whose RPO / RTO is breached (as last reported).
     rpo_breached: HashMap<String, bool>,
-    /// Bytes read so far by the backups running now, by run id.
-    progress: HashMap<String, Arc<std::sync::atomic::AtomicU64>>,
+    /// How far the backups and restores running now are, by run id.
+    progress: HashMap<String, Arc<RunProgress>>,
+}
+
+/// Bytes done so far by a running backup (read) or restore (written), and the total
+/// when the run knows it (a restore, once planned; 0 = not known).
+#[derive(Default)]
+struct RunProgress {
+    done: std::sync::atomic::AtomicU64,
+    total: std::sync::atomic::AtomicU64,
 }
 
 /// The backup service.
@@ -839,7 +847,7 @@ impl Backups {
         self.record(&run).await?;
         let window = self.open_window(&s).await;
         let result = self.backup_steps(&s, &mut run).await;
-        self.live().progress.remove(&run.id);
+        self.untrack(&run.id);
         // Compared before the run is recorded as done, so it is written once, with the result.
         let size = match (&result, run.bytes) {
             (Ok(()), Some(bytes)) => self.size_check(&s, bytes),
@@ -900,17 +908,33 @@ impl Backups {
         }
     }
 
+    /// Makes the run's progress visible in `/v1/sys/backup/runs` (for `steward backup
+    /// list` and the CLI's progress line) until [`Self::untrack`], through the callback
+    /// returned.
+    fn track(&self, run_id: &str) -> steward_repo::ProgressFn {
+        let live = Arc::new(RunProgress::default());
+        self.live()
+            .progress
+            .insert(run_id.to_string(), live.clone());
+        Arc::new(move |p: &steward_repo::Progress| {
+            use std::sync::atomic::Ordering::Relaxed;
+            live.done.store(p.bytes_done, Relaxed);
+            if let Some(t) = p.bytes_total {
+                live.total.store(t, Relaxed);
+            }
+        })
+    }
+
+    fn untrack(&self, run_id: &str) {
+        self.live().progress.remove(run_id);
+    }
+
     async fn backup_steps(&self, s: &SourceSpec, run: &mut Run) -> std::result::Result<(), String> {
         let repo = self.open_repo(s.repository).await?;
         let source = self.source_of(s).await?;
         let name = s.name.clone();
         let r2 = repo.clone();
-        // Bytes read so far, for `steward backup list` and the CLI's progress line.
-        let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        self.live().progress.insert(run.id.clone(), read.clone());
-        let progress: steward_repo::ProgressFn = Arc::new(move |p: &steward_repo::Progress| {
-            read.store(p.bytes_done, std::sync::atomic::Ordering::Relaxed);
-        });
+        let progress = self.track(&run.id);
         let done = tokio::task::spawn_blocking(move || match source {
             Runner::Source(src) => src.backup_with(&r2, &name, Some(progress)),
             Runner::Base(endpoint, database) => steward_backup::base_backup(
@@ -1515,19 +1539,24 @@ impl Backups {
                     let dir = dir.clone();
                     let name = s.name.clone();
                     let want = req.snapshot.clone();
-                    let (id, time, summary) =
+                    let opts = steward_repo::RestoreOptions {
+                        progress: Some(self.track(&run.id)),
+                        ..Default::default()
+                    };
+                    let restored =
                         tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
                             let (id, sn) = match want {
                                 Some(w) => repo.load_snapshot(&w).map_err(|e| e.to_string())?,
                                 None => newest_backup(&repo, &name)?,
                             };
-                            let summary =
-                                steward_repo::restore(&repo, &sn, &dir, &Default::default())
-                                    .map_err(|e| e.to_string())?;
+                            let summary = steward_repo::restore(&repo, &sn, &dir, &opts)
+                                .map_err(|e| e.to_string())?;
                             Ok((id, sn.time, summary))
                         })
-                        .await
-                        .map_err(|e| format!("the restore task failed: {e}"))??;
+                        .await;
+                    self.untrack(&run.id);
+                    let (id, time, summary) =
+                        restored.map_err(|e| format!("the restore task failed: {e}"))??;
                     run.snapshot = Some(id.to_hex());
                     run.snapshot_time = Some(time);
                     run.bytes = Some(summary.bytes_written);
@@ -1728,16 +1757,19 @@ impl Backups {
         out.truncate(limit.clamp(1, 10_000));
         {
             // A running backup shows the bytes it has read so far, and the size of the
-            // source's last passed backup as the bytes to expect (for an ETA).
+            // source's last passed backup as the bytes to expect (for an ETA); a running
+            // restore the bytes written and its own total.
+            use std::sync::atomic::Ordering::Relaxed;
             let live = self.live();
             for r in out.iter_mut().filter(|r| r.ok.is_none()) {
-                if let Some(read) = live.progress.get(&r.id) {
-                    r.bytes = Some(read.load(std::sync::atomic::Ordering::Relaxed));
-                    let expected = live
-                        .runs
-                        .get(&(r.target.clone(), Op::Backup))
-                        .and_then(|l| l.iter().rev().find(|p| p.passed()))
-                        .and_then(|p| p.bytes);
+                if let Some(p) = live.progress.get(&r.id) {
+                    r.bytes = Some(p.done.load(Relaxed));
+                    let expected = Some(p.total.load(Relaxed)).filter(|&t| t > 0).or_else(|| {
+                        live.runs
+                            .get(&(r.target.clone(), Op::Backup))
+                            .and_then(|l| l.iter().rev().find(|p| p.passed()))
+                            .and_then(|p| p.bytes)
+                    });
                     if let Some(n) = expected {
                         r.detail = json!({ "expected_bytes": n });
                     }

@@ -455,3 +455,57 @@ assertions = [{{ sql = "SELECT count(*) FROM t", expect = "150" }}]
     assert!(kinds.contains(&"drill.passed".to_string()), "{kinds:?}");
     assert!(kinds.contains(&"drill.failed".to_string()), "{kinds:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_restore_shows_the_bytes_written_of_its_total() {
+    let w = World::new().await;
+    for i in 0..4 {
+        w.write_data(&format!("part{i}.bin"), 40_000_000, 10 + i);
+    }
+    let b = w.service("").await;
+    let (i, _) = b.config().source("files").unwrap();
+    assert!(b.backup(i, "manual").await.unwrap().passed());
+    let target = w.root.join("restored");
+    let b1 = b.clone();
+    let t1 = target.clone();
+    let restore = tokio::spawn(async move {
+        b1.restore(steward_dr::RestoreRequest {
+            source: "files".into(),
+            snapshot: None,
+            target_dir: Some(t1),
+            database: None,
+        })
+        .await
+    });
+    // Watch the run as `steward backup restore` does, until it is recorded as done.
+    let ctx = RequestCtx::new("t".into(), Some(w.token.clone()), None);
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !restore.is_finished() && std::time::Instant::now() < deadline {
+        for r in b
+            .api_runs(&ctx, Some("files"), Some(Op::Restore), 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.ok.is_none())
+        {
+            seen.push((r.bytes, r.detail["expected_bytes"].as_u64()));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let run = restore.await.unwrap().unwrap();
+    assert!(run.passed(), "{run:?}");
+    let total = run.bytes.unwrap();
+    assert_eq!(total, 160_000_000);
+    // While it ran: bytes written so far, never past its own total, which it showed.
+    let with_total: Vec<_> = seen.iter().filter(|(_, e)| e.is_some()).collect();
+    assert!(
+        !with_total.is_empty(),
+        "the running restore never showed its total ({} observations)",
+        seen.len()
+    );
+    for (bytes, expected) in with_total {
+        assert_eq!(*expected, Some(total));
+        assert!(bytes.unwrap() <= total);
+    }
+}

@@ -120,8 +120,9 @@ async fn run_job(c: &Client, path: &str, body: Value, what: &str) -> anyhow::Res
         let expected = mine
             .iter()
             .find_map(|r| r["detail"]["expected_bytes"].as_u64());
+        let verb = if op == "restore" { "written" } else { "read" };
         let status = match read {
-            Some(n) => progress_text(n, expected, el),
+            Some(n) => progress_text(n, expected, el, verb),
             None => "running".to_string(),
         };
         match &spinner {
@@ -149,10 +150,11 @@ async fn run_job(c: &Client, path: &str, body: Value, what: &str) -> anyhow::Res
     }
 }
 
-/// `1.2 GiB of ~2.0 GiB (60%), 150 MiB/s, about 6 s left`: the bytes read, and against
-/// the last backup's size the share and the time left at the rate so far (none once
-/// past it: this backup is larger than the last).
-fn progress_text(read: u64, expected: Option<u64>, elapsed_s: f64) -> String {
+/// `1.2 GiB of ~2.0 GiB (60%), 150 MiB/s, about 6 s left`: the bytes read (a backup) or
+/// written (a restore, `verb`), and against the expected total (a backup: the last
+/// backup's size; a restore: its own) the share and the time left at the rate so far
+/// (none once past it: this backup is larger than the last).
+fn progress_text(read: u64, expected: Option<u64>, elapsed_s: f64, verb: &str) -> String {
     let rate = read as f64 / elapsed_s.max(0.001);
     match expected.filter(|&e| e > 0 && read < e) {
         Some(e) if rate > 0.0 => format!(
@@ -163,7 +165,11 @@ fn progress_text(read: u64, expected: Option<u64>, elapsed_s: f64) -> String {
             human_bytes(rate as u64),
             human((e - read) as f64 / rate)
         ),
-        _ => format!("{} read, {}/s", human_bytes(read), human_bytes(rate as u64)),
+        _ => format!(
+            "{} {verb}, {}/s",
+            human_bytes(read),
+            human_bytes(rate as u64)
+        ),
     }
 }
 
@@ -546,14 +552,21 @@ mod tests {
     fn progress_shows_the_time_left_against_the_last_backup() {
         let gib = 1u64 << 30;
         assert_eq!(
-            progress_text(gib, Some(4 * gib), 10.0),
+            progress_text(gib, Some(4 * gib), 10.0, "read"),
             "1.0 GiB of ~4.0 GiB (25%), 102.4 MiB/s, about 30.0 s left"
         );
         // Past the last size, or with none: bytes and rate only.
         assert_eq!(
-            progress_text(5 * gib, Some(4 * gib), 10.0),
+            progress_text(5 * gib, Some(4 * gib), 10.0, "read"),
             "5.0 GiB read, 512.0 MiB/s"
         );
-        assert_eq!(progress_text(gib, None, 10.0), "1.0 GiB read, 102.4 MiB/s");
+        assert_eq!(
+            progress_text(gib, None, 10.0, "read"),
+            "1.0 GiB read, 102.4 MiB/s"
+        );
+        assert_eq!(
+            progress_text(gib, None, 10.0, "written"),
+            "1.0 GiB written, 102.4 MiB/s"
+        );
     }
 }
