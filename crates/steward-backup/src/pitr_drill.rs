@@ -384,10 +384,7 @@ fn find_pg_ctl(pg_bin: Option<&Path>, data: &Path) -> Result<PathBuf> {
     // version's server refuses the data directory with a message about PG_VERSION
     // that would read like a broken backup.
     let mut other = None;
-    for p in std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
+    for p in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|d| d.join("pg_ctl"))
         .filter(|p| p.is_file())
     {
@@ -702,6 +699,7 @@ pub fn sweep_stale(scratch_dir: &Path) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn pg_ctl_on_path_must_be_of_the_backups_major_version() {
@@ -717,8 +715,6 @@ mod tests {
         assert!(!is_major_version("", "15"));
         assert!(!is_major_version("pg_ctl (PostgreSQL) 15.1", ""));
     }
-
-    use super::*;
 
     #[test]
     fn a_drill_cut_short_is_stopped_and_removed_by_the_next() {

@@ -75,8 +75,6 @@ struct Counters {
     bytes_done: AtomicU64,
     files_done: AtomicU64,
     bytes_total: u64,
-    /// Per file: blob writes still to come (a file is done at zero).
-    pending: Vec<std::sync::atomic::AtomicU32>,
     progress: Option<crate::archiver::ProgressFn>,
 }
 
@@ -91,10 +89,10 @@ impl Counters {
         }
     }
 
-    /// `len` bytes were written into file `file`.
-    fn wrote(&self, file: u32, len: u64) {
+    /// `len` bytes were written into `file`.
+    fn wrote(&self, file: &FileJob, len: u64) {
         self.bytes_done.fetch_add(len, Ordering::Relaxed);
-        if self.pending[file as usize].fetch_sub(1, Ordering::Relaxed) == 1 {
+        if file.pending.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.files_done.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -123,8 +121,8 @@ pub struct RestoreSummary {
 
 struct FileJob {
     path: PathBuf,
-    /// Blob writes into it (one per content entry).
-    writes: u32,
+    /// Blob writes into it still to come (one per content entry): done at zero.
+    pending: std::sync::atomic::AtomicU32,
 }
 
 struct Target {
@@ -267,7 +265,7 @@ impl Planner<'_> {
                 }
                 self.plan.summary.files += 1;
                 self.plan.summary.bytes_written += offset;
-                let writes =
+                let pending =
                     u32::try_from(node.content.as_ref().map_or(0, Vec::len)).map_err(|_| {
                         Error::corrupt(
                             format!("file {}", path.display()),
@@ -276,7 +274,7 @@ impl Planner<'_> {
                     })?;
                 self.plan.files.push(FileJob {
                     path: path.clone(),
-                    writes,
+                    pending: pending.into(),
                 });
                 self.plan.meta.push((path, meta_node()));
             }
@@ -448,11 +446,12 @@ fn restore_pack(
                 .ok_or_else(|| Error::corrupt(format!("pack {pack}"), "short read"))?;
             let data = repo.decode_blob_in_place(&b.id, &b.entry, slice, &mut scratch.blob)?;
             for t in &b.targets {
-                let f = create_file(&files[t.file as usize].path)?;
+                let job = &files[t.file as usize];
+                let f = create_file(&job.path)?;
                 f.write_all_at(data, t.offset)
-                    .map_err(|e| Error::io("write", &files[t.file as usize].path, e))?;
+                    .map_err(|e| Error::io("write", &job.path, e))?;
                 scratch.written.written(f, t.offset, data.len() as u64);
-                counters.wrote(t.file, data.len() as u64);
+                counters.wrote(job, data.len() as u64);
             }
             counters.report();
         }
@@ -554,12 +553,13 @@ pub fn restore(
     let files = &plan.files;
     let counters = Counters {
         bytes_done: AtomicU64::new(0),
-        files_done: AtomicU64::new(files.iter().filter(|f| f.writes == 0).count() as u64),
+        files_done: AtomicU64::new(
+            files
+                .iter()
+                .filter(|f| f.pending.load(Ordering::Relaxed) == 0)
+                .count() as u64,
+        ),
         bytes_total: plan.summary.bytes_written,
-        pending: files
-            .iter()
-            .map(|f| std::sync::atomic::AtomicU32::new(f.writes))
-            .collect(),
         progress: opts.progress.clone(),
     };
     counters.report();

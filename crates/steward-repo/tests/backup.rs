@@ -346,14 +346,26 @@ fn failures_stop_the_backup_without_a_snapshot() {
     assert!(check(&repo).unwrap().is_ok());
 }
 
-#[test]
-fn restoring_over_an_earlier_restore_replaces_what_is_in_the_way() {
+/// [`make_tree`] in a temp dir, backed up once: (dir, source, repo, summary, snapshot).
+fn backed_up_tree() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    steward_repo::Repository,
+    steward_repo::BackupSummary,
+    steward_repo::Snapshot,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     make_tree(&src);
     let repo = init_repo(&tmp.path().join("repo"));
     let b = backup(&repo, &[&src], &BackupOptions::default()).unwrap();
     let (_, sn) = repo.load_snapshot(&b.snapshot_id.to_hex()).unwrap();
+    (tmp, src, repo, b, sn)
+}
+
+#[test]
+fn restoring_over_an_earlier_restore_replaces_what_is_in_the_way() {
+    let (tmp, src, repo, _, sn) = backed_up_tree();
     let out = tmp.path().join("out");
     restore(&repo, &sn, &out, &RestoreOptions::default()).unwrap();
     let root = under(&out, &src);
@@ -385,12 +397,7 @@ fn restoring_over_an_earlier_restore_replaces_what_is_in_the_way() {
 
 #[test]
 fn a_restore_reports_its_total_and_reaches_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    make_tree(&src);
-    let repo = init_repo(&tmp.path().join("repo"));
-    let b = backup(&repo, &[&src], &BackupOptions::default()).unwrap();
-    let (_, sn) = repo.load_snapshot(&b.snapshot_id.to_hex()).unwrap();
+    let (tmp, _, repo, b, sn) = backed_up_tree();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen2 = Arc::clone(&seen);
     let opts = RestoreOptions {

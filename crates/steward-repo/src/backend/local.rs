@@ -384,8 +384,7 @@ impl Backend for LocalBackend {
     }
 
     /// Packs are assembled in `.tmp-<host>.<pid>.<random>` at the repository's root
-    /// (restic and listings ignore it). One left by a killed process is removed by the
-    /// next backup on that host.
+    /// (restic and listings ignore it), like every other file written (`temp_file`).
     fn stage(&self, _t: FileType) -> Result<Option<super::StagedFile>, BackendError> {
         self.temp_file().map(Some)
     }
